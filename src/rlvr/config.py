@@ -1,0 +1,216 @@
+"""Every knob of a run, as pydantic models. YAML recipes load into `RunConfig`.
+
+Unknown keys are rejected (`extra="forbid"`) and every validation failure is
+turned into a one-line `ConfigError` naming the key, so a typo never silently
+falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+# Recipes live at the top of the source tree, next to src/ (the package is installed editable).
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+DEFAULT_RECIPE = "default"
+
+
+class ConfigError(ValueError):
+    """A bad recipe, override or path; its message is one line meant for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(_Strict):
+    rank: int = Field(0, ge=0, description="0 = full fine-tuning")
+    alpha: float = 32.0
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class ModelConfig(_Strict):
+    path: str = Field("smollm2-135m", description="'smollm2-135m' (packaged) or a local HF folder")
+    lora: LoraConfig = LoraConfig()
+    autocast_bf16: bool = Field(False, description="bf16 autocast for the learner's forward/backward")
+    gradient_checkpointing: bool = False
+
+
+class EnvConfig(_Strict):
+    name: str = "gym"
+    task: str = "basic_arithmetic"
+    task_config: dict[str, Any] = {}
+    system_prompt: str | None = None
+    format_reward: float = Field(0.1, ge=0.0, description="reward for a well-formed final answer line")
+    eval_size: int = Field(200, ge=1)
+    eval_seed: int = 1_000_003
+    train_seed: int = 17
+
+    @field_validator("name")
+    @classmethod
+    def _known_env(cls, value: str) -> str:
+        from rlvr.envs import ENVIRONMENTS
+
+        return _check_registered("env.name", value, ENVIRONMENTS)
+
+
+class SamplingConfig(_Strict):
+    temperature: float = Field(0.7, gt=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="0 = off")
+    max_new_tokens: int = Field(96, ge=1)
+
+
+class RolloutConfig(_Strict):
+    engine: str = "transformers"
+    batch_size: int = Field(64, ge=1, description="sequences decoded together")
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        from rlvr.rollout import ENGINES
+
+        return _check_registered("rollout.engine", value, ENGINES)
+
+
+class AlgoConfig(_Strict):
+    advantage: str = "grpo"
+    loss: str = "ppo_clip"
+    clip_low: float = Field(0.2, ge=0.0)
+    clip_high: float = Field(0.28, ge=0.0, description="clip-higher: > clip_low lets rare tokens grow")
+    aggregation: Literal["token", "sequence", "constant"] = Field(
+        "token", description="token: mean over tokens; sequence: mean per sequence; constant: Dr. GRPO"
+    )
+    kl_coef: float = Field(0.0, ge=0.0)
+    overlong_filter: bool = Field(True, description="truncated completions get no gradient")
+    dynamic_sampling: bool = Field(False, description="drop groups whose rewards are all equal")
+
+    @field_validator("advantage")
+    @classmethod
+    def _known_advantage(cls, value: str) -> str:
+        from rlvr.algos import ADVANTAGES
+
+        return _check_registered("algo.advantage", value, ADVANTAGES)
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        from rlvr.algos import POLICY_LOSSES
+
+        return _check_registered("algo.loss", value, POLICY_LOSSES)
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(40, ge=0)
+    prompts_per_step: int = Field(16, ge=1)
+    group_size: int = Field(8, ge=1)
+    micro_batch_size: int = Field(16, ge=1, description="sequences per forward/backward")
+    epochs: int = Field(1, ge=1, description="PPO epochs over each batch")
+    lr: float = Field(1e-5, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    save_every: int = Field(10, ge=1, description="checkpoint every N steps (and at the end)")
+    threads: int = Field(0, ge=0, description="torch threads; 0 = torch's default")
+
+
+class EvalConfig(_Strict):
+    before: bool = True
+    after: bool = True
+    batch_size: int = Field(100, ge=1)
+    max_new_tokens: int | None = Field(None, description="defaults to sampling.max_new_tokens")
+
+
+class RunConfig(_Strict):
+    name: str = "default"
+    seed: int = 0
+    output_dir: str = "runs"
+    model: ModelConfig = ModelConfig()
+    env: EnvConfig = EnvConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    algo: AlgoConfig = AlgoConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def _check_registered(key: str, value: str, registry: dict) -> str:
+    if value not in registry:
+        raise ValueError(f"unknown {key} {value!r} (choices: {', '.join(sorted(registry))})")
+    return value
+
+
+def _describe(error: dict, root: type[BaseModel]) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        model: type[BaseModel] = root
+        for part in error["loc"][:-1]:
+            annotation = model.model_fields[str(part)].annotation
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                break
+            model = annotation
+        return f"{loc}: unknown key (valid keys: {', '.join(model.model_fields)})"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{loc}: {message} (got {error['input']!r})"
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        details = "; ".join(_describe(e, RunConfig) for e in exc.errors())
+        raise ConfigError(f"{source}: {details}") from None
+
+
+def recipe_path(recipe: str | None) -> Path:
+    """A recipe file path, or the name of a packaged recipe (`default`, ...)."""
+    name = recipe or DEFAULT_RECIPE
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise ConfigError(f"{name}: recipe file not found")
+        return path
+    packaged = RECIPES_DIR / f"{name}.yaml"
+    if not packaged.exists():
+        choices = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+        raise ConfigError(f"{name}: no such recipe file or packaged recipe (packaged: {choices})")
+    return packaged
+
+
+def set_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one `a.b.c=value` override; the value is parsed as YAML (so `1e-5`, `true`, `[1, 2]` work)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected key=value")
+    *parents, leaf = key.strip().split(".")
+    node = data
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+        node = child
+    # YAML reads `1e-5` as a string; pydantic's lax mode turns it into the float the field wants.
+    node[leaf] = yaml.safe_load(raw)
+
+
+def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    path = recipe_path(recipe)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+    for assignment in overrides:
+        set_override(data, assignment)
+    return parse_config(data, source=str(path))

@@ -1,0 +1,64 @@
+"""metrics.jsonl (one line per step) and the live progress bar."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class MetricsLog:
+    def __init__(self, path: Path, console: Console | None = None) -> None:
+        self.path = path
+        self.console = console or Console(stderr=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def truncate_after(self, step: int) -> None:
+        """Forget lines of steps after `step` (they are redone after a resume)."""
+        kept = [row for row in self.read() if row["step"] <= step]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        tmp.replace(self.path)
+
+    def write(self, metrics: dict) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(metrics) + "\n")
+            handle.flush()
+
+    @contextmanager
+    def progress(self, total: int, completed: int = 0) -> Iterator["StepProgress"]:
+        columns = (
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("reward {task.fields[reward]:.3f}  acc {task.fields[accuracy]:.2f}  {task.fields[tps]:.0f} tok/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=self.console) as bar:
+            task = bar.add_task("train", total=total, completed=completed, reward=0.0, accuracy=0.0, tps=0.0)
+            yield StepProgress(bar, task)
+
+
+class StepProgress:
+    def __init__(self, bar: Progress, task) -> None:
+        self.bar, self.task = bar, task
+
+    def advance(self, metrics: dict) -> None:
+        self.bar.update(
+            self.task, advance=1, reward=metrics["reward"], accuracy=metrics["accuracy"], tps=metrics["tokens_per_second"]
+        )
+        self.bar.console.log(
+            f"step {metrics['step']:>4}  reward {metrics['reward']:.3f}  acc {metrics['accuracy']:.3f}  "
+            f"len {metrics['response_length']:.1f}  {metrics['tokens_per_second']:.0f} tok/s  {metrics['step_seconds']:.1f} s"
+        )

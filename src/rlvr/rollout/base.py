@@ -1,0 +1,41 @@
+"""The rollout engine interface: token ids in, episodes (token ids + log-probs) out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from rlvr.episode import Episode
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 96
+    greedy: bool = False
+    # Seeds the whole call, so a step's samples do not depend on what ran before it (exact resume).
+    seed: int = 0
+
+
+class RolloutEngine(ABC):
+    """Generates completions for tokenised prompts.
+
+    `generate` returns one Episode per prompt, in order, holding exactly the ids
+    the engine sampled and each token's log-prob under the sampling temperature.
+    An engine that samples from the learner's own model object needs no weight
+    sync (`shares_weights`); one with its own copy (another dtype, another
+    process, vLLM) receives the learner's weights through `update_weights`.
+    """
+
+    shares_weights: bool = False
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Episode]: ...
+
+    @abstractmethod
+    def update_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None: ...

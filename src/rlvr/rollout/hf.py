@@ -1,0 +1,158 @@
+"""A rollout engine on plain transformers: batched, KV-cached, finished rows leave the batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from rlvr.episode import Episode
+from rlvr.rollout.base import RolloutEngine, SamplingParams
+
+
+def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """Every id that ends an assistant turn: the tokenizer's eos and the generation config's."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return {i for i in ids if i is not None}
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Set logits outside the top-k / nucleus to -inf (the most likely token always survives)."""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # Drop a token when the tokens ranked above it already cover top_p.
+        drop = probs.cumsum(-1) - probs > top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def sample_next(logits: torch.Tensor, sampling: SamplingParams, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick the next token per row and return it with its log-prob under the
+    temperature-scaled (unfiltered) distribution, which is what the learner recomputes."""
+    logits = logits.float()
+    if sampling.greedy:
+        tokens = logits.argmax(-1)
+        logprobs = logits.log_softmax(-1)
+    else:
+        scaled = logits / sampling.temperature
+        logprobs = scaled.log_softmax(-1)
+        probs = filter_logits(scaled, sampling.top_k, sampling.top_p).softmax(-1)
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return tokens, logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+class TransformersEngine(RolloutEngine):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        batch_size: int = 64,
+        shares_weights: bool = True,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.shares_weights = shares_weights
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.stop_ids = torch.tensor(sorted(stop_token_ids(model, tokenizer)))
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Episode]:
+        generator = torch.Generator().manual_seed(sampling.seed)
+        # Longest prompts first, so each batch pads little; results go back in input order.
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        episodes: list[Episode | None] = [None] * len(prompts)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                for index, episode in zip(chunk, self._generate_batch([prompts[i] for i in chunk], sampling, generator)):
+                    episodes[index] = episode
+        finally:
+            self.model.train(was_training)
+        return episodes  # type: ignore[return-value]
+
+    def _generate_batch(
+        self, prompts: list[Sequence[int]], sampling: SamplingParams, generator: torch.Generator
+    ) -> list[Episode]:
+        size = len(prompts)
+        # A group's completions share one prompt: prefill each distinct prompt once, then copy its cache rows.
+        distinct: dict[tuple[int, ...], int] = {}
+        rows = torch.tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prompts])
+        unique = list(distinct)
+        width = max(len(p) for p in unique)
+        input_ids = torch.full((len(unique), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(unique), width), dtype=torch.long)
+        for row, prompt in enumerate(unique):
+            input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            attention[row, width - len(prompt) :] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        logits = self.model(
+            input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache, logits_to_keep=1
+        ).logits[:, -1][rows]
+        cache.batch_select_indices(rows)
+        attention, last_position = attention[rows], positions[rows, -1]
+        tokens: list[list[int]] = [[] for _ in range(size)]
+        logprobs: list[list[float]] = [[] for _ in range(size)]
+        active = torch.arange(size)  # batch row -> prompt index
+        for step in range(sampling.max_new_tokens):
+            next_tokens, next_logprobs = sample_next(logits, sampling, generator)
+            for row, token, logprob in zip(active.tolist(), next_tokens.tolist(), next_logprobs.tolist()):
+                tokens[row].append(token)
+                logprobs[row].append(logprob)
+            running = ~torch.isin(next_tokens, self.stop_ids)
+            if step == sampling.max_new_tokens - 1 or not running.any():
+                break
+            if not running.all():  # finished rows leave the batch and the cache
+                keep = running.nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                active, attention, next_tokens, last_position = (
+                    active[keep], attention[keep], next_tokens[keep], last_position[keep]
+                )
+            attention = torch.cat([attention, attention.new_ones(len(active), 1)], dim=-1)
+            last_position = last_position + 1
+            logits = self.model(
+                input_ids=next_tokens.unsqueeze(-1),
+                attention_mask=attention,
+                position_ids=last_position.unsqueeze(-1),
+                past_key_values=cache,
+            ).logits[:, -1]
+
+        stops = set(self.stop_ids.tolist())
+        return [
+            Episode(
+                prompt_ids=list(prompt),
+                completion_ids=ids,
+                logprobs=lps,
+                loss_mask=[1] * len(ids),
+                truncated=ids[-1] not in stops,
+                text=self.tokenizer.decode(ids, skip_special_tokens=True),
+            )
+            for prompt, ids, lps in zip(prompts, tokens, logprobs)
+        ]
+
+    @torch.no_grad()
+    def update_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy the learner's weights in place; a name the engine's model lacks is a loud error."""
+        if self.shares_weights:
+            return
+        params = dict(self.model.named_parameters())
+        params.update(dict(self.model.named_buffers()))
+        seen = set()
+        for name, tensor in weights:
+            if name not in params:
+                raise KeyError(f"update_weights: the rollout model has no parameter {name!r}")
+            params[name].copy_(tensor)
+            seen.add(name)
+        missing = {n for n, _ in self.model.named_parameters()} - seen
+        if missing:
+            raise KeyError(f"update_weights: no new value for {len(missing)} parameters, e.g. {sorted(missing)[:3]}")

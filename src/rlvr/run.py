@@ -1,0 +1,99 @@
+"""A whole run: evaluate before, train, evaluate after, write the run folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from rlvr.config import ConfigError, RunConfig
+from rlvr.eval import evaluate
+from rlvr.metrics import MetricsLog
+from rlvr.report import plot_curves
+from rlvr.trainer import Trainer
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _evaluate(trainer: Trainer, path: Path, console: Console, label: str) -> dict:
+    """Held-out accuracy; the per-question samples go next to the summary."""
+    max_tokens = trainer.config.eval.max_new_tokens or trainer.config.sampling.max_new_tokens
+    with console.status(f"evaluating {label} on {trainer.config.env.eval_size} held-out problems"):
+        result = evaluate(trainer.engine, trainer.env, trainer.tokenizer, max_tokens)
+    samples = result.pop("samples")
+    path.with_suffix(".samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    _write_json(path, result)
+    return result
+
+
+def _prepare_run_dir(config: RunConfig, resume: bool, overwrite: bool) -> Path:
+    run_dir = config.run_dir
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if overwrite:
+            shutil.rmtree(run_dir)
+        elif not resume:
+            raise ConfigError(f"{run_dir}: run folder exists; pass --resume to continue it or --overwrite to start again")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / "config.yaml"
+    if resume and saved.exists():
+        previous = yaml.safe_load(saved.read_text())
+        if previous != config.model_dump(mode="json"):
+            raise ConfigError(f"{saved}: --resume with a different config; start a new run name instead")
+    saved.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return run_dir
+
+
+def train(config: RunConfig, resume: bool = False, overwrite: bool = False, console: Console | None = None) -> dict:
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    run_dir = _prepare_run_dir(config, resume, overwrite)
+    trainer = Trainer(config)
+    resumed = resume and trainer.resume()
+    if resumed:
+        console.print(f"resumed {run_dir} at step {trainer.step}")
+    before_path = run_dir / "eval_before.json"
+    before = None
+    if config.eval.before:
+        before = json.loads(before_path.read_text()) if resumed and before_path.exists() else None
+        before = before or _evaluate(trainer, before_path, console, "the starting model")
+    log = MetricsLog(run_dir / "metrics.jsonl", console)
+    trainer.fit(log)
+    final = run_dir / "final"
+    trainer.policy.save_pretrained(final)
+    trainer.tokenizer.save_pretrained(final)
+    after = _evaluate(trainer, run_dir / "eval_after.json", console, "the trained model") if config.eval.after else None
+    plot_curves(log.read(), run_dir / "curves.png")
+    summary = {
+        "model": config.model.path,
+        "env": f"{config.env.name}:{config.env.task}",
+        "steps": trainer.step,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "eval_before": before,
+        "eval_after": after,
+        "final_checkpoint": str(final),
+    }
+    _write_json(run_dir / "summary.json", summary)
+    console.print(summary_table(summary))
+    return summary
+
+
+def summary_table(summary: dict) -> Table:
+    table = Table(title=f"{summary['env']} held-out accuracy (greedy, 95% Wilson CI)")
+    for column in ("model", "accuracy", "95% CI", "n", "mean tokens"):
+        table.add_column(column)
+    for label in ("eval_before", "eval_after"):
+        result = summary.get(label)
+        if result:
+            low, high = result["ci95"]
+            table.add_row(label.removeprefix("eval_"), f"{result['accuracy']:.1%}", f"[{low:.1%}, {high:.1%}]",
+                          str(result["n"]), f"{result['mean_tokens']:.1f}")
+    return table

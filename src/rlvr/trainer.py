@@ -1,0 +1,197 @@
+"""The training loop: sample -> score -> advantage -> update -> sync. It only wires parts together."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from rlvr.algos import ADVANTAGES, POLICY_LOSSES, LossInputs, LossSettings, aggregate, drop_uniform_groups, loss_normalizer, mask_truncated
+from rlvr.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rlvr.config import RunConfig
+from rlvr.envs import Environment, make_env
+from rlvr.episode import Episode
+from rlvr.eval.accuracy import prompt_ids
+from rlvr.learner import TokenBatch, completion_logprobs
+from rlvr.metrics import MetricsLog
+from rlvr.models import load_policy, load_reference, load_tokenizer
+from rlvr.rollout import ENGINES, RolloutEngine, SamplingParams
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        seed_everything(config.seed)
+        self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(config.model.path)
+        self.policy = load_policy(config.model.path, config.model.lora)
+        self.policy.train()
+        if config.model.gradient_checkpointing:
+            self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.reference = load_reference(config.model.path) if config.algo.kl_coef > 0 else None
+        self.env: Environment = make_env(config.env)
+        self.engine: RolloutEngine = ENGINES[config.rollout.engine](self.policy, self.tokenizer, config.rollout.batch_size)
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]
+        t = config.train
+        self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / (t.warmup_steps + 1)))
+        self.advantage_fn = ADVANTAGES[config.algo.advantage]
+        self.loss_fn = POLICY_LOSSES[config.algo.loss]
+        self.loss_settings = LossSettings(config.algo.clip_low, config.algo.clip_high, config.algo.kl_coef)
+        self.step = 0
+
+    # ---- one step -------------------------------------------------------
+    def sampling(self, step: int) -> SamplingParams:
+        s = self.config.sampling
+        seed = self.config.seed * 1_000_003 + step
+        return SamplingParams(s.temperature, s.top_p, s.top_k, s.max_new_tokens, seed=seed)
+
+    def rollout(self, step: int) -> list[Episode]:
+        t = self.config.train
+        problems = self.env.train_problems(step * t.prompts_per_step, t.prompts_per_step)
+        prompts = prompt_ids(self.env, self.tokenizer, problems)
+        episodes = self.engine.generate([p for p in prompts for _ in range(t.group_size)], self.sampling(step))
+        for index, episode in enumerate(episodes):
+            episode.group = index // t.group_size
+            problem = problems[episode.group]
+            episode.reward, episode.rewards = self.env.rubric.score(episode.text, problem)
+            episode.meta["subset"] = problem.subset
+        return episodes
+
+    def assign_advantages(self, episodes: list[Episode]) -> list[Episode]:
+        """Group-relative advantages, then the filters that decide what carries gradient."""
+        size = self.config.train.group_size
+        rewards = torch.tensor([e.reward for e in episodes], dtype=torch.float).view(-1, size)
+        for episode, advantage in zip(episodes, self.advantage_fn(rewards).flatten().tolist()):
+            episode.advantage = advantage
+        groups = [episodes[i : i + size] for i in range(0, len(episodes), size)]
+        if self.config.algo.dynamic_sampling:
+            groups = drop_uniform_groups(groups)
+        kept = [e for group in groups for e in group]
+        if self.config.algo.overlong_filter:
+            mask_truncated(kept)
+        return [e for e in kept if any(e.loss_mask)]
+
+    def update(self, episodes: list[Episode]) -> dict[str, float]:
+        """PPO epochs over the batch: one optimiser step per epoch, micro-batches accumulate."""
+        cfg, t = self.config, self.config.train
+        if not episodes:
+            return {"skipped_update": 1.0}
+        num_tokens = float(sum(sum(e.loss_mask) for e in episodes))
+        normalizer = loss_normalizer(num_tokens, len(episodes), cfg.algo.aggregation, cfg.sampling.max_new_tokens)
+        # A group stays together (its prompt is computed once); similar lengths share a micro-batch.
+        ordered = sorted(episodes, key=lambda e: (len(e.prompt_ids), e.group, e.num_tokens))
+        batches = [
+            TokenBatch.from_episodes(ordered[i : i + t.micro_batch_size], self.tokenizer.pad_token_id)
+            for i in range(0, len(ordered), t.micro_batch_size)
+        ]
+        shared = not cfg.model.gradient_checkpointing
+        sums: dict[str, float] = defaultdict(float)
+        grad_norms = []
+        for epoch in range(t.epochs):
+            self.optimizer.zero_grad(set_to_none=True)
+            for batch in batches:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.model.autocast_bf16):
+                    logprobs, entropy = completion_logprobs(self.policy, batch, cfg.sampling.temperature, epoch == 0, shared)
+                    ref = None
+                    if self.reference is not None:
+                        with torch.no_grad():
+                            ref, _ = completion_logprobs(self.reference, batch, cfg.sampling.temperature, False, shared)
+                inputs = LossInputs(logprobs, batch.old_logprobs, batch.advantages, batch.loss_mask, ref)
+                per_token, stats = self.loss_fn(inputs, self.loss_settings)
+                loss = aggregate(per_token, batch.loss_mask, cfg.algo.aggregation, normalizer)
+                loss.backward()
+                mask = batch.loss_mask
+                sums["loss"] += loss.item()
+                for name, value in stats.items():
+                    sums[name] += float((value * mask).sum())
+                if epoch == 0:
+                    sums["entropy"] += float((entropy * mask).sum())
+                    # Sampler vs learner disagreement on the same tokens (0 up to float noise when they share weights).
+                    sums["logprob_mismatch"] += float(((logprobs.detach() - batch.old_logprobs).abs() * mask).sum())
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm)
+            grad_norms.append(float(grad_norm))
+            if torch.isfinite(grad_norm):
+                self.optimizer.step()
+            else:  # a non-finite gradient would poison the weights: skip this batch
+                sums["skipped_update"] += 1
+        self.scheduler.step()
+        per_token_stats = {k: v / (num_tokens * (t.epochs if k in ("clip_frac", "ratio", "kl") else 1)) for k, v in sums.items()
+                           if k not in ("loss", "skipped_update")}
+        return {
+            **per_token_stats,
+            "loss": sums["loss"] / t.epochs,
+            "grad_norm": float(np.mean(grad_norms)),
+            "skipped_update": sums["skipped_update"],
+        }
+
+    def train_step(self, step: int) -> dict[str, float]:
+        started = time.perf_counter()
+        episodes = self.rollout(step)
+        generated = time.perf_counter()
+        trained_on = self.assign_advantages(episodes)
+        stats = self.update(trained_on)
+        self.engine.update_weights(() if self.engine.shares_weights else self.policy.state_dict().items())
+        finished = time.perf_counter()
+        tokens = sum(e.num_tokens for e in episodes)
+        metrics = {
+            "step": step + 1,
+            "reward": float(np.mean([e.reward for e in episodes])),
+            **{f"reward/{name}": float(np.mean([e.rewards[name] for e in episodes])) for name in episodes[0].rewards},
+            "accuracy": float(np.mean([e.rewards["correct"] == 1.0 for e in episodes])),
+            "response_length": tokens / len(episodes),
+            "truncated_rate": float(np.mean([e.truncated for e in episodes])),
+            "episodes_trained": len(trained_on),
+            **stats,
+            "lr": self.scheduler.get_last_lr()[0],
+            "tokens_per_second": tokens / (finished - started),
+            "generate_tokens_per_second": tokens / (generated - started),
+            "generate_seconds": generated - started,
+            "train_seconds": finished - generated,
+            "step_seconds": finished - started,
+        }
+        return metrics
+
+    # ---- the loop -------------------------------------------------------
+    def checkpoint_dir(self) -> Path:
+        return self.config.run_dir / "checkpoints"
+
+    def resume(self) -> bool:
+        path = latest_checkpoint(self.checkpoint_dir())
+        if path is None:
+            return False
+        state = load_checkpoint(path, self.policy)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = state["step"]
+        self.engine.update_weights(() if self.engine.shares_weights else self.policy.state_dict().items())
+        return True
+
+    def save(self) -> None:
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "data_position": self.step}
+        save_checkpoint(self.checkpoint_dir(), self.step, self.policy, state)
+
+    def fit(self, log: MetricsLog) -> None:
+        steps = self.config.train.steps
+        log.truncate_after(self.step)  # steps after the checkpoint are redone
+        with log.progress(total=steps, completed=self.step) as progress:
+            while self.step < steps:
+                metrics = self.train_step(self.step)
+                self.step += 1
+                log.write(metrics)  # before the checkpoint, so a resume never lacks a saved step's line
+                if self.step % self.config.train.save_every == 0 or self.step == steps:
+                    self.save()
+                progress.advance(metrics)
+
