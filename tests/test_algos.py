@@ -5,7 +5,16 @@ import math
 import pytest
 import torch
 
-from rlvr.algos import ADVANTAGES, POLICY_LOSSES, LossInputs, LossSettings, aggregate, drop_uniform_groups, loss_normalizer, mask_truncated
+from rlvr.algos import (
+    ADVANTAGES,
+    POLICY_LOSSES,
+    LossInputs,
+    LossSettings,
+    aggregate,
+    drop_uniform_groups,
+    loss_normalizer,
+    mask_truncated,
+)
 from rlvr.algos.losses import k3_kl
 from rlvr.episode import Episode
 
@@ -96,7 +105,9 @@ def test_micro_batches_sum_to_the_full_batch(aggregation):
 
 
 def _episode(reward, truncated=False):
-    return Episode(prompt_ids=[1], completion_ids=[2, 3], logprobs=[0.0, 0.0], loss_mask=[1, 1], truncated=truncated, reward=reward)
+    return Episode(
+        prompt_ids=[1], completion_ids=[2, 3], logprobs=[0.0, 0.0], loss_mask=[1, 1], truncated=truncated, reward=reward
+    )
 
 
 def test_dynamic_sampling_drops_groups_with_equal_rewards():

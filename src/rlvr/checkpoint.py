@@ -90,7 +90,9 @@ def load_checkpoint(path: Path, model: PreTrainedModel) -> dict[str, Any]:
         tied = set(getattr(model, "_tied_weights_keys", None) or ())
         missing = [key for key in missing if key not in tied]
         if missing or unexpected:
-            raise RuntimeError(f"{folder}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise RuntimeError(
+                f"{folder}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
     state = torch.load(path / _STATE, weights_only=False)
     set_rng_state(state["rng"])
     return state

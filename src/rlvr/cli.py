@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,7 +15,7 @@ from rlvr.config import ConfigError, load_config
 app = typer.Typer(help="Reinforcement learning from verifiable rewards.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
 
-Overrides = Annotated[list[str], typer.Option("--set", "-s", help="Override a config key: --set train.lr=1e-5")]
+Overrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set train.lr=1e-5")]
 
 
 def _fail(error: Exception) -> None:
@@ -25,14 +25,14 @@ def _fail(error: Exception) -> None:
 
 @app.command()
 def train(
-    recipe: Annotated[Optional[str], typer.Argument(help="Recipe YAML file or packaged recipe name")] = None,
-    overrides: Overrides = [],
+    recipe: Annotated[str | None, typer.Argument(help="Recipe YAML file or packaged recipe name")] = None,
+    overrides: Overrides = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint")] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing run folder of the same name first")] = False,
 ) -> None:
     """Train a policy with RL on a recipe; evaluates before and after."""
     try:
-        config = load_config(recipe, overrides)
+        config = load_config(recipe, overrides or [])
         from rlvr.run import train as run_train
 
         run_train(config, resume=resume, overwrite=overwrite, console=console)
@@ -43,13 +43,13 @@ def train(
 @app.command("eval")
 def eval_(
     model: Annotated[str, typer.Argument(help="Model folder (a run's final/ or any HF folder) or 'smollm2-135m'")],
-    recipe: Annotated[Optional[str], typer.Option(help="Recipe whose environment to evaluate on")] = None,
-    overrides: Overrides = [],
-    out: Annotated[Optional[Path], typer.Option(help="Write the result JSON here")] = None,
+    recipe: Annotated[str | None, typer.Option(help="Recipe whose environment to evaluate on")] = None,
+    overrides: Overrides = None,
+    out: Annotated[Path | None, typer.Option(help="Write the result JSON here")] = None,
 ) -> None:
     """Greedy accuracy of MODEL on the recipe's held-out split, with a 95% CI."""
     try:
-        config = load_config(recipe, [*overrides, f"model.path={model}"])
+        config = load_config(recipe, [*(overrides or []), f"model.path={model}"])
         from rlvr.envs import make_env
         from rlvr.eval import evaluate
         from rlvr.models import load_policy, load_tokenizer

@@ -35,7 +35,7 @@ class MetricsLog:
             handle.flush()
 
     @contextmanager
-    def progress(self, total: int, completed: int = 0) -> Iterator["StepProgress"]:
+    def progress(self, total: int, completed: int = 0) -> Iterator[StepProgress]:
         columns = (
             TextColumn("[bold]train"),
             BarColumn(),

@@ -14,6 +14,7 @@ from rich.table import Table
 from rlvr.config import ConfigError, RunConfig
 from rlvr.eval import evaluate
 from rlvr.metrics import MetricsLog
+from rlvr.models import resolve_model_path
 from rlvr.report import plot_curves
 from rlvr.trainer import Trainer
 
@@ -55,6 +56,7 @@ def _prepare_run_dir(config: RunConfig, resume: bool, overwrite: bool) -> Path:
 def train(config: RunConfig, resume: bool = False, overwrite: bool = False, console: Console | None = None) -> dict:
     console = console or Console(stderr=True)
     started = time.perf_counter()
+    resolve_model_path(config.model.path)  # a bad path fails before anything is written
     run_dir = _prepare_run_dir(config, resume, overwrite)
     trainer = Trainer(config)
     resumed = resume and trainer.resume()

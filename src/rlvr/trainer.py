@@ -11,7 +11,16 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from rlvr.algos import ADVANTAGES, POLICY_LOSSES, LossInputs, LossSettings, aggregate, drop_uniform_groups, loss_normalizer, mask_truncated
+from rlvr.algos import (
+    ADVANTAGES,
+    POLICY_LOSSES,
+    LossInputs,
+    LossSettings,
+    aggregate,
+    drop_uniform_groups,
+    loss_normalizer,
+    mask_truncated,
+)
 from rlvr.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlvr.config import RunConfig
 from rlvr.envs import Environment, make_env

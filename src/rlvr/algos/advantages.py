@@ -6,7 +6,7 @@ value network is needed. Add one by writing a function and registering it.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

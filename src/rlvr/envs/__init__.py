@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from rlvr.config import EnvConfig
 from rlvr.envs.base import Environment, Problem, Rubric

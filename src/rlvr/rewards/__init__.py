@@ -7,7 +7,8 @@ returns a float; it never raises on malformed model output.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rlvr.envs.base import Problem
@@ -46,14 +47,14 @@ def extract_answer(text: str) -> str | None:
 
 
 @register_reward("format")
-def format_reward(text: str, problem: "Problem") -> float:
+def format_reward(text: str, problem: Problem) -> float:
     """1 when the completion ends with a non-empty `Answer: ...` line, else 0."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return float(bool(lines) and _ANSWER_LINE.fullmatch(lines[-1]) is not None)
 
 
 @register_reward("correct")
-def correct_reward(text: str, problem: "Problem") -> float:
+def correct_reward(text: str, problem: Problem) -> float:
     """The problem's own scorer on the extracted answer (1.0 = correct)."""
     answer = extract_answer(text)
     if answer is None:

@@ -1,0 +1,84 @@
+"""The command line as a user meets it: one-line errors, a kill -9 mid-run that resumes exactly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+RLVR = [sys.executable, "-m", "rlvr.cli"]
+TIMING = {"tokens_per_second", "generate_tokens_per_second", "generate_seconds", "train_seconds", "step_seconds"}
+
+
+def _run(*args, cwd=None, timeout=300):
+    return subprocess.run([*RLVR, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--set", "train.lrr=1e-5"], "train.lrr: unknown key"),
+        (["--set", "train.steps=ten"], "train.steps: Input should be a valid integer"),
+        (["--set", "model.path=/no/such/model"], "model.path: /no/such/model: no such folder"),
+    ],
+)
+def test_bad_config_exits_with_one_line_naming_the_key(args, expected, tmp_path):
+    result = _run("train", *args, "--set", f"output_dir={tmp_path}")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def _tiny_run_args(model_dir: Path, out: Path, name: str, steps: int) -> list[str]:
+    settings = {
+        "name": name, "output_dir": str(out), "model.path": str(model_dir), "train.steps": steps, "train.save_every": 2,
+        "train.prompts_per_step": 4, "train.group_size": 4, "train.micro_batch_size": 8, "train.lr": 1e-3,
+        "sampling.max_new_tokens": 24, "sampling.temperature": 1.0, "env.eval_size": 4, "eval.before": False,
+    }
+    return ["train", *[arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]]
+
+
+def _metrics(path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_model_dir, tmp_path):
+    steps = 10
+    done = _run(*_tiny_run_args(tiny_model_dir, tmp_path, "whole", steps))
+    assert done.returncode == 0, done.stderr
+
+    args = _tiny_run_args(tiny_model_dir, tmp_path, "killed", steps)
+    process = subprocess.Popen([*RLVR, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = tmp_path / "killed" / "checkpoints" / "latest"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if latest.exists() and latest.read_text().strip() >= "step-000004":
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (tmp_path / "killed" / "summary.json").exists()
+
+    resumed = _run(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed" in resumed.stderr
+    assert _metrics(tmp_path / "killed" / "metrics.jsonl") == _metrics(tmp_path / "whole" / "metrics.jsonl")
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert summary["steps"] == steps and summary["eval_before"] is None
+    assert summary["eval_after"]["n"] == 4
+
+
+def test_existing_run_needs_resume_or_overwrite(tiny_model_dir, tmp_path):
+    args = _tiny_run_args(tiny_model_dir, tmp_path, "twice", 1)
+    assert _run(*args).returncode == 0
+    again = _run(*args)
+    assert again.returncode == 2 and "--resume" in again.stderr and "--overwrite" in again.stderr
+    assert _run(*args, "--overwrite").returncode == 0
