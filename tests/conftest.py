@@ -10,8 +10,16 @@ from transformers import LlamaConfig, LlamaForCausalLM
 def tiny_llama(seed: int = 0, vocab_size: int = 64) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True, eos_token_id=1, pad_token_id=1,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        eos_token_id=1,
+        pad_token_id=1,
         bos_token_id=0,
     )
     return LlamaForCausalLM(config).float()

@@ -45,8 +45,11 @@ def _inputs(log_ratio, advantages, mask=None, ref=None):
     log_ratio = torch.tensor(log_ratio)
     old = torch.zeros_like(log_ratio)
     return LossInputs(
-        logprobs=old + log_ratio, old_logprobs=old, advantages=torch.tensor(advantages),
-        mask=torch.ones_like(log_ratio) if mask is None else torch.tensor(mask), ref_logprobs=ref,
+        logprobs=old + log_ratio,
+        old_logprobs=old,
+        advantages=torch.tensor(advantages),
+        mask=torch.ones_like(log_ratio) if mask is None else torch.tensor(mask),
+        ref_logprobs=ref,
     )
 
 

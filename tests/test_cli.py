@@ -37,9 +37,19 @@ def test_bad_config_exits_with_one_line_naming_the_key(args, expected, tmp_path)
 
 def _tiny_run_args(model_dir: Path, out: Path, name: str, steps: int) -> list[str]:
     settings = {
-        "name": name, "output_dir": str(out), "model.path": str(model_dir), "train.steps": steps, "train.save_every": 2,
-        "train.prompts_per_step": 4, "train.group_size": 4, "train.micro_batch_size": 8, "train.lr": 1e-3,
-        "sampling.max_new_tokens": 24, "sampling.temperature": 1.0, "env.eval_size": 4, "eval.before": False,
+        "name": name,
+        "output_dir": str(out),
+        "model.path": str(model_dir),
+        "train.steps": steps,
+        "train.save_every": 2,
+        "train.prompts_per_step": 4,
+        "train.group_size": 4,
+        "train.micro_batch_size": 8,
+        "train.lr": 1e-3,
+        "sampling.max_new_tokens": 24,
+        "sampling.temperature": 1.0,
+        "env.eval_size": 4,
+        "eval.before": False,
     }
     return ["train", *[arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]]
 

@@ -11,8 +11,15 @@ from rlvr.run import train
 
 def _overrides(out, **extra):
     settings = {
-        "output_dir": str(out), "train.steps": 2, "train.prompts_per_step": 2, "train.group_size": 4,
-        "train.micro_batch_size": 8, "sampling.max_new_tokens": 32, "env.eval_size": 8, "train.save_every": 1, **extra,
+        "output_dir": str(out),
+        "train.steps": 2,
+        "train.prompts_per_step": 2,
+        "train.group_size": 4,
+        "train.micro_batch_size": 8,
+        "sampling.max_new_tokens": 32,
+        "env.eval_size": 8,
+        "train.save_every": 1,
+        **extra,
     }
     return [f"{key}={value}" for key, value in settings.items()]
 
@@ -25,8 +32,18 @@ def test_grpo_steps_on_the_packaged_model(tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2]
     for row in rows:
-        for key in ("reward", "reward/correct", "reward/format", "accuracy", "response_length", "clip_frac", "entropy",
-                    "grad_norm", "tokens_per_second", "step_seconds"):
+        for key in (
+            "reward",
+            "reward/correct",
+            "reward/format",
+            "accuracy",
+            "response_length",
+            "clip_frac",
+            "entropy",
+            "grad_norm",
+            "tokens_per_second",
+            "step_seconds",
+        ):
             assert math.isfinite(row[key]), key
         assert row["logprob_mismatch"] < 1e-3  # the sampler and learner share weights
     assert summary["eval_before"]["n"] == summary["eval_after"]["n"] == 8
@@ -39,10 +56,21 @@ def test_grpo_steps_on_the_packaged_model(tmp_path):
 def test_lora_run_saves_an_adapter_that_eval_can_load(tiny_model_dir, tmp_path):
     from rlvr.models import load_policy
 
-    config = load_config(None, _overrides(tmp_path, name="lora", **{
-        "model.path": str(tiny_model_dir), "model.lora.rank": 4, "train.lr": 1e-3, "eval.before": False,
-        "sampling.max_new_tokens": 8, "env.eval_size": 2,
-    }))
+    config = load_config(
+        None,
+        _overrides(
+            tmp_path,
+            name="lora",
+            **{
+                "model.path": str(tiny_model_dir),
+                "model.lora.rank": 4,
+                "train.lr": 1e-3,
+                "eval.before": False,
+                "sampling.max_new_tokens": 8,
+                "env.eval_size": 2,
+            },
+        ),
+    )
     summary = train(config)
     final = tmp_path / "lora" / "final"
     assert (final / "adapter_config.json").exists() and summary["steps"] == 2

@@ -8,8 +8,14 @@ def _episodes() -> list[Episode]:
     prompts = [[5, 6, 7, 8], [9, 10]]  # two groups with prompts of different lengths
     completions = [[11, 12, 13], [14, 1], [15, 16, 17, 18, 1], [19]]
     return [
-        Episode(prompt_ids=prompts[i // 2], completion_ids=c, logprobs=[0.0] * len(c), loss_mask=[1] * len(c), group=i // 2,
-                advantage=float(i) - 1.5)
+        Episode(
+            prompt_ids=prompts[i // 2],
+            completion_ids=c,
+            logprobs=[0.0] * len(c),
+            loss_mask=[1] * len(c),
+            group=i // 2,
+            advantage=float(i) - 1.5,
+        )
         for i, c in enumerate(completions)
     ]
 

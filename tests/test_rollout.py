@@ -17,8 +17,12 @@ def model(tiny_model_dir):
 
 def _prompts(tokenizer):
     questions = ["What is 2 + 3?", "Name a colour.", "Count to three, please, slowly and carefully."]
-    return [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True,
-                                          return_dict=False) for q in questions]
+    return [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        for q in questions
+    ]
 
 
 def test_greedy_matches_hf_generate(model, tokenizer):
@@ -26,8 +30,13 @@ def test_greedy_matches_hf_generate(model, tokenizer):
     prompts = _prompts(tokenizer)
     episodes = engine.generate(prompts, SamplingParams(greedy=True, max_new_tokens=12))
     for prompt, episode in zip(prompts, episodes):
-        expected = model.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
-                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)[0, len(prompt):]
+        expected = model.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=12,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )[0, len(prompt) :]
         assert episode.completion_ids == expected.tolist()
         assert episode.prompt_ids == prompt
         assert episode.truncated == (episode.completion_ids[-1] != tokenizer.eos_token_id)

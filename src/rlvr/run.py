@@ -96,6 +96,11 @@ def summary_table(summary: dict) -> Table:
         result = summary.get(label)
         if result:
             low, high = result["ci95"]
-            table.add_row(label.removeprefix("eval_"), f"{result['accuracy']:.1%}", f"[{low:.1%}, {high:.1%}]",
-                          str(result["n"]), f"{result['mean_tokens']:.1f}")
+            table.add_row(
+                label.removeprefix("eval_"),
+                f"{result['accuracy']:.1%}",
+                f"[{low:.1%}, {high:.1%}]",
+                str(result["n"]),
+                f"{result['mean_tokens']:.1f}",
+            )
     return table

@@ -137,8 +137,11 @@ class Trainer:
             else:  # a non-finite gradient would poison the weights: skip this batch
                 sums["skipped_update"] += 1
         self.scheduler.step()
-        per_token_stats = {k: v / (num_tokens * (t.epochs if k in ("clip_frac", "ratio", "kl") else 1)) for k, v in sums.items()
-                           if k not in ("loss", "skipped_update")}
+        per_token_stats = {
+            k: v / (num_tokens * (t.epochs if k in ("clip_frac", "ratio", "kl") else 1))
+            for k, v in sums.items()
+            if k not in ("loss", "skipped_update")
+        }
         return {
             **per_token_stats,
             "loss": sums["loss"] / t.epochs,
@@ -203,4 +206,3 @@ class Trainer:
                 if self.step % self.config.train.save_every == 0 or self.step == steps:
                     self.save()
                 progress.advance(metrics)
-

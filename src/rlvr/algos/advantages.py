@@ -10,18 +10,13 @@ from collections.abc import Callable
 
 import torch
 
+from rlvr.registry import Registry
+
 AdvantageFn = Callable[[torch.Tensor], torch.Tensor]
-ADVANTAGES: dict[str, AdvantageFn] = {}
+ADVANTAGES: Registry[AdvantageFn] = Registry("advantage estimator")
+register_advantage = ADVANTAGES.register
 
 EPS = 1e-4
-
-
-def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    def add(fn: AdvantageFn) -> AdvantageFn:
-        ADVANTAGES[name] = fn
-        return fn
-
-    return add
 
 
 @register_advantage("grpo")

@@ -15,6 +15,8 @@ from typing import Literal
 
 import torch
 
+from rlvr.registry import Registry
+
 Aggregation = Literal["token", "sequence", "constant"]
 
 
@@ -35,15 +37,8 @@ class LossSettings:
 
 
 LossFn = Callable[[LossInputs, LossSettings], tuple[torch.Tensor, dict[str, torch.Tensor]]]
-POLICY_LOSSES: dict[str, LossFn] = {}
-
-
-def register_policy_loss(name: str) -> Callable[[LossFn], LossFn]:
-    def add(fn: LossFn) -> LossFn:
-        POLICY_LOSSES[name] = fn
-        return fn
-
-    return add
+POLICY_LOSSES: Registry[LossFn] = Registry("policy loss")
+register_policy_loss = POLICY_LOSSES.register
 
 
 def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:

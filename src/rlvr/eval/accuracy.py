@@ -42,8 +42,15 @@ def evaluate(engine: RolloutEngine, env: Environment, tokenizer: PreTrainedToken
         _, components = env.rubric.score(episode.text, problem)
         correct += components["correct"] == 1.0
         formatted += components.get("format", 0.0) == 1.0
-        samples.append({"question": problem.question, "answer": problem.answer, "completion": episode.text,
-                        "correct": components["correct"] == 1.0, "tokens": episode.num_tokens})
+        samples.append(
+            {
+                "question": problem.question,
+                "answer": problem.answer,
+                "completion": episode.text,
+                "correct": components["correct"] == 1.0,
+                "tokens": episode.num_tokens,
+            }
+        )
     n = len(problems)
     tokens = sum(e.num_tokens for e in episodes)
     low, high = wilson_interval(correct, n)

@@ -10,19 +10,14 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from rlvr.registry import Registry
+
 if TYPE_CHECKING:
     from rlvr.envs.base import Problem
 
 RewardFn = Callable[[str, "Problem"], float]
-REWARDS: dict[str, RewardFn] = {}
-
-
-def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
-    def add(fn: RewardFn) -> RewardFn:
-        REWARDS[name] = fn
-        return fn
-
-    return add
+REWARDS: Registry[RewardFn] = Registry("reward function")
+register_reward = REWARDS.register
 
 
 _ANSWER_LINE = re.compile(r"^\s*\**answer\**\s*[:：]\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)

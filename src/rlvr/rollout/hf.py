@@ -116,7 +116,10 @@ class TransformersEngine(RolloutEngine):
                 keep = running.nonzero().squeeze(-1)
                 cache.batch_select_indices(keep)
                 active, attention, next_tokens, last_position = (
-                    active[keep], attention[keep], next_tokens[keep], last_position[keep]
+                    active[keep],
+                    attention[keep],
+                    next_tokens[keep],
+                    last_position[keep],
                 )
             attention = torch.cat([attention, attention.new_ones(len(active), 1)], dim=-1)
             last_position = last_position + 1
