@@ -24,9 +24,9 @@ def test_overrides_are_typed():
         ("train.lrr=1", "train.lrr: unknown key (valid keys: steps, prompts_per_step"),
         ("trian.lr=1", "trian: unknown key (valid keys: name, seed"),
         ("train.steps=many", "train.steps: Input should be a valid integer"),
-        ("algo.advantage=ppo", "algo.advantage: unknown algo.advantage 'ppo' (choices: dr_grpo, grpo, rloo)"),
+        ("algo.advantage=ppo", "algo.advantage: unknown advantage estimator 'ppo' (choices: dr_grpo, grpo, rloo)"),
         ("algo.aggregation=mean", "algo.aggregation: Input should be 'token', 'sequence' or 'constant'"),
-        ("rollout.engine=tgi", "choices: transformers"),
+        ("rollout.engine=tgi", "rollout.engine: unknown rollout engine 'tgi' (choices: transformers)"),
         ("noequals", "expected key=value"),
     ],
 )

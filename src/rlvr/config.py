@@ -7,11 +7,12 @@ falls back to a default.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 # Recipes live at the top of the source tree, next to src/ (the package is installed editable).
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
@@ -20,6 +21,18 @@ DEFAULT_RECIPE = "default"
 
 class ConfigError(ValueError):
     """A bad recipe, override or path; its message is one line meant for the user."""
+
+
+def _registered(module: str, table: str) -> AfterValidator:
+    """A name that must be in one of the registries (imported lazily: they import this module)."""
+
+    def check(value: str) -> str:
+        registry = getattr(importlib.import_module(module), table)
+        if value not in registry:
+            raise ValueError(f"unknown {registry.kind} {value!r} (choices: {', '.join(sorted(registry))})")
+        return value
+
+    return AfterValidator(check)
 
 
 class _Strict(BaseModel):
@@ -40,7 +53,7 @@ class ModelConfig(_Strict):
 
 
 class EnvConfig(_Strict):
-    name: str = "gym"
+    name: Annotated[str, _registered("rlvr.envs", "ENVIRONMENTS")] = "gym"
     task: str = "basic_arithmetic"
     task_config: dict[str, Any] = {}
     system_prompt: str | None = None
@@ -48,13 +61,6 @@ class EnvConfig(_Strict):
     eval_size: int = Field(200, ge=1)
     eval_seed: int = 1_000_003
     train_seed: int = 17
-
-    @field_validator("name")
-    @classmethod
-    def _known_env(cls, value: str) -> str:
-        from rlvr.envs import ENVIRONMENTS
-
-        return _check_registered("env.name", value, ENVIRONMENTS)
 
 
 class SamplingConfig(_Strict):
@@ -65,20 +71,13 @@ class SamplingConfig(_Strict):
 
 
 class RolloutConfig(_Strict):
-    engine: str = "transformers"
+    engine: Annotated[str, _registered("rlvr.rollout", "ENGINES")] = "transformers"
     batch_size: int = Field(64, ge=1, description="sequences decoded together")
-
-    @field_validator("engine")
-    @classmethod
-    def _known_engine(cls, value: str) -> str:
-        from rlvr.rollout import ENGINES
-
-        return _check_registered("rollout.engine", value, ENGINES)
 
 
 class AlgoConfig(_Strict):
-    advantage: str = "grpo"
-    loss: str = "ppo_clip"
+    advantage: Annotated[str, _registered("rlvr.algos", "ADVANTAGES")] = "grpo"
+    loss: Annotated[str, _registered("rlvr.algos", "POLICY_LOSSES")] = "ppo_clip"
     clip_low: float = Field(0.2, ge=0.0)
     clip_high: float = Field(0.28, ge=0.0, description="clip-higher: > clip_low lets rare tokens grow")
     aggregation: Literal["token", "sequence", "constant"] = Field(
@@ -87,20 +86,6 @@ class AlgoConfig(_Strict):
     kl_coef: float = Field(0.0, ge=0.0)
     overlong_filter: bool = Field(True, description="truncated completions get no gradient")
     dynamic_sampling: bool = Field(False, description="drop groups whose rewards are all equal")
-
-    @field_validator("advantage")
-    @classmethod
-    def _known_advantage(cls, value: str) -> str:
-        from rlvr.algos import ADVANTAGES
-
-        return _check_registered("algo.advantage", value, ADVANTAGES)
-
-    @field_validator("loss")
-    @classmethod
-    def _known_loss(cls, value: str) -> str:
-        from rlvr.algos import POLICY_LOSSES
-
-        return _check_registered("algo.loss", value, POLICY_LOSSES)
 
 
 class TrainConfig(_Strict):
@@ -140,12 +125,6 @@ class RunConfig(_Strict):
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
-
-
-def _check_registered(key: str, value: str, registry: dict) -> str:
-    if value not in registry:
-        raise ValueError(f"unknown {key} {value!r} (choices: {', '.join(sorted(registry))})")
-    return value
 
 
 def _describe(error: dict, root: type[BaseModel]) -> str:

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from rlvr.config import EnvConfig
 from rlvr.envs.base import Environment, Problem, Rubric
 from rlvr.envs.gym import GymEnvironment
+from rlvr.registry import Registry
 
-ENVIRONMENTS: dict[str, Callable[[EnvConfig], Environment]] = {
-    "gym": GymEnvironment,
-}
+ENVIRONMENTS: Registry[Callable[[EnvConfig], Environment]] = Registry("environment")
+ENVIRONMENTS["gym"] = GymEnvironment
 
 
 def make_env(config: EnvConfig) -> Environment:

@@ -6,13 +6,13 @@ from collections.abc import Callable
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlvr.registry import Registry
 from rlvr.rollout.base import RolloutEngine, SamplingParams
 from rlvr.rollout.hf import TransformersEngine
 
 # name -> factory(policy model, tokenizer, batch size) -> engine
 EngineFactory = Callable[[PreTrainedModel, PreTrainedTokenizerBase, int], RolloutEngine]
-ENGINES: dict[str, EngineFactory] = {
-    "transformers": lambda model, tokenizer, batch_size: TransformersEngine(model, tokenizer, batch_size),
-}
+ENGINES: Registry[EngineFactory] = Registry("rollout engine")
+ENGINES["transformers"] = TransformersEngine
 
 __all__ = ["ENGINES", "RolloutEngine", "SamplingParams", "TransformersEngine"]
