@@ -92,3 +92,15 @@ def test_existing_run_needs_resume_or_overwrite(tiny_model_dir, tmp_path):
     again = _run(*args)
     assert again.returncode == 2 and "--resume" in again.stderr and "--overwrite" in again.stderr
     assert _run(*args, "--overwrite").returncode == 0
+
+
+def test_eval_reports_accuracy_with_a_confidence_interval(tiny_model_dir, tmp_path):
+    out = tmp_path / "eval.json"
+    result = _run(
+        "eval", str(tiny_model_dir), "--set", "env.eval_size=3", "--set", "sampling.max_new_tokens=4", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["n"] == 3 and 0.0 <= summary["ci95"][0] <= summary["accuracy"] <= summary["ci95"][1] <= 1.0
+    assert len(json.loads(out.read_text())["samples"]) == 3
+    assert "accuracy" in result.stderr and "95% CI" in result.stderr

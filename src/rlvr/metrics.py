@@ -58,7 +58,7 @@ class StepProgress:
         self.bar.update(
             self.task, advance=1, reward=metrics["reward"], accuracy=metrics["accuracy"], tps=metrics["tokens_per_second"]
         )
-        self.bar.console.log(
+        self.bar.console.print(
             f"step {metrics['step']:>4}  reward {metrics['reward']:.3f}  acc {metrics['accuracy']:.3f}  "
             f"len {metrics['response_length']:.1f}  {metrics['tokens_per_second']:.0f} tok/s  {metrics['step_seconds']:.1f} s"
         )

@@ -14,6 +14,9 @@ CURVES = [
 ]
 
 
+SMOOTHING = 5
+
+
 def plot_curves(rows: list[dict], path: Path) -> Path | None:
     """A grid of per-step curves; returns None when there is nothing to plot."""
     if not rows:
@@ -26,8 +29,15 @@ def plot_curves(rows: list[dict], path: Path) -> Path | None:
     present = [(key, title) for key, title in CURVES if any(key in row for row in rows)]
     fig, axes = plt.subplots(2, (len(present) + 1) // 2, figsize=(4 * ((len(present) + 1) // 2), 6), squeeze=False)
     for ax, (key, title) in zip(axes.flat, present):
-        points = [(row["step"], row[key]) for row in rows if key in row]
-        ax.plot([p[0] for p in points], [p[1] for p in points], lw=1)
+        steps = [row["step"] for row in rows if key in row]
+        values = [row[key] for row in rows if key in row]
+        ax.plot(steps, values, lw=1, alpha=0.5)
+        if len(values) >= 2 * SMOOTHING:  # per-step values are noisy: overlay a moving average
+            window = [
+                sum(values[max(0, i - SMOOTHING + 1) : i + 1]) / len(values[max(0, i - SMOOTHING + 1) : i + 1])
+                for i in range(len(values))
+            ]
+            ax.plot(steps, window, lw=2, color="C0")
         ax.set_title(title)
         ax.set_xlabel("step")
     for ax in list(axes.flat)[len(present) :]:

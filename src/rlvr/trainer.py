@@ -96,8 +96,16 @@ class Trainer:
     def update(self, episodes: list[Episode]) -> dict[str, float]:
         """PPO epochs over the batch: one optimiser step per epoch, micro-batches accumulate."""
         cfg, t = self.config, self.config.train
-        if not episodes:
-            return {"skipped_update": 1.0}
+        if not episodes:  # every episode was filtered out: nothing to learn from this batch
+            return {
+                "loss": 0.0,
+                "grad_norm": 0.0,
+                "entropy": 0.0,
+                "clip_frac": 0.0,
+                "ratio": 1.0,
+                "logprob_mismatch": 0.0,
+                "skipped_update": 1.0,
+            }
         num_tokens = float(sum(sum(e.loss_mask) for e in episodes))
         normalizer = loss_normalizer(num_tokens, len(episodes), cfg.algo.aggregation, cfg.sampling.max_new_tokens)
         # A group stays together (its prompt is computed once); similar lengths share a micro-batch.
