@@ -157,13 +157,18 @@ class Trainer:
             "skipped_update": sums["skipped_update"],
         }
 
+    def sync_weights(self) -> None:
+        """Hand the learner's weights to an engine that keeps its own copy."""
+        if not self.engine.shares_weights:
+            self.engine.update_weights(self.policy.state_dict().items())
+
     def train_step(self, step: int) -> dict[str, float]:
         started = time.perf_counter()
         episodes = self.rollout(step)
         generated = time.perf_counter()
         trained_on = self.assign_advantages(episodes)
         stats = self.update(trained_on)
-        self.engine.update_weights(() if self.engine.shares_weights else self.policy.state_dict().items())
+        self.sync_weights()
         finished = time.perf_counter()
         tokens = sum(e.num_tokens for e in episodes)
         metrics = {
@@ -196,7 +201,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
-        self.engine.update_weights(() if self.engine.shares_weights else self.policy.state_dict().items())
+        self.sync_weights()
         return True
 
     def save(self) -> None:
