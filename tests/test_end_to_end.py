@@ -51,6 +51,12 @@ def test_grpo_steps_on_the_packaged_model(tmp_path):
     assert (run / "final" / "model.safetensors").exists()
     assert (run / "curves.png").exists()
     assert (run / "checkpoints" / "latest").read_text() == "step-000002"
+    # Any checkpoint, or the run itself, is a model rlvr can load and evaluate.
+    from rlvr.models import load_policy, load_tokenizer
+
+    for name in (run / "checkpoints" / "step-000002", run):
+        assert load_tokenizer(str(name)).eos_token == "<|im_end|>"
+        assert load_policy(str(name)).config.num_hidden_layers == 30
 
 
 def test_lora_run_saves_an_adapter_that_eval_can_load(tiny_model_dir, tmp_path):

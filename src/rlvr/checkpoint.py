@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 _MODEL = "model"
 _STATE = "trainer.pt"
@@ -46,12 +46,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_checkpoint(root: Path, step: int, model: PreTrainedModel, trainer_state: dict[str, Any], keep: int = 1) -> Path:
+def save_checkpoint(
+    root: Path,
+    step: int,
+    model: PreTrainedModel,
+    trainer_state: dict[str, Any],
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    keep: int = 1,
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:06d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
     try:
         model.save_pretrained(tmp / _MODEL)
+        if tokenizer is not None:  # so the checkpoint is a model folder `rlvr eval` can load on its own
+            tokenizer.save_pretrained(tmp / _MODEL)
         torch.save({**trainer_state, "rng": rng_state(), "step": step}, tmp / _STATE)
         final = root / name
         if final.exists():

@@ -69,10 +69,15 @@ def default_model_dir() -> Path:
 
 
 def resolve_model_path(name: str) -> Path:
-    """`smollm2-135m` (the packaged default) or a local folder with a config.json."""
+    """`smollm2-135m` (the packaged default), a local model folder, or a run's
+    checkpoint (`runs/x/checkpoints/step-000010`) or run folder (`runs/x`, its final model)."""
     if name == DEFAULT_MODEL:
         return default_model_dir()
     path = Path(name).expanduser()
+    for inner in ("model", "final"):  # a checkpoint keeps its model in model/, a finished run in final/
+        if (path / inner).is_dir() and not (path / "config.json").exists():
+            path = path / inner
+            break
     if not path.is_dir():
         raise ConfigError(f"model.path: {name}: no such folder (give a local Hugging Face model folder or {DEFAULT_MODEL!r})")
     if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():

@@ -206,7 +206,7 @@ class Trainer:
 
     def save(self) -> None:
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "data_position": self.step}
-        save_checkpoint(self.checkpoint_dir(), self.step, self.policy, state)
+        save_checkpoint(self.checkpoint_dir(), self.step, self.policy, state, self.tokenizer)
 
     def fit(self, log: MetricsLog) -> None:
         steps = self.config.train.steps
