@@ -79,3 +79,25 @@ def test_a_batch_with_nothing_to_learn_is_skipped(tiny_model_dir, tmp_path):
     metrics = trainer.train_step(0)  # one token, never a stop token: every completion is truncated
     assert metrics["skipped_update"] == 1.0 and metrics["episodes_trained"] == 0
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.params))
+
+
+def test_metrics_are_split_per_subset_only_for_mixtures():
+    from rlvr.episode import Episode
+    from rlvr.trainer import subset_metrics
+
+    def episode(subset, correct, length):
+        return Episode(
+            prompt_ids=[1],
+            completion_ids=[2] * length,
+            logprobs=[0.0] * length,
+            loss_mask=[1] * length,
+            reward=correct + 0.1,
+            rewards={"correct": correct},
+            meta={"subset": subset},
+        )
+
+    mixed = [episode("a", 1.0, 2), episode("a", 0.0, 4), episode("b", 0.0, 6)]
+    metrics = subset_metrics(mixed)
+    assert metrics["a/accuracy"] == 0.5 and metrics["a/response_length"] == 3 and metrics["a/episodes"] == 2
+    assert metrics["b/accuracy"] == 0.0 and metrics["b/reward"] == pytest.approx(0.1)
+    assert subset_metrics(mixed[:2]) == {}

@@ -38,6 +38,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def subset_metrics(episodes: list[Episode]) -> dict[str, float]:
+    """Reward, accuracy and length per data subset, when a batch mixes several
+    (a mixture can improve on average while one of its subsets collapses)."""
+    subsets: dict[str, list[Episode]] = defaultdict(list)
+    for episode in episodes:
+        subsets[episode.meta.get("subset", "default")].append(episode)
+    if len(subsets) < 2:
+        return {}
+    metrics = {}
+    for name, members in sorted(subsets.items()):
+        metrics[f"{name}/reward"] = float(np.mean([e.reward for e in members]))
+        metrics[f"{name}/accuracy"] = float(np.mean([e.rewards["correct"] == 1.0 for e in members]))
+        metrics[f"{name}/response_length"] = float(np.mean([e.num_tokens for e in members]))
+        metrics[f"{name}/episodes"] = len(members)
+    return metrics
+
+
 class Trainer:
     def __init__(self, config: RunConfig) -> None:
         self.config = config
@@ -186,6 +203,7 @@ class Trainer:
             "generate_seconds": generated - started,
             "train_seconds": finished - generated,
             "step_seconds": finished - started,
+            **subset_metrics(episodes),
         }
         return metrics
 
