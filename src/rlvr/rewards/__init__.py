@@ -55,3 +55,7 @@ def correct_reward(text: str, problem: Problem) -> float:
     if answer is None:
         return 0.0
     return float(problem.score(answer))
+
+
+# Verifier modules register themselves; imported last because they use the helpers above.
+from rlvr.rewards import length, math, qa  # noqa: E402,F401
