@@ -11,9 +11,11 @@ import typer
 from rich.console import Console
 
 from rlvr.config import ConfigError, load_config
+from rlvr.tools.sandbox_cli import sandbox_app
 
 app = typer.Typer(help="Reinforcement learning from verifiable rewards.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
+app.add_typer(sandbox_app, name="sandbox", help="Run untrusted code in the sandbox the code verifier uses.")
 
 Overrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set train.lr=1e-5")]
 
