@@ -14,13 +14,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from rlvr.errors import ConfigError
+
 # Recipes live at the top of the source tree, next to src/ (the package is installed editable).
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 DEFAULT_RECIPE = "default"
-
-
-class ConfigError(ValueError):
-    """A bad recipe, override or path; its message is one line meant for the user."""
 
 
 def _registered(module: str, table: str) -> AfterValidator:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rlvr.config import ConfigError
+from rlvr.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

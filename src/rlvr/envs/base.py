@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlvr.rewards import REWARDS
+from rlvr.rewards import REWARDS, Verdict
 
 # Short on purpose: every prompt token is paid for again in each forward and backward pass.
 DEFAULT_SYSTEM_PROMPT = "Think briefly, then give the final answer on the last line as 'Answer: <answer>'."
@@ -15,12 +14,30 @@ DEFAULT_SYSTEM_PROMPT = "Think briefly, then give the final answer on the last l
 
 @dataclass
 class Problem:
+    """One question and everything needed to check an answer to it.
+
+    Plain, picklable data (no callables): problems travel to scoring worker processes.
+    """
+
     question: str
     answer: str
-    # Scores an extracted answer against this problem: 1.0 is correct.
-    score: Callable[[str], float]
+    # The registered reward that decides correctness (what `correct` calls): math, gym, code, exact_match, f1, ...
+    verifier: str = "math"
     subset: str = "default"
+    # Overrides the environment's system prompt (a mixture of math and code needs two instructions).
+    system_prompt: str | None = None
+    # What the verifier needs beyond the answer: a gym entry, unit tests, aliases, the generation limit, ...
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Score:
+    """A rubric's verdict on one completion."""
+
+    total: float
+    components: dict[str, float]  # reward name -> value, before weighting
+    info: dict[str, float] = field(default_factory=dict)  # diagnostics, e.g. code/pass_fraction
+    error: str | None = None  # why the completion could not be scored (then every component is 0)
 
 
 @dataclass
@@ -34,9 +51,20 @@ class Rubric:
         if unknown:
             raise ValueError(f"unknown reward functions {sorted(unknown)} (registered: {sorted(REWARDS)})")
 
-    def score(self, text: str, problem: Problem) -> tuple[float, dict[str, float]]:
-        components = {name: REWARDS[name](text, problem) for name in self.weights}
-        return sum(self.weights[n] * v for n, v in components.items()), components
+    def score(self, text: str, problem: Problem) -> Score:
+        components: dict[str, float] = {}
+        info: dict[str, float] = {}
+        for name in self.weights:
+            result = REWARDS[name](text, problem)
+            if isinstance(result, Verdict):
+                info.update(result.info)
+                result = result.value
+            components[name] = float(result)
+        return Score(sum(self.weights[n] * v for n, v in components.items()), components, info)
+
+    def failed(self, reason: str) -> Score:
+        """The score of a completion whose scoring crashed or timed out: zero everywhere, with the reason."""
+        return Score(0.0, dict.fromkeys(self.weights, 0.0), error=reason)
 
 
 class Environment(ABC):
@@ -52,4 +80,5 @@ class Environment(ABC):
         """The fixed held-out split."""
 
     def messages(self, problem: Problem) -> list[dict[str, str]]:
-        return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": problem.question}]
+        system = problem.system_prompt or self.system_prompt
+        return [{"role": "system", "content": system}, {"role": "user", "content": problem.question}]

@@ -1,13 +1,16 @@
 """Verifiable reward functions, registered by name so any rubric can use them.
 
-A reward function takes the completion text and the problem it answers and
-returns a float; it never raises on malformed model output.
+A reward function takes the completion text and the problem it answers and returns a float, or a `Verdict`
+when it has diagnostics worth logging; it never raises on malformed model output. A *verifier* is a reward
+whose 1.0 means "correct" (math, gym, code, exact_match, f1): each problem names its own, and the `correct`
+reward calls it, so one rubric serves a mixture of tasks.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from rlvr.registry import Registry
@@ -15,7 +18,16 @@ from rlvr.registry import Registry
 if TYPE_CHECKING:
     from rlvr.envs.base import Problem
 
-RewardFn = Callable[[str, "Problem"], float]
+
+@dataclass(frozen=True)
+class Verdict:
+    """A reward value with diagnostics, e.g. the share of unit tests passed next to the all-pass reward."""
+
+    value: float
+    info: dict[str, float] = field(default_factory=dict)
+
+
+RewardFn = Callable[[str, "Problem"], "float | Verdict"]
 REWARDS: Registry[RewardFn] = Registry("reward function")
 register_reward = REWARDS.register
 
@@ -48,14 +60,26 @@ def format_reward(text: str, problem: Problem) -> float:
     return float(bool(lines) and _ANSWER_LINE.fullmatch(lines[-1]) is not None)
 
 
-@register_reward("correct")
-def correct_reward(text: str, problem: Problem) -> float:
-    """The problem's own scorer on the extracted answer (1.0 = correct)."""
-    answer = extract_answer(text)
-    if answer is None:
+_THINK_ANSWER = re.compile(r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.DOTALL)
+
+
+@register_reward("think_format")
+def think_format_reward(text: str, problem: Problem) -> float:
+    """1 for R1's structure, `<think>...</think><answer>...</answer>` and nothing else, both parts non-empty
+    and neither tag repeated; else 0. Pair it with a system prompt that asks for these tags."""
+    match = _THINK_ANSWER.fullmatch(text)
+    if match is None or not match["think"].strip() or not match["answer"].strip():
         return 0.0
-    return float(problem.score(answer))
+    return float(all(text.count(tag) == 1 for tag in ("<think>", "</think>", "<answer>", "</answer>")))
+
+
+@register_reward("correct")
+def correct_reward(text: str, problem: Problem) -> float | Verdict:
+    """The problem's own verifier (`problem.verifier`): 1.0 = correct, which is what accuracy counts."""
+    if problem.verifier == "correct" or problem.verifier not in REWARDS:
+        raise ValueError(f"problem verifier {problem.verifier!r} is not a registered verifier")
+    return REWARDS[problem.verifier](text, problem)
 
 
 # Verifier modules register themselves; imported last because they use the helpers above.
-from rlvr.rewards import length, math, qa  # noqa: E402,F401
+from rlvr.rewards import gym, length, math, qa  # noqa: E402,F401
