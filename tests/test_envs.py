@@ -4,6 +4,7 @@ import pytest
 
 from rlvr.config import ConfigError, EnvConfig
 from rlvr.envs import make_env
+from rlvr.rewards import REWARDS
 
 
 def test_held_out_split_is_fixed_and_disjoint_from_training():
@@ -21,8 +22,9 @@ def test_held_out_split_is_fixed_and_disjoint_from_training():
 def test_problems_are_scored_by_the_task():
     env = make_env(EnvConfig(task="chain_sum", eval_size=3))
     problem = env.eval_problems()[0]
-    assert problem.score(problem.answer) == 1.0
-    assert problem.score(str(int(problem.answer) + 1)) < 1.0
+    assert problem.verifier == "gym" and problem.subset == "chain_sum"
+    assert REWARDS["correct"](f"Answer: {problem.answer}", problem) == 1.0
+    assert REWARDS["correct"](f"Answer: {int(problem.answer) + 1}", problem) < 1.0
     assert env.messages(problem)[-1] == {"role": "user", "content": problem.question}
 
 

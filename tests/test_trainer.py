@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rlvr.config import load_config
+from rlvr.envs import Score
 from rlvr.trainer import Trainer
 
 
@@ -22,6 +23,7 @@ def _trainer(tiny_model_dir, tmp_path, *overrides):
         "env.eval_size=2",
         "env.format_reward=0.0",
         "algo.overlong_filter=false",
+        "scoring.workers=0",
     ]
     return Trainer(load_config(None, [*settings, *overrides]))
 
@@ -44,7 +46,7 @@ def test_a_step_updates_the_policy(tiny_model_dir, tmp_path, overrides):
     trainer = _trainer(tiny_model_dir, tmp_path, *overrides)
     # Random rewards make every group informative, so the step must move the weights.
     torch.manual_seed(0)
-    trainer.env.rubric.score = lambda text, problem: (r := float(torch.rand(()) > 0.5), {"correct": r})
+    trainer.scorer.rubric.score = lambda text, problem: Score(r := float(torch.rand(()) > 0.5), {"correct": r})
     before = [p.detach().clone() for p in trainer.params]
     metrics = trainer.train_step(0)
     after = trainer.params

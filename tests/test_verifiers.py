@@ -16,7 +16,7 @@ from rlvr.rewards.qa import exact_match, exact_match_reward, f1_reward, normaliz
 
 
 def problem(answer: str, **meta) -> Problem:
-    return Problem(question="q", answer=answer, score=lambda a: 0.0, meta=meta)
+    return Problem(question="q", answer=answer, meta=meta)
 
 
 def test_rewards_are_registered():

@@ -56,16 +56,21 @@ def eval_(
         from rlvr.eval import evaluate
         from rlvr.models import load_policy, load_tokenizer
         from rlvr.rollout import ENGINES
+        from rlvr.scoring import Scorer
 
         tokenizer = load_tokenizer(config.model.path)
         policy = load_policy(config.model.path)
         engine = ENGINES[config.rollout.engine](policy, tokenizer, config.eval.batch_size)
         env = make_env(config.env)
-        result = evaluate(engine, env, tokenizer, config.eval.max_new_tokens or config.sampling.max_new_tokens)
+        with Scorer(env.rubric, config.scoring.workers, config.scoring.timeout_seconds) as scorer:
+            result = evaluate(engine, env, tokenizer, config.eval.max_new_tokens or config.sampling.max_new_tokens, scorer)
     except ConfigError as error:
         _fail(error)
     low, high = result["ci95"]
-    console.print(f"{config.env.task}: accuracy {result['accuracy']:.1%} [95% CI {low:.1%}, {high:.1%}] n={result['n']}")
+    console.print(f"{config.env.label}: accuracy {result['accuracy']:.1%} [95% CI {low:.1%}, {high:.1%}] n={result['n']}")
+    for subset, part in result.get("subsets", {}).items():
+        low, high = part["ci95"]
+        console.print(f"  {subset}: accuracy {part['accuracy']:.1%} [95% CI {low:.1%}, {high:.1%}] n={part['n']}")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")

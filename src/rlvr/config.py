@@ -7,30 +7,19 @@ falls back to a default.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rlvr.data import Source
 from rlvr.errors import ConfigError
+from rlvr.registry import registered
 
 # Recipes live at the top of the source tree, next to src/ (the package is installed editable).
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 DEFAULT_RECIPE = "default"
-
-
-def _registered(module: str, table: str) -> AfterValidator:
-    """A name that must be in one of the registries (imported lazily: they import this module)."""
-
-    def check(value: str) -> str:
-        registry = getattr(importlib.import_module(module), table)
-        if value not in registry:
-            raise ValueError(f"unknown {registry.kind} {value!r} (choices: {', '.join(sorted(registry))})")
-        return value
-
-    return AfterValidator(check)
 
 
 class _Strict(BaseModel):
@@ -51,14 +40,42 @@ class ModelConfig(_Strict):
 
 
 class EnvConfig(_Strict):
-    name: Annotated[str, _registered("rlvr.envs", "ENVIRONMENTS")] = "gym"
-    task: str = "basic_arithmetic"
+    name: Annotated[str, registered("rlvr.envs", "ENVIRONMENTS")] = Field(
+        "gym", description="gym: one reasoning-gym task; mixture: `sources`; humaneval: HumanEval (evaluation only)"
+    )
+    task: str = Field("basic_arithmetic", description="the reasoning-gym task of the gym environment")
     task_config: dict[str, Any] = {}
+    sources: list[Source] = Field([], description="the mixture environment's datasets, gym tasks and benchmarks")
     system_prompt: str | None = None
     format_reward: float = Field(0.1, ge=0.0, description="reward for a well-formed final answer line")
-    eval_size: int = Field(200, ge=1)
+    rewards: dict[Annotated[str, registered("rlvr.rewards", "REWARDS")], float] = Field(
+        {}, description="more weighted reward terms next to correct and format, e.g. {length: 1.0}"
+    )
+    eval_size: int = Field(200, ge=1, description="held-out problems, shared by weight among the sources")
     eval_seed: int = 1_000_003
     train_seed: int = 17
+
+    @property
+    def label(self) -> str:
+        """`gym:chain_sum`, `humaneval`, or `mixture:<subset>+<subset>...`, for titles and summaries."""
+        if self.name == "gym":
+            return f"gym:{self.task}"
+        return f"{self.name}:{'+'.join(s.subset or s.path for s in self.sources)}" if self.sources else self.name
+
+    @model_validator(mode="after")
+    def _sources_belong_to_the_mixture(self) -> EnvConfig:
+        if self.name == "mixture" and not self.sources:
+            raise ValueError("the mixture environment needs at least one entry in env.sources")
+        if self.name != "mixture" and self.sources:
+            raise ValueError(f"env.sources is only read by the mixture environment, not by {self.name!r}")
+        return self
+
+
+class ScoringConfig(_Strict):
+    workers: int = Field(
+        2, ge=0, description="processes that score completions in parallel; 0 = in the trainer process, without timeouts"
+    )
+    timeout_seconds: float = Field(30.0, gt=0.0, description="per completion: a verifier that hangs longer scores 0")
 
 
 class SamplingConfig(_Strict):
@@ -69,13 +86,13 @@ class SamplingConfig(_Strict):
 
 
 class RolloutConfig(_Strict):
-    engine: Annotated[str, _registered("rlvr.rollout", "ENGINES")] = "transformers"
+    engine: Annotated[str, registered("rlvr.rollout", "ENGINES")] = "transformers"
     batch_size: int = Field(64, ge=1, description="sequences decoded together")
 
 
 class AlgoConfig(_Strict):
-    advantage: Annotated[str, _registered("rlvr.algos", "ADVANTAGES")] = "grpo"
-    loss: Annotated[str, _registered("rlvr.algos", "POLICY_LOSSES")] = "ppo_clip"
+    advantage: Annotated[str, registered("rlvr.algos", "ADVANTAGES")] = "grpo"
+    loss: Annotated[str, registered("rlvr.algos", "POLICY_LOSSES")] = "ppo_clip"
     clip_low: float = Field(0.2, ge=0.0)
     clip_high: float = Field(0.28, ge=0.0, description="clip-higher: > clip_low lets rare tokens grow")
     aggregation: Literal["token", "sequence", "constant"] = Field(
@@ -116,6 +133,7 @@ class RunConfig(_Strict):
     env: EnvConfig = EnvConfig()
     sampling: SamplingConfig = SamplingConfig()
     rollout: RolloutConfig = RolloutConfig()
+    scoring: ScoringConfig = ScoringConfig()
     algo: AlgoConfig = AlgoConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
@@ -130,7 +148,11 @@ def _describe(error: dict, root: type[BaseModel]) -> str:
     if error["type"] == "extra_forbidden":
         model: type[BaseModel] = root
         for part in error["loc"][:-1]:
+            if isinstance(part, int):  # a list index: the list's item model is already in hand
+                continue
             annotation = model.model_fields[str(part)].annotation
+            if get_origin(annotation) is list:
+                (annotation,) = get_args(annotation)
             if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
                 break
             model = annotation
@@ -178,6 +200,19 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
     node[leaf] = yaml.safe_load(raw)
 
 
+def _anchor_source_paths(data: dict[str, Any], folder: Path) -> None:
+    """A relative data path in a recipe is relative to the recipe's folder, so a recipe and its data move together
+    and run from any working directory. (Paths given with --set stay relative to the working directory.)"""
+    env = data.get("env")
+    sources = env.get("sources") if isinstance(env, dict) else None
+    for source in sources if isinstance(sources, list) else []:
+        if not isinstance(source, dict) or not isinstance(source.get("path"), str):
+            continue  # validation reports it
+        candidate = Source.model_construct(path=source["path"])
+        if candidate.kind == "file" and not Path(source["path"]).is_absolute():
+            source["path"] = str((folder / source["path"]).resolve())
+
+
 def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     path = recipe_path(recipe)
     try:
@@ -188,6 +223,7 @@ def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...
         raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+    _anchor_source_paths(data, path.parent)
     for assignment in overrides:
         set_override(data, assignment)
     return parse_config(data, source=str(path))

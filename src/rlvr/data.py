@@ -24,17 +24,22 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import accumulate
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rlvr.errors import ConfigError
+from rlvr.registry import registered
 
 logger = logging.getLogger(__name__)
 
 Format = Literal["auto", "jsonl", "csv", "parquet", "datasets"]
 Record = dict[str, Any]
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
+GYM_PREFIX = "gym:"
+HUMANEVAL = "humaneval"
 _SUFFIXES: dict[str, Format] = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 # A skipped-rows summary quotes this many reasons: enough to spot a pattern, short enough to read.
 MAX_REASONS = 5
@@ -52,22 +57,52 @@ class FieldMap(BaseModel):
 
 
 class Source(BaseModel):
-    """One dataset file or folder, as written in a recipe."""
+    """One dataset of a mixture, as written in a recipe: a file or folder, a reasoning-gym task, or a benchmark."""
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(min_length=1)
+    path: str = Field(min_length=1, description="a file or folder; `gym:<task>` for a reasoning-gym task; `humaneval`")
     format: Format = "auto"
     fields: FieldMap = FieldMap()
     weight: float = Field(1.0, gt=0.0, description="relative share of this source in a Mixture")
-    subset: str | None = Field(None, description="subset tag of every row; defaults to the file or folder stem")
+    subset: str | None = Field(None, description="subset tag of every row; defaults to the file stem or the task name")
     split: str | None = Field(None, description="split of a saved DatasetDict; required when it has several")
     skip_invalid: bool = Field(False, description="skip invalid rows (counted in the LoadReport) instead of failing")
+    task_config: dict[str, Any] = Field({}, description="the reasoning-gym task's config (gym:<task> only)")
+    verifier: Annotated[str, registered("rlvr.rewards", "REWARDS")] | None = Field(
+        None, description="the reward that decides correctness; default: gym, code for humaneval or rows with tests, else math"
+    )
+    use: Literal["both", "train", "eval"] = Field(
+        "both", description="both: hold out eval rows and train on the rest; train: no eval rows; eval: evaluation only"
+    )
+    eval_size: int | None = Field(
+        None, ge=0, description="held-out rows; default: all for use=eval, else a share of env.eval_size"
+    )
+    system_prompt: str | None = Field(None, description="instead of the environment's system prompt, for this source's rows")
+
+    @property
+    def kind(self) -> Literal["gym", "humaneval", "file"]:
+        if self.path.startswith(GYM_PREFIX):
+            return "gym"
+        return "humaneval" if self.path == HUMANEVAL else "file"
+
+    @property
+    def gym_task(self) -> str:
+        return self.path.removeprefix(GYM_PREFIX)
 
     @model_validator(mode="after")
-    def _default_subset(self) -> Source:
+    def _defaults(self) -> Source:
+        if self.task_config and self.kind != "gym":
+            raise ValueError(f"task_config is for reasoning-gym sources (gym:<task>), not {self.path!r}")
+        if self.kind == "gym" and not self.gym_task:
+            raise ValueError("gym: needs a task name, e.g. gym:chain_sum")
+        if self.verifier == "correct":
+            raise ValueError("verifier: 'correct' calls the verifier, it is not one (e.g. math, gym, code, exact_match, f1)")
         if self.subset is None:
-            self.subset = Path(self.path).stem
+            self.subset = {"gym": self.gym_task, "humaneval": HUMANEVAL}.get(self.kind) or Path(self.path).stem
+        if self.verifier is None:
+            by_kind = {"gym": "gym", "humaneval": "code"}
+            self.verifier = by_kind.get(self.kind) or ("code" if self.fields.tests else "math")
         return self
 
 
@@ -317,42 +352,52 @@ def _show(value: Any) -> str:
 # ---------------------------------------------------------------- mixing
 
 
-class Mixture:
-    """An endless stream of rows drawn from several sources by weight; row i is a pure function of (seed, i).
+class Stream(Protocol[T_co]):
+    """An endless source, such as a procedurally generated task: item k exists for every k >= 0."""
+
+    def __getitem__(self, index: int) -> T_co: ...
+
+
+class Mixture(Generic[T]):
+    """An endless stream of items drawn from several sources by weight; item i is a pure function of (seed, i).
 
     The stream is cut into blocks of BLOCK positions. Each block picks a source per position with its
-    own RNG seeded by (seed, block), so any block can be rebuilt alone. Within a source, its k-th draw
-    is row `order[k % n]` of epoch `k // n`, each epoch a fresh seeded shuffle: every row is seen once
-    per epoch. k comes from per-source draw counts before each block, kept as a small prefix table.
+    own RNG seeded by (seed, block), so any block can be rebuilt alone. Within a finite source (a list),
+    its k-th draw is row `order[k % n]` of epoch `k // n`, each epoch a fresh seeded shuffle: every row is
+    seen once per epoch. Within an endless source (a `Stream`), its k-th draw is simply its item k.
+    k comes from per-source draw counts before each block, kept as a small prefix table.
     """
 
     BLOCK = 1024
 
-    def __init__(self, sources: Sequence[tuple[Source, Sequence[Row]]], seed: int) -> None:
+    def __init__(self, sources: Sequence[tuple[Source, Sequence[T] | Stream[T]]], seed: int) -> None:
         if not sources:
             raise ValueError("a Mixture needs at least one source")
-        empty = [source.path for source, rows in sources if not rows]
+        empty = [source.path for source, rows in sources if isinstance(rows, Sequence) and not rows]
         if empty:
             raise ValueError(f"sources without rows: {', '.join(empty)}")
         self.seed = seed
-        self._rows = [list(rows) for _, rows in sources]
+        self._rows: list[list[T] | Stream[T]] = [list(rows) if isinstance(rows, Sequence) else rows for _, rows in sources]
         self._cumulative = list(accumulate(source.weight for source, _ in sources))
         # _starts[b][s]: how many times source s was drawn before block b.
         self._starts: list[list[int]] = [[0] * len(sources)]
         self._block = lru_cache(maxsize=4)(self._block_draws)
         self._order = lru_cache(maxsize=2 * len(sources))(self._epoch_order)
 
-    def rows(self, start: int, count: int) -> list[Row]:
-        """Rows start .. start+count-1 of the stream (the same however the range is chunked)."""
+    def rows(self, start: int, count: int) -> list[T]:
+        """Items start .. start+count-1 of the stream (the same however the range is chunked)."""
         if start < 0 or count < 0:
             raise ValueError(f"start and count must be >= 0, got {start}, {count}")
         return [self.row(index) for index in range(start, start + count)]
 
-    def row(self, index: int) -> Row:
+    def row(self, index: int) -> T:
         block, offset = divmod(index, self.BLOCK)
         source, draw_in_block = self._block(block)[offset]
         rows = self._rows[source]
-        epoch, position = divmod(self._block_start(block)[source] + draw_in_block, len(rows))
+        draw = self._block_start(block)[source] + draw_in_block
+        if not isinstance(rows, list):
+            return rows[draw]
+        epoch, position = divmod(draw, len(rows))
         return rows[self._order(source, epoch)[position]]
 
     def _block_draws(self, block: int) -> list[tuple[int, int]]:

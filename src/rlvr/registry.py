@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import TypeVar
+
+from pydantic import AfterValidator
 
 T = TypeVar("T", bound=Callable)
 
@@ -21,3 +24,15 @@ class Registry(dict[str, T]):
             return fn
 
         return add
+
+
+def registered(module: str, table: str) -> AfterValidator:
+    """A config field naming an entry of the registry `module.table`, imported lazily (registries import config)."""
+
+    def check(value: str) -> str:
+        registry = getattr(importlib.import_module(module), table)
+        if value not in registry:
+            raise ValueError(f"unknown {registry.kind} {value!r} (choices: {', '.join(sorted(registry))})")
+        return value
+
+    return AfterValidator(check)

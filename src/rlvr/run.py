@@ -29,7 +29,7 @@ def _evaluate(trainer: Trainer, path: Path, console: Console, label: str) -> dic
     """Held-out accuracy; the per-question samples go next to the summary."""
     max_tokens = trainer.config.eval.max_new_tokens or trainer.config.sampling.max_new_tokens
     with console.status(f"evaluating {label} on {trainer.config.env.eval_size} held-out problems"):
-        result = evaluate(trainer.engine, trainer.env, trainer.tokenizer, max_tokens)
+        result = evaluate(trainer.engine, trainer.env, trainer.tokenizer, max_tokens, trainer.scorer)
     samples = result.pop("samples")
     path.with_suffix(".samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     _write_json(path, result)
@@ -59,24 +59,25 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, cons
     resolve_model_path(config.model.path)  # a bad path fails before anything is written
     run_dir = _prepare_run_dir(config, resume, overwrite)
     trainer = Trainer(config)
-    resumed = resume and trainer.resume()
-    if resumed:
-        console.print(f"resumed {run_dir} at step {trainer.step}")
-    before_path = run_dir / "eval_before.json"
-    before = None
-    if config.eval.before:
-        before = json.loads(before_path.read_text()) if resumed and before_path.exists() else None
-        before = before or _evaluate(trainer, before_path, console, "the starting model")
-    log = MetricsLog(run_dir / "metrics.jsonl", console)
-    trainer.fit(log)
-    final = run_dir / "final"
-    trainer.policy.save_pretrained(final)
-    trainer.tokenizer.save_pretrained(final)
-    after = _evaluate(trainer, run_dir / "eval_after.json", console, "the trained model") if config.eval.after else None
+    with trainer.scorer:  # stops the scoring workers however the run ends
+        resumed = resume and trainer.resume()
+        if resumed:
+            console.print(f"resumed {run_dir} at step {trainer.step}")
+        before_path = run_dir / "eval_before.json"
+        before = None
+        if config.eval.before:
+            before = json.loads(before_path.read_text()) if resumed and before_path.exists() else None
+            before = before or _evaluate(trainer, before_path, console, "the starting model")
+        log = MetricsLog(run_dir / "metrics.jsonl", console)
+        trainer.fit(log)
+        final = run_dir / "final"
+        trainer.policy.save_pretrained(final)
+        trainer.tokenizer.save_pretrained(final)
+        after = _evaluate(trainer, run_dir / "eval_after.json", console, "the trained model") if config.eval.after else None
     plot_curves(log.read(), run_dir / "curves.png")
     summary = {
         "model": config.model.path,
-        "env": f"{config.env.name}:{config.env.task}",
+        "env": config.env.label,
         "steps": trainer.step,
         "wall_seconds": round(time.perf_counter() - started, 1),
         "eval_before": before,
@@ -94,13 +95,12 @@ def summary_table(summary: dict) -> Table:
         table.add_column(column)
     for label in ("eval_before", "eval_after"):
         result = summary.get(label)
-        if result:
-            low, high = result["ci95"]
-            table.add_row(
-                label.removeprefix("eval_"),
-                f"{result['accuracy']:.1%}",
-                f"[{low:.1%}, {high:.1%}]",
-                str(result["n"]),
-                f"{result['mean_tokens']:.1f}",
-            )
+        if not result:
+            continue
+        name = label.removeprefix("eval_")
+        rows = [(name, result), *((f"{name} {subset}", r) for subset, r in result.get("subsets", {}).items())]
+        for row_label, row in rows:
+            low, high = row["ci95"]
+            tokens = f"{row['mean_tokens']:.1f}" if "mean_tokens" in row else ""
+            table.add_row(row_label, f"{row['accuracy']:.1%}", f"[{low:.1%}, {high:.1%}]", str(row["n"]), tokens)
     return table

@@ -30,6 +30,7 @@ from rlvr.learner import TokenBatch, completion_logprobs
 from rlvr.metrics import MetricsLog
 from rlvr.models import load_policy, load_reference, load_tokenizer
 from rlvr.rollout import ENGINES, RolloutEngine, SamplingParams
+from rlvr.scoring import Scorer
 
 
 def seed_everything(seed: int) -> None:
@@ -55,6 +56,18 @@ def subset_metrics(episodes: list[Episode]) -> dict[str, float]:
     return metrics
 
 
+def verifier_metrics(episodes: list[Episode]) -> dict[str, float]:
+    """The verifiers' diagnostics (e.g. `verify/code/pass_fraction`), each averaged over the episodes that report
+    it, and how many completions could not be scored (timeouts, crashed workers)."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for episode in episodes:
+        for name, value in episode.meta.get("score_info", {}).items():
+            values[name].append(value)
+    metrics = {f"verify/{name}": float(np.mean(v)) for name, v in sorted(values.items())}
+    metrics["score_errors"] = sum("score_error" in e.meta for e in episodes)
+    return metrics
+
+
 class Trainer:
     def __init__(self, config: RunConfig) -> None:
         self.config = config
@@ -68,6 +81,7 @@ class Trainer:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.reference = load_reference(config.model.path) if config.algo.kl_coef > 0 else None
         self.env: Environment = make_env(config.env)
+        self.scorer = Scorer(self.env.rubric, config.scoring.workers, config.scoring.timeout_seconds)
         self.engine: RolloutEngine = ENGINES[config.rollout.engine](self.policy, self.tokenizer, config.rollout.batch_size)
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         t = config.train
@@ -91,9 +105,7 @@ class Trainer:
         episodes = self.engine.generate([p for p in prompts for _ in range(t.group_size)], self.sampling(step))
         for index, episode in enumerate(episodes):
             episode.group = index // t.group_size
-            problem = problems[episode.group]
-            episode.reward, episode.rewards = self.env.rubric.score(episode.text, problem)
-            episode.meta["subset"] = problem.subset
+        self.scorer.score_episodes(episodes, [problems[e.group] for e in episodes], self.config.sampling.max_new_tokens)
         return episodes
 
     def assign_advantages(self, episodes: list[Episode]) -> list[Episode]:
@@ -193,6 +205,7 @@ class Trainer:
             "reward": float(np.mean([e.reward for e in episodes])),
             **{f"reward/{name}": float(np.mean([e.rewards[name] for e in episodes])) for name in episodes[0].rewards},
             "accuracy": float(np.mean([e.rewards["correct"] == 1.0 for e in episodes])),
+            **verifier_metrics(episodes),
             "response_length": tokens / len(episodes),
             "truncated_rate": float(np.mean([e.truncated for e in episodes])),
             "episodes_trained": len(trained_on),

@@ -1,20 +1,40 @@
-"""Environments by name (`env.name` in a recipe)."""
+"""Environments by name (`env.name` in a recipe): each builds the mixture of sources it stands for."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from rlvr.config import EnvConfig
-from rlvr.envs.base import Environment, Problem, Rubric
-from rlvr.envs.gym import GymEnvironment
+from rlvr.data import GYM_PREFIX, HUMANEVAL, Source
+from rlvr.envs.base import Environment, Problem, Rubric, Score
+from rlvr.envs.mixture import MixtureEnvironment
 from rlvr.registry import Registry
 
 ENVIRONMENTS: Registry[Callable[[EnvConfig], Environment]] = Registry("environment")
-ENVIRONMENTS["gym"] = GymEnvironment
+
+
+@ENVIRONMENTS.register("mixture")
+def mixture(config: EnvConfig) -> Environment:
+    """`env.sources`: files, `gym:<task>` tasks and benchmarks, drawn by weight."""
+    return MixtureEnvironment(config, config.sources)
+
+
+@ENVIRONMENTS.register("gym")
+def gym(config: EnvConfig) -> Environment:
+    """One reasoning-gym task (`env.task`, `env.task_config`), scored by the task's own scorer."""
+    source = Source(path=f"{GYM_PREFIX}{config.task}", task_config=config.task_config)
+    return MixtureEnvironment(config, [source], keys=[("env.task", "env.task_config")])
+
+
+@ENVIRONMENTS.register("humaneval")
+def humaneval(config: EnvConfig) -> Environment:
+    """The 164 HumanEval problems, for evaluation only: to train on code, mix `humaneval` or a file with tests
+    into `env.sources` with `use: both`."""
+    return MixtureEnvironment(config, [Source(path=HUMANEVAL, use="eval")])
 
 
 def make_env(config: EnvConfig) -> Environment:
     return ENVIRONMENTS[config.name](config)
 
 
-__all__ = ["ENVIRONMENTS", "Environment", "Problem", "Rubric", "make_env"]
+__all__ = ["ENVIRONMENTS", "Environment", "MixtureEnvironment", "Problem", "Rubric", "Score", "make_env"]

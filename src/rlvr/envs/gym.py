@@ -1,59 +1,61 @@
-"""Any reasoning-gym task as an environment, scored by the task's own scorer."""
+"""reasoning-gym tasks as mixture sources: a fixed held-out split and an endless training stream that avoids it."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rlvr.config import ConfigError, EnvConfig
-from rlvr.envs.base import DEFAULT_SYSTEM_PROMPT, Environment, Problem, Rubric
+from rlvr.data import Source
+from rlvr.envs.base import Problem
+from rlvr.errors import ConfigError
+from rlvr.rewards.gym import gym_dataset, gym_meta
 
 # Procedural tasks are endless; this only bounds the index space of the training stream.
 _STREAM_SIZE = 10_000_000
+# A task whose generator keeps producing held-out questions has too small a problem space to train on.
+_MAX_SKIPPED = 100_000
 
 
-def _dataset(task: str, task_config: dict[str, Any], seed: int, size: int):
-    import reasoning_gym
-    from reasoning_gym.factory import DATASETS
+def gym_problem(source: Source, dataset: Any, index: int) -> Problem:
+    entry = dataset[index]
+    return Problem(
+        question=entry["question"],
+        answer=str(entry["answer"]),
+        verifier=source.verifier or "gym",
+        subset=source.subset or source.gym_task,
+        system_prompt=source.system_prompt,
+        meta={**gym_meta(source.gym_task, source.task_config, entry), "index": index},
+    )
 
-    if task not in DATASETS:
-        raise ConfigError(f"env.task: unknown reasoning-gym task {task!r} (e.g. {', '.join(sorted(DATASETS)[:12])}, ...)")
-    try:
-        return reasoning_gym.create_dataset(task, seed=seed, size=size, **task_config)
-    except (TypeError, ValueError, AssertionError) as exc:
-        raise ConfigError(f"env.task_config: invalid for {task}: {exc}") from None
 
+class GymStream:
+    """Training problems of one task: item k is the k-th problem of the seeded stream whose question is not held out."""
 
-class GymEnvironment(Environment):
-    def __init__(self, config: EnvConfig) -> None:
-        self.task = config.task
-        self.system_prompt = config.system_prompt or DEFAULT_SYSTEM_PROMPT
-        self.rubric = Rubric({"correct": 1.0, "format": config.format_reward})
-        self._train = _dataset(config.task, config.task_config, config.train_seed, _STREAM_SIZE)
-        self._eval = _dataset(config.task, config.task_config, config.eval_seed, config.eval_size)
-        self._held_out = [self._problem(self._eval, i) for i in range(config.eval_size)]
-        self._held_out_questions = {p.question for p in self._held_out}
-        # Indices into the training dataset, skipping any question that is also held out.
-        self._train_indices: list[int] = []
+    def __init__(self, source: Source, seed: int, held_out: set[str], keys: tuple[str, str]) -> None:
+        self.source = source
+        self._dataset = gym_dataset(source.gym_task, source.task_config, seed, _STREAM_SIZE, keys)
+        self._held_out = held_out
+        self._indices: list[int] = []
         self._scanned = 0
 
-    def _problem(self, dataset, index: int) -> Problem:
-        entry = dataset[index]
-        return Problem(
-            question=entry["question"],
-            answer=str(entry["answer"]),
-            score=lambda answer, entry=entry: dataset.score_answer(answer, entry),
-            subset=self.task,
-            meta={"index": index},
-        )
-
-    def train_problems(self, start: int, count: int) -> list[Problem]:
-        while len(self._train_indices) < start + count:
-            if self._train[self._scanned]["question"] not in self._held_out_questions:
-                self._train_indices.append(self._scanned)
+    def __getitem__(self, k: int) -> Problem:
+        while len(self._indices) <= k:
+            if self._dataset[self._scanned]["question"] not in self._held_out:
+                self._indices.append(self._scanned)
             self._scanned += 1
-            if self._scanned - len(self._train_indices) > 100_000:
-                raise ConfigError(f"env: the {self.task} task has too few distinct problems outside the held-out split")
-        return [self._problem(self._train, i) for i in self._train_indices[start : start + count]]
+            if self._scanned - len(self._indices) > _MAX_SKIPPED:
+                raise ConfigError(f"{self.source.path}: too few distinct problems outside the held-out split")
+        return gym_problem(self.source, self._dataset, self._indices[k])
 
-    def eval_problems(self) -> list[Problem]:
-        return list(self._held_out)
+
+def gym_split(
+    source: Source, eval_size: int, train_seed: int, eval_seed: int, keys: tuple[str, str]
+) -> tuple[GymStream | None, list[Problem]]:
+    """(training stream, held-out problems): the held-out split is the first `eval_size` problems of the task
+    generated with `eval_seed`; training draws from `train_seed` and skips every held-out question."""
+    held_out: list[Problem] = []
+    if eval_size:
+        dataset = gym_dataset(source.gym_task, source.task_config, eval_seed, eval_size, keys)
+        held_out = [gym_problem(source, dataset, i) for i in range(eval_size)]
+    if source.use == "eval":
+        return None, held_out
+    return GymStream(source, train_seed, {p.question for p in held_out}, keys), held_out

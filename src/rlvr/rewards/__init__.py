@@ -82,4 +82,4 @@ def correct_reward(text: str, problem: Problem) -> float | Verdict:
 
 
 # Verifier modules register themselves; imported last because they use the helpers above.
-from rlvr.rewards import gym, length, math, qa  # noqa: E402,F401
+from rlvr.rewards import code, gym, length, math, qa  # noqa: E402,F401

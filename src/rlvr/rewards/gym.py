@@ -19,17 +19,19 @@ if TYPE_CHECKING:
     from rlvr.envs.base import Problem
 
 
-def gym_dataset(task: str, task_config: dict[str, Any], seed: int, size: int):
-    """`reasoning_gym.create_dataset`, with an unknown task or a bad config as a one-line ConfigError."""
+def gym_dataset(task: str, task_config: dict[str, Any], seed: int, size: int, keys: tuple[str, str] = ("task", "task_config")):
+    """`reasoning_gym.create_dataset`; an unknown task or a bad config is a one-line ConfigError naming the
+    config key that holds it (`keys`: where the task name and where its config were written)."""
     import reasoning_gym
     from reasoning_gym.factory import DATASETS
 
+    task_key, config_key = keys
     if task not in DATASETS:
-        raise ConfigError(f"unknown reasoning-gym task {task!r} (e.g. {', '.join(sorted(DATASETS)[:12])}, ...)")
+        raise ConfigError(f"{task_key}: unknown reasoning-gym task {task!r} (e.g. {', '.join(sorted(DATASETS)[:12])}, ...)")
     try:
         return reasoning_gym.create_dataset(task, seed=seed, size=size, **task_config)
     except (TypeError, ValueError, AssertionError) as exc:
-        raise ConfigError(f"task_config: invalid for {task}: {exc}") from None
+        raise ConfigError(f"{config_key}: invalid for {task}: {exc}") from None
 
 
 @lru_cache(maxsize=64)
