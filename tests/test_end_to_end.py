@@ -82,3 +82,25 @@ def test_lora_run_saves_an_adapter_that_eval_can_load(tiny_model_dir, tmp_path):
     assert (final / "adapter_config.json").exists() and summary["steps"] == 2
     merged = load_policy(str(final))
     assert not any("lora" in name for name, _ in merged.named_parameters())
+
+
+def test_the_mixture_recipe_logs_every_subset(tiny_model_dir, tmp_path):
+    """The packaged mixture recipe end to end on a tiny model (scoring in worker processes): per-subset reward and
+    accuracy at every step, and per-subset held-out accuracy before and after."""
+    settings = {"model.path": str(tiny_model_dir), "sampling.max_new_tokens": 8, "env.eval_size": 6, "train.prompts_per_step": 6}
+    config = load_config("mixture", _overrides(tmp_path, name="mix", **settings))
+    assert config.scoring.workers > 0
+    summary = train(config)
+    rows = [json.loads(line) for line in (tmp_path / "mix" / "metrics.jsonl").read_text().splitlines()]
+    logged = [key.removesuffix("/accuracy") for row in rows for key in row if key.endswith("/accuracy")]
+    assert set(logged) == {"word_problems", "chain_sum", "basic_arithmetic"}
+    for row in rows:
+        assert sum(row[f"{subset}/episodes"] for subset in set(logged) if f"{subset}/episodes" in row) == 6 * 4
+        assert row["score_errors"] == 0
+    for label in ("eval_before", "eval_after"):
+        assert {name: part["n"] for name, part in summary[label]["subsets"].items()} == {
+            "word_problems": 2,
+            "chain_sum": 2,
+            "basic_arithmetic": 2,
+        }
+    assert summary["env"] == "mixture:word_problems+chain_sum+basic_arithmetic"

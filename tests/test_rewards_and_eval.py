@@ -16,6 +16,9 @@ from rlvr.rewards import extract_answer, format_reward, think_format_reward
         ("The sum of 56 and 47 is 103.", "103"),  # fallback: the last number
         ("It is 1,250 in total", "1250"),
         ("no digits here", None),
+        ("<answer>42</answer>\nAnswer: 7", "42"),  # an R1-style tag wins over the Answer line
+        ("<think>1 2</think><answer>\n1 2\n3 4\n</answer>", "1 2\n3 4"),  # and may span lines
+        ("<answer> </answer> Answer: 7", "7"),  # an empty tag is no answer
         ("", None),
     ],
 )

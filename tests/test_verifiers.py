@@ -263,3 +263,57 @@ def test_length_reward_reads_meta_and_falls_back_to_words():
     assert length_reward("", problem("1", completion_tokens=100, max_tokens=100)) == -1.0
     with pytest.raises(ValueError, match="max_tokens"):
         length_reward("text", problem("1"))
+
+
+# --- reasoning-gym oracle: each task's own scorer gives its own answer 1.0 and a wrong one less ----------------
+
+
+def _plus_one(answer: str) -> str:
+    return str(int(answer) + 1)
+
+
+def _swap_first_two(answer: str, sep: str = ", ") -> str:
+    parts = answer.split(sep)
+    return sep.join([parts[1], parts[0], *parts[2:]]) if len(parts) > 1 and parts[0] != parts[1] else answer + sep + "x"
+
+
+def _bump_first_number(answer: str) -> str:
+    first = answer.split()[0]
+    return answer.replace(first, str(int(first) + 1), 1)
+
+
+GYM_ORACLE = [  # (task, config, a certainly wrong answer made from the right one)
+    ("chain_sum", {}, _plus_one),
+    ("basic_arithmetic", {}, _plus_one),
+    ("leg_counting", {}, _plus_one),
+    ("gcd", {}, _plus_one),
+    ("lcm", {}, _plus_one),
+    ("count_bits", {}, _plus_one),
+    ("letter_counting", {}, _plus_one),
+    ("products", {}, _plus_one),
+    ("simple_equations", {}, _plus_one),
+    ("maze", {}, _plus_one),
+    ("spell_backward", {}, lambda a: a[::-1] + "q"),
+    ("word_sorting", {}, _swap_first_two),
+    ("number_sorting", {}, lambda a: _swap_first_two(a.strip("[]")).join("[]")),
+    ("family_relationships", {}, lambda a: "grandmother" if a != "grandmother" else "uncle"),
+    ("rotate_matrix", {}, _bump_first_number),  # multi-line grid answers, given in <answer> tags
+    ("spiral_matrix", {}, _bump_first_number),
+]
+
+
+@pytest.mark.parametrize("task, config, perturb", GYM_ORACLE, ids=[row[0] for row in GYM_ORACLE])
+def test_gym_verifier_against_the_tasks_own_scorer(task, config, perturb):
+    import reasoning_gym
+
+    from rlvr.rewards.gym import gym_meta
+
+    dataset = reasoning_gym.create_dataset(task, seed=7, size=5, **config)
+    for entry in dataset:
+        problem = Problem("q", str(entry["answer"]), verifier="gym", meta=gym_meta(task, config, entry))
+        answer, wrong = str(entry["answer"]), perturb(str(entry["answer"]))
+        text = f"<answer>\n{answer}\n</answer>" if "\n" in answer else f"Let me think.\nAnswer: {answer}"
+        assert REWARDS["gym"](text, problem) == 1.0, (task, answer)
+        assert REWARDS["gym"](text.replace(answer, wrong), problem) < 1.0, (task, answer, wrong)
+        # The scorer the task itself hands out agrees on both.
+        assert dataset.score_answer(answer, entry) == 1.0 and dataset.score_answer(wrong, entry) < 1.0

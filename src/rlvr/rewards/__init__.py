@@ -34,17 +34,28 @@ register_reward = REWARDS.register
 
 _ANSWER_LINE = re.compile(r"^\s*\**answer\**\s*[:：]\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
+
+
+def answer_tag(text: str) -> str | None:
+    """The content of the last non-empty `<answer>...</answer>` (R1-style prompts; may span lines, e.g. a grid)."""
+    tags = [tag.strip() for tag in _ANSWER_TAG.findall(text) if tag.strip()]
+    return tags[-1] if tags else None
 
 
 def extract_answer(text: str) -> str | None:
     """The final answer in a completion.
 
-    1. The last line of the form `Answer: <answer>` (the marked place the prompt asks for).
-    2. Otherwise, as a documented fallback, the last number in the text: a weak base
+    1. The last `<answer>...</answer>` tag, for prompts that ask for R1's format.
+    2. Else the last line of the form `Answer: <answer>` (the marked place this project's prompt asks for).
+    3. Otherwise, as a documented fallback, the last number in the text: a weak base
        model often states the right number in prose, and RL cannot start from a
        reward of zero.
-    Returns None when neither is present.
+    Returns None when none is present.
     """
+    tagged = answer_tag(text)
+    if tagged:
+        return tagged
     marked = _ANSWER_LINE.findall(text)
     if marked:
         answer = marked[-1].strip().strip("*").strip()

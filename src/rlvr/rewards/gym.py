@@ -52,8 +52,9 @@ def score_gym_answer(answer: str, meta: dict[str, Any]) -> float:
 
 @register_reward("gym")
 def gym_reward(text: str, problem: Problem) -> float:
-    """The task's own scorer on the extracted final answer (`extract_answer`: the `Answer:` line, else the last
-    number); 1.0 is correct, and some tasks give partial credit below it."""
+    """The task's own scorer on the extracted final answer (`extract_answer`: the `<answer>` tag, which may span
+    lines for grid answers, else the `Answer:` line, else the last number); 1.0 is correct, and some tasks give
+    partial credit below it."""
     answer = extract_answer(text)
     if answer is None:
         return 0.0

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from rlvr.rewards import _ANSWER_LINE, _NUMBER, register_reward
+from rlvr.rewards import _ANSWER_LINE, _NUMBER, answer_tag, register_reward
 
 if TYPE_CHECKING:
     from rlvr.envs.base import Problem
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 MAX_ANSWER_CHARS = 1000
 
 _BOXED = re.compile(r"\\boxed\s*\{")
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
 _GSM8K_MARK = re.compile(r"^\s*####\s*(.+?)\s*$", re.MULTILINE)
 _PLAIN_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
@@ -87,9 +86,9 @@ def extract_math_answer(text: str) -> str | None:
     boxed = _last_boxed(text)
     if boxed:
         return boxed
-    tags = [t.strip() for t in _ANSWER_TAG.findall(text) if t.strip()]
-    if tags:
-        return tags[-1]
+    tagged = answer_tag(text)
+    if tagged:
+        return tagged
     marked = [m.strip().strip("*").strip().rstrip(".") for m in _ANSWER_LINE.findall(text)]
     if marked and marked[-1]:
         return marked[-1]

@@ -7,7 +7,7 @@ import string
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from rlvr.rewards import _ANSWER_LINE, extract_answer, register_reward
+from rlvr.rewards import _ANSWER_LINE, answer_tag, extract_answer, register_reward
 
 if TYPE_CHECKING:
     from rlvr.envs.base import Problem
@@ -48,12 +48,12 @@ def golds(problem: Problem) -> list[str]:
 
 
 def qa_prediction(text: str) -> str:
-    """The `Answer: ...` line, else the last non-empty line.
+    """The `<answer>` tag or the `Answer: ...` line, else the last non-empty line.
 
-    `extract_answer` is used only when a marked line exists: its last-number fallback suits arithmetic, but for
+    `extract_answer` is used only when a marked answer exists: its last-number fallback suits arithmetic, but for
     a text answer it would turn "Paris, since 1889" into "1889".
     """
-    if _ANSWER_LINE.search(text):
+    if answer_tag(text) or _ANSWER_LINE.search(text):
         return extract_answer(text) or ""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
