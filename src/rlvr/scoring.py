@@ -2,11 +2,16 @@
 
 Verifiers run model-written text through SymPy, reasoning-gym scorers and a code sandbox: each is fast on
 sane input, but one hostile completion can hang any of them (a tower of exponents, a pathological regex,
-a program that waits forever). A hung verifier must not stall the run, so each completion is scored as a
-separate task in a pool of processes (pebble's `ProcessPool`): a task that runs past `timeout_seconds` has
-its worker killed and replaced, and the completion scores 0 with the reason logged and counted; so does
-a worker that dies (killed for memory, a crash in C code). Workers start with `spawn`, not `fork`: the
-trainer process holds torch's thread pools (and on a GPU, a CUDA context) that a forked child must not touch.
+a program that waits forever). A hung verifier must not stall the run, so completions are scored in a pool
+of processes (pebble's `ProcessPool`) whose tasks run under a hard timeout: a task that runs past
+`timeout_seconds` has its worker killed and replaced; so does a worker that dies (killed for memory, a crash
+in C code). Workers start with `spawn`, not `fork`: the trainer process holds torch's thread pools (and on a
+GPU, a CUDA context) that a forked child must not touch.
+
+A task is a chunk of completions, not one: most verdicts take milliseconds, about what it costs to ship a task
+to a worker and back. A chunk that times out or loses its worker is scored again one completion per task, each
+under the same timeout, so a hang costs at most two timeouts and only the completion that hung scores 0, with
+the reason logged and counted.
 
 With `workers=0` the rubric runs in the calling process: no start-up cost, but no timeout either (math-verify
 still bounds itself with its own alarm there); an exception still scores 0 with its reason.
@@ -15,6 +20,7 @@ still bounds itself with its own alarm there); an exception still scores 0 with 
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -38,12 +44,24 @@ def _warm_up() -> None:
 
 
 def _score(rubric: Rubric, text: str, problem: Problem) -> Score:
-    return rubric.score(text, problem)
+    """The rubric's score; a verifier that raises scores 0 with the exception as the reason."""
+    try:
+        return rubric.score(text, problem)
+    except Exception as exc:
+        return rubric.failed(f"{type(exc).__name__}: {exc}")
+
+
+def _score_chunk(rubric: Rubric, items: list[tuple[str, Problem]]) -> list[Score]:
+    return [_score(rubric, text, problem) for text, problem in items]
 
 
 class Scorer:
+    # Chunks per worker in one call: enough to even out uneven chunks, few enough to keep the overhead small.
+    CHUNKS_PER_WORKER = 4
+
     def __init__(self, rubric: Rubric, workers: int = 2, timeout_seconds: float = 30.0) -> None:
         self.rubric = rubric
+        self.workers = workers
         self.timeout_seconds = timeout_seconds
         self._pool: ProcessPool | None = None
         if workers > 0:
@@ -52,13 +70,26 @@ class Scorer:
 
     def score(self, texts: Sequence[str], problems: Sequence[Problem]) -> list[Score]:
         """One Score per (text, problem); never raises because of what a completion contains."""
+        items = list(zip(texts, problems))
         if self._pool is None:
-            return [self._inline(text, problem) for text, problem in zip(texts, problems)]
-        futures = [
-            self._pool.schedule(_score, args=(self.rubric, text, problem), timeout=self.timeout_seconds)
-            for text, problem in zip(texts, problems)
-        ]
-        return [self._collect(future) for future in futures]
+            return _score_chunk(self.rubric, items)
+        size = max(1, math.ceil(len(items) / (self.workers * self.CHUNKS_PER_WORKER)))
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        futures = [self._pool.schedule(_score_chunk, args=(self.rubric, chunk), timeout=self.timeout_seconds) for chunk in chunks]
+        scores: list[Score] = []
+        for chunk, future in zip(chunks, futures):
+            try:
+                scores += future.result()
+            except (FutureTimeout, ProcessExpired) as failure:
+                if len(chunk) == 1:
+                    scores.append(self._failed(failure))
+                    continue
+                # Which completion hung is unknown: score each alone, so only that one pays.
+                singles = [
+                    self._pool.schedule(_score_chunk, args=(self.rubric, [item]), timeout=self.timeout_seconds) for item in chunk
+                ]
+                scores += [self._single(single) for single in singles]
+        return scores
 
     def score_episodes(self, episodes: Sequence[Episode], problems: Sequence[Problem], max_tokens: int) -> list[Score]:
         """Score each episode against its problem and store the result on it (reward, components, diagnostics).
@@ -84,21 +115,16 @@ class Scorer:
             )
         return scores
 
-    def _inline(self, text: str, problem: Problem) -> Score:
+    def _single(self, future) -> Score:
         try:
-            return self.rubric.score(text, problem)
-        except Exception as exc:
-            return self.rubric.failed(f"{type(exc).__name__}: {exc}")
+            return future.result()[0]
+        except (FutureTimeout, ProcessExpired) as failure:
+            return self._failed(failure)
 
-    def _collect(self, future) -> Score:
-        try:
-            return future.result()
-        except FutureTimeout:
-            return self.rubric.failed(f"timed out after {self.timeout_seconds:g} s")
-        except ProcessExpired as exc:
-            return self.rubric.failed(f"the scoring worker died (exit code {exc.exitcode})")
-        except Exception as exc:
-            return self.rubric.failed(f"{type(exc).__name__}: {exc}")
+    def _failed(self, failure: Exception) -> Score:
+        if isinstance(failure, ProcessExpired):
+            return self.rubric.failed(f"the scoring worker died (exit code {failure.exitcode})")
+        return self.rubric.failed(f"timed out after {self.timeout_seconds:g} s")
 
     def close(self) -> None:
         if self._pool is not None:
