@@ -12,13 +12,24 @@ CURVES = [
     ("grad_norm", "grad norm"),
     ("tokens_per_second", "tokens/s"),
 ]
-
+# Per-subset keys are `<subset>/accuracy` (see trainer.subset_metrics).
+SUBSET_SUFFIX = "/accuracy"
 
 SMOOTHING = 5
 
 
+def moving_average(values: list[float], window: int = SMOOTHING) -> list[float]:
+    """Trailing mean over up to `window` values (shorter at the start)."""
+    return [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
+
+
+def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    return [row["step"] for row in rows if key in row], [row[key] for row in rows if key in row]
+
+
 def plot_curves(rows: list[dict], path: Path) -> Path | None:
-    """A grid of per-step curves; returns None when there is nothing to plot."""
+    """A grid of per-step curves, plus train accuracy per subset when the data mixes several; None when there is
+    nothing to plot."""
     if not rows:
         return None
     import matplotlib
@@ -27,20 +38,26 @@ def plot_curves(rows: list[dict], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     present = [(key, title) for key, title in CURVES if any(key in row for row in rows)]
-    fig, axes = plt.subplots(2, (len(present) + 1) // 2, figsize=(4 * ((len(present) + 1) // 2), 6), squeeze=False)
+    subsets = sorted({key.removesuffix(SUBSET_SUFFIX) for row in rows for key in row if key.endswith(SUBSET_SUFFIX)})
+    panels = len(present) + bool(subsets)
+    columns = (panels + 1) // 2
+    fig, axes = plt.subplots(2, columns, figsize=(4 * columns, 6), squeeze=False)
     for ax, (key, title) in zip(axes.flat, present):
-        steps = [row["step"] for row in rows if key in row]
-        values = [row[key] for row in rows if key in row]
+        steps, values = _series(rows, key)
         ax.plot(steps, values, lw=1, alpha=0.5)
         if len(values) >= 2 * SMOOTHING:  # per-step values are noisy: overlay a moving average
-            window = [
-                sum(values[max(0, i - SMOOTHING + 1) : i + 1]) / len(values[max(0, i - SMOOTHING + 1) : i + 1])
-                for i in range(len(values))
-            ]
-            ax.plot(steps, window, lw=2, color="C0")
+            ax.plot(steps, moving_average(values), lw=2, color="C0")
         ax.set_title(title)
         ax.set_xlabel("step")
-    for ax in list(axes.flat)[len(present) :]:
+    if subsets:
+        ax = axes.flat[len(present)]
+        for subset in subsets:
+            steps, values = _series(rows, subset + SUBSET_SUFFIX)
+            ax.plot(steps, moving_average(values) if len(values) >= 2 * SMOOTHING else values, lw=2, label=subset)
+        ax.set_title(f"train accuracy per subset (mean of {SMOOTHING})")
+        ax.set_xlabel("step")
+        ax.legend(fontsize="small")
+    for ax in list(axes.flat)[panels:]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
