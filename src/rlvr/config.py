@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rlvr.data import Source
+from rlvr.data import Source, source_kind
 from rlvr.errors import ConfigError
 from rlvr.registry import registered
 
@@ -208,8 +208,7 @@ def _anchor_source_paths(data: dict[str, Any], folder: Path) -> None:
     for source in sources if isinstance(sources, list) else []:
         if not isinstance(source, dict) or not isinstance(source.get("path"), str):
             continue  # validation reports it
-        candidate = Source.model_construct(path=source["path"])
-        if candidate.kind == "file" and not Path(source["path"]).is_absolute():
+        if source_kind(source["path"]) == "file" and not Path(source["path"]).is_absolute():
             source["path"] = str((folder / source["path"]).resolve())
 
 

@@ -56,6 +56,16 @@ class FieldMap(BaseModel):
     subset: str | None = Field(None, description="column naming each row's subset; overrides Source.subset")
 
 
+SourceKind = Literal["gym", "humaneval", "file"]
+
+
+def source_kind(path: str) -> SourceKind:
+    """What a source path names: a reasoning-gym task (`gym:<task>`), the packaged HumanEval, or a file or folder."""
+    if path.startswith(GYM_PREFIX):
+        return "gym"
+    return "humaneval" if path == HUMANEVAL else "file"
+
+
 class Source(BaseModel):
     """One dataset of a mixture, as written in a recipe: a file or folder, a reasoning-gym task, or a benchmark."""
 
@@ -81,10 +91,8 @@ class Source(BaseModel):
     system_prompt: str | None = Field(None, description="instead of the environment's system prompt, for this source's rows")
 
     @property
-    def kind(self) -> Literal["gym", "humaneval", "file"]:
-        if self.path.startswith(GYM_PREFIX):
-            return "gym"
-        return "humaneval" if self.path == HUMANEVAL else "file"
+    def kind(self) -> SourceKind:
+        return source_kind(self.path)
 
     @property
     def gym_task(self) -> str:
