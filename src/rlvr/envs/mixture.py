@@ -105,9 +105,7 @@ class MixtureEnvironment(Environment):
             else:
                 train, held_out = _finite_split(source, size, config.eval_seed)
             self._held_out += held_out
-            if source.use != "eval" and train is not None:
-                if isinstance(train, list) and not train:
-                    raise ConfigError(f"{source.path}: no rows left to train on after holding out {len(held_out)}")
+            if source.use != "eval" and train is not None:  # split_held_out already refused to hold out every row
                 trainable.append((source, train))
         self._mixture = Mixture(trainable, seed=config.train_seed) if trainable else None
 
