@@ -95,12 +95,39 @@ def test_existing_run_needs_resume_or_overwrite(tiny_model_dir, tmp_path):
 
 
 def test_eval_reports_accuracy_with_a_confidence_interval(tiny_model_dir, tmp_path):
-    out = tmp_path / "eval.json"
+    out = tmp_path / "eval"
     result = _run(
         "eval", str(tiny_model_dir), "--set", "env.eval_size=3", "--set", "sampling.max_new_tokens=4", "--out", str(out)
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["n"] == 3 and 0.0 <= summary["ci95"][0] <= summary["accuracy"] <= summary["ci95"][1] <= 1.0
-    assert len(json.loads(out.read_text())["samples"]) == 3
-    assert "accuracy" in result.stderr and "95% CI" in result.stderr
+    low, high = summary["avg@n"]["ci95"]
+    assert summary["questions"] == 3 and 0.0 <= low <= summary["avg@n"]["value"] <= high <= 1.0
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 3
+    assert {"summary.json", "report.md", "report.html"} <= {p.name for p in out.iterdir()}
+    assert "avg@n" in result.stderr and "bootstrap" in result.stderr
+
+
+def test_eval_on_a_gsm8k_file_with_samples_and_a_paired_comparison(tiny_model_dir, tmp_path):
+    data = tmp_path / "gsm8k.jsonl"
+    rows = [{"question": f"What is {i} + {i}?", "answer": f"{i} + {i} = <<{i}+{i}={2 * i}>>\n#### {2 * i}"} for i in range(5)]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    runs = []
+    for seed in (0, 1):
+        out = tmp_path / f"eval{seed}"
+        args = ["--model", str(tiny_model_dir), "--data", str(data), "--n", "4", "--k", "1,4", "--seed", str(seed)]
+        result = _run("eval", *args, "--max-new-tokens", "4", "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+        assert summary["questions"] == 5 and summary["samples_per_question"] == 4
+        assert {"avg@n", "pass@1", "pass@4", "maj@1", "maj@4", "bo@4"} <= set(summary)
+        assert summary["model_hash"] and summary["data_hash"] and summary["versions"]["torch"]
+        assert len((out / "samples.jsonl").read_text().splitlines()) == 20
+        runs.append(out)
+    result = _run("eval", "--compare", str(runs[0]), str(runs[1]))
+    assert result.returncode == 0, result.stderr
+    comparison = json.loads(result.stdout)
+    assert comparison["questions"] == 5 and comparison["ci95"][0] <= comparison["difference"] <= comparison["ci95"][1]
+    assert "paired CI" in result.stderr
+    bad = _run("eval", "--model", str(tiny_model_dir), "--data", str(data), "--n", "2", "--k", "4")
+    assert bad.returncode == 2 and "k" in bad.stderr

@@ -98,7 +98,7 @@ def test_the_mixture_recipe_logs_every_subset(tiny_model_dir, tmp_path):
         assert sum(row[f"{subset}/episodes"] for subset in set(logged) if f"{subset}/episodes" in row) == 6 * 4
         assert row["score_errors"] == 0
     for label in ("eval_before", "eval_after"):
-        assert {name: part["n"] for name, part in summary[label]["subsets"].items()} == {
+        assert {name: part["questions"] for name, part in summary[label]["subsets"].items()} == {
             "word_problems": 2,
             "chain_sum": 2,
             "basic_arithmetic": 2,

@@ -42,39 +42,120 @@ def train(
         _fail(error)
 
 
+def _numbers(text: str | None, option: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{option}: expected comma-separated integers like 1,4,16, got {text!r}") from None
+    if any(value < 1 for value in values):
+        raise ConfigError(f"{option}: every value must be >= 1, got {text!r}")
+    return values
+
+
 @app.command("eval")
 def eval_(
-    model: Annotated[str, typer.Argument(help="Model folder (a run's final/ or any HF folder) or 'smollm2-135m'")],
-    recipe: Annotated[str | None, typer.Option(help="Recipe whose environment to evaluate on")] = None,
+    model_arg: Annotated[str | None, typer.Argument(metavar="[MODEL]", help="Same as --model")] = None,
+    model: Annotated[str | None, typer.Option(help="Model folder, a run or checkpoint, or 'smollm2-135m'")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="JSONL/CSV/Parquet with question and answer (plain or GSM8K '#### 42')")
+    ] = None,
+    env: Annotated[
+        str | None, typer.Option(help="An environment by name (gym, humaneval, mixture) instead of the recipe's")
+    ] = None,
+    recipe: Annotated[str | None, typer.Option(help="Recipe whose environment and sampling settings to use")] = None,
     overrides: Overrides = None,
-    out: Annotated[Path | None, typer.Option(help="Write the result JSON here")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Samples per question")] = 1,
+    k: Annotated[str, typer.Option("--k", help="Comma-separated k for pass@k, maj@k and best-of-k")] = "1",
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first L questions only")] = None,
+    budgets: Annotated[str | None, typer.Option(help="Thinking budgets in tokens, e.g. 64,128,256: a curve of accuracy")] = None,
+    effort: Annotated[str | None, typer.Option(help="Named thinking budget: low, medium or high")] = None,
+    reasoning: Annotated[bool, typer.Option(help="--no-reasoning: an empty thinking block, answer at once")] = True,
+    temperature: Annotated[float | None, typer.Option(min=0.0, help="Sampling temperature (default: the recipe's)")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Generation limit (default: the recipe's)")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Folder for summary.json, samples.jsonl, report.md, report.html")] = None,
+    compare: Annotated[tuple[Path, Path] | None, typer.Option(help="Two evaluation folders: B - A with a paired 95% CI")] = None,
 ) -> None:
-    """Greedy accuracy of MODEL on the recipe's held-out split, with a 95% CI."""
+    """avg@n, pass@k, maj@k and best-of-k of MODEL with 95% bootstrap intervals, compute per question, and
+    optionally accuracy against a thinking budget. Results go to stdout (JSON) and, with --out, a report."""
     try:
-        config = load_config(recipe, [*(overrides or []), f"model.path={model}"])
-        from rlvr.envs import make_env
-        from rlvr.eval import evaluate
-        from rlvr.models import load_policy, load_tokenizer
-        from rlvr.rollout import ENGINES
-        from rlvr.scoring import Scorer
-
-        tokenizer = load_tokenizer(config.model.path)
-        policy = load_policy(config.model.path)
-        engine = ENGINES[config.rollout.engine](policy, tokenizer, config.eval.batch_size)
-        env = make_env(config.env)
-        with Scorer(env.rubric, config.scoring.workers, config.scoring.timeout_seconds) as scorer:
-            result = evaluate(engine, env, tokenizer, config.eval.max_new_tokens or config.sampling.max_new_tokens, scorer)
-    except ConfigError as error:
+        if compare:
+            _compare(*compare)
+            return
+        model = model or model_arg
+        if not model:
+            raise ConfigError("give the model to evaluate: rlvr eval --model MODEL (or a --compare A B)")
+        summary = _evaluate_cli(model, data, env, recipe, overrides or [], n, k, limit, budgets, effort, reasoning,
+                                temperature, max_new_tokens, seed, out)  # fmt: skip
+    except (ConfigError, ValueError) as error:
         _fail(error)
+    from rlvr.eval.report import markdown
+
+    console.print(markdown(summary), highlight=False, markup=False)
+    json.dump(summary, sys.stdout)
+    sys.stdout.write("\n")
+
+
+def _evaluate_cli(
+    model, data, env, recipe, overrides, n, k, limit, budgets, effort, reasoning, temperature, max_new_tokens, seed, out
+):
+    config = load_config(recipe, [*overrides, f"model.path={model}"])
+    if data is not None:
+        from rlvr.data import Source
+
+        config.env = config.env.model_copy(update={"name": "mixture", "sources": [Source(path=str(data), use="eval")]})
+    elif env is not None:
+        config.env = type(config.env).model_validate({**config.env.model_dump(), "name": env})
+    from rlvr.envs import make_env
+    from rlvr.eval.runner import EvalSettings, model_hash, run_eval
+    from rlvr.eval.thinking import resolve_budget
+    from rlvr.models import load_policy, load_tokenizer, resolve_model_path
+    from rlvr.rollout import ENGINES
+    from rlvr.scoring import Scorer
+
+    chosen = _numbers(budgets, "--budgets") or tuple(b for b in [resolve_budget(None, effort)] if b is not None)
+    settings = EvalSettings(
+        n=n,
+        ks=_numbers(k, "--k"),
+        limit=limit,
+        temperature=config.sampling.temperature if temperature is None else temperature,
+        greedy=True if temperature == 0 else None,
+        top_p=config.sampling.top_p,
+        max_new_tokens=max_new_tokens or config.eval.max_new_tokens or config.sampling.max_new_tokens,
+        seed=seed,
+        budgets=chosen,
+        reasoning=reasoning,
+    )
+    tokenizer = load_tokenizer(config.model.path)
+    policy = load_policy(config.model.path)
+    engine = ENGINES[config.rollout.engine](policy, tokenizer, config.eval.batch_size)
+    environment = make_env(config.env)
+    folder = resolve_model_path(config.model.path)
+    provenance = {"model": model, "model_hash": model_hash(folder), "data": str(data) if data else config.env.label}
+    with Scorer(environment.rubric, config.scoring.workers, config.scoring.timeout_seconds) as scorer:
+        with console.status(f"evaluating {model} on {provenance['data']}"):
+            summary, samples = run_eval(engine, environment, tokenizer, scorer, settings, provenance)
+    if out is not None:
+        from rlvr.eval.report import write_report
+
+        write_report(out, summary, samples)
+        console.print(f"wrote {out}/summary.json, samples.jsonl, report.md and report.html")
+    return summary
+
+
+def _compare(a: Path, b: Path) -> None:
+    from rlvr.eval.compare import compare_runs
+
+    result = compare_runs(a, b)
     low, high = result["ci95"]
-    console.print(f"{config.env.label}: accuracy {result['accuracy']:.1%} [95% CI {low:.1%}, {high:.1%}] n={result['n']}")
-    for subset, part in result.get("subsets", {}).items():
-        low, high = part["ci95"]
-        console.print(f"  {subset}: accuracy {part['accuracy']:.1%} [95% CI {low:.1%}, {high:.1%}] n={part['n']}")
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-    json.dump({k: v for k, v in result.items() if k != "samples"}, sys.stdout)
+    console.print(
+        f"{result['questions']} shared questions: A {result['a_avg']:.1%}, B {result['b_avg']:.1%}; "
+        f"B - A = {result['difference']:+.1%} [95% paired CI {low:+.1%}, {high:+.1%}], p = {result['p_value']:.3f}",
+        highlight=False,
+    )
+    json.dump(result, sys.stdout)
     sys.stdout.write("\n")
 
 

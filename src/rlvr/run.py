@@ -90,7 +90,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, cons
 
 
 def summary_table(summary: dict) -> Table:
-    table = Table(title=f"{summary['env']} held-out accuracy (greedy, 95% Wilson CI)")
+    table = Table(title=f"{summary['env']} held-out accuracy (greedy, 95% bootstrap CI)")
     for column in ("model", "accuracy", "95% CI", "n", "mean tokens"):
         table.add_column(column)
     for label in ("eval_before", "eval_after"):
@@ -98,9 +98,9 @@ def summary_table(summary: dict) -> Table:
         if not result:
             continue
         name = label.removeprefix("eval_")
-        rows = [(name, result), *((f"{name} {subset}", r) for subset, r in result.get("subsets", {}).items())]
+        rows = [(name, result), *((f"{name} {subset}", part) for subset, part in result.get("subsets", {}).items())]
         for row_label, row in rows:
-            low, high = row["ci95"]
+            low, high = row["avg@n"]["ci95"]
             tokens = f"{row['mean_tokens']:.1f}" if "mean_tokens" in row else ""
-            table.add_row(row_label, f"{row['accuracy']:.1%}", f"[{low:.1%}, {high:.1%}]", str(row["n"]), tokens)
+            table.add_row(row_label, f"{row['avg@n']['value']:.1%}", f"[{low:.1%}, {high:.1%}]", str(row["questions"]), tokens)
     return table

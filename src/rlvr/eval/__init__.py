@@ -1,5 +1,6 @@
-"""Evaluation: held-out accuracy with confidence intervals."""
+"""Evaluation: avg@n, pass@k, maj@k and best-of-k with confidence intervals, compute and thinking budgets."""
 
-from rlvr.eval.accuracy import evaluate, wilson_interval
+from rlvr.eval.accuracy import wilson_interval
+from rlvr.eval.runner import EvalSettings, evaluate, run_eval
 
-__all__ = ["evaluate", "wilson_interval"]
+__all__ = ["EvalSettings", "evaluate", "run_eval", "wilson_interval"]

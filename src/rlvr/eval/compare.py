@@ -1,0 +1,47 @@
+"""`rlvr eval --compare A B`: is B really better than A? A paired comparison on the questions both runs answered.
+
+Pairing matters: on the same questions, most of the noise (which questions are hard) cancels, so a paired
+interval is much tighter than two overlapping per-run intervals would suggest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from rlvr.errors import ConfigError
+from rlvr.eval.estimators import paired_difference
+
+
+def per_question_accuracy(run: Path) -> dict[str, float]:
+    """Question id -> mean correctness over its samples (the headline condition: the largest budget, if any)."""
+    summary_path, samples_path = run / "summary.json", run / "samples.jsonl"
+    if not summary_path.exists() or not samples_path.exists():
+        raise ConfigError(f"{run}: not an evaluation folder (needs summary.json and samples.jsonl from rlvr eval --out)")
+    budget = json.loads(summary_path.read_text()).get("budget")
+    correct: dict[str, list[bool]] = defaultdict(list)
+    for line in samples_path.read_text().splitlines():
+        sample = json.loads(line)
+        if sample.get("budget") == budget:
+            correct[sample["id"]].append(bool(sample["correct"]))
+    return {qid: sum(values) / len(values) for qid, values in correct.items()}
+
+
+def compare_runs(a: Path, b: Path, resamples: int = 10_000, seed: int = 0) -> dict:
+    """B minus A in avg@n on the shared questions, with a paired bootstrap 95% interval and p-value."""
+    first, second = per_question_accuracy(a), per_question_accuracy(b)
+    shared = sorted(set(first) & set(second))
+    if not shared:
+        raise ConfigError(f"{a} and {b} share no questions: compare runs on the same data")
+    result = paired_difference([second[q] for q in shared], [first[q] for q in shared], resamples=resamples, seed=seed)
+    return {
+        "a": str(a),
+        "b": str(b),
+        "questions": len(shared),
+        "only_in_a": len(set(first) - set(second)),
+        "only_in_b": len(set(second) - set(first)),
+        "a_avg": sum(first[q] for q in shared) / len(shared),
+        "b_avg": sum(second[q] for q in shared) / len(shared),
+        **result,
+    }

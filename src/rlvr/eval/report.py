@@ -1,0 +1,147 @@
+"""An evaluation's report: summary.json (every number), samples.jsonl (every sample), report.md and report.html."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+METRIC_PREFIXES = ("avg@", "pass@", "maj@", "bo@")
+
+
+def metric_keys(summary: dict) -> list[str]:
+    return [key for key in summary if key.startswith(METRIC_PREFIXES)]
+
+
+def _cell(metric: dict) -> str:
+    low, high = metric["ci95"]
+    return f"{metric['value']:.1%} [{low:.1%}, {high:.1%}]"
+
+
+def markdown(summary: dict) -> str:
+    """The headline table (overall and per subset), the compute spent, and the budget curve when there is one."""
+    keys = metric_keys(summary)
+    lines = [
+        f"# Evaluation of {summary.get('model', 'a model')} on {summary.get('data', 'held-out data')}",
+        "",
+        f"{summary['questions']} questions x {summary['samples_per_question']} samples; 95% bootstrap intervals over questions.",
+        "",
+        "| subset | " + " | ".join(keys) + " |",
+        "| --- | " + " | ".join("---" for _ in keys) + " |",
+        "| all | " + " | ".join(_cell(summary[k]) for k in keys) + " |",
+    ]
+    for name, part in summary.get("subsets", {}).items():
+        lines.append(f"| {name} | " + " | ".join(_cell(part[k]) if k in part else "" for k in keys) + " |")
+    compute = summary["compute"]
+    per_sample, per_question = compute["tokens_per_sample"], compute["tokens_per_question"]
+    lines += [
+        "",
+        f"Tokens per sample: mean {per_sample['mean']:.1f}, median {per_sample['median']:.0f}, "
+        f"p95 {per_sample['p95']:.0f}; per question: mean {per_question['mean']:.1f}; "
+        f"{compute['tokens_per_second']:.0f} tokens/s over {compute['seconds']:.1f} s.",
+    ]
+    if "budgets" in summary:
+        lines += ["", "| thinking budget | avg@n | thinking tokens (mean) | forced |", "| --- | --- | --- | --- |"]
+        for row in summary["budgets"]:
+            thinking = row["compute"]["thinking_tokens_per_sample"]["mean"]
+            lines.append(f"| {row['budget']} | {_cell(row['avg@n'])} | {thinking:.1f} | {row['compute']['forced_rate']:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def _figure_png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _error_bars(values: list[float], metrics: list[dict]) -> list[list[float]]:
+    """matplotlib's asymmetric yerr from each metric's 95% interval."""
+    return [[v - m["ci95"][0] for v, m in zip(values, metrics)], [m["ci95"][1] - v for v, m in zip(values, metrics)]]
+
+
+def plots(summary: dict, samples: list[dict]) -> dict[str, str]:
+    """Base64 PNGs: accuracy vs k, accuracy vs thinking budget, token histogram, per-subset bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures: dict[str, str] = {}
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for family in ("pass", "maj", "bo"):
+        keys = sorted((int(k.split("@")[1]), k) for k in summary if k.startswith(f"{family}@"))
+        if keys:
+            ks = [k for k, _ in keys]
+            values = [summary[key]["value"] for _, key in keys]
+            errors = _error_bars(values, [summary[key] for _, key in keys])
+            ax.errorbar(ks, values, yerr=errors, marker="o", capsize=3, label=f"{family}@k")
+    ax.axhline(summary["avg@n"]["value"], color="grey", ls="--", label="avg@n")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k")
+    ax.set_ylabel("accuracy")
+    ax.set_title("accuracy vs k")
+    ax.legend(fontsize="small")
+    figures["accuracy vs k"] = _figure_png(fig)
+    plt.close(fig)
+
+    if "budgets" in summary:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        rows = summary["budgets"]
+        values = [row["avg@n"]["value"] for row in rows]
+        errors = _error_bars(values, [row["avg@n"] for row in rows])
+        ax.errorbar([row["budget"] for row in rows], values, yerr=errors, marker="o", capsize=3)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("thinking budget (tokens)")
+        ax.set_ylabel("avg@n")
+        ax.set_title("accuracy vs thinking budget")
+        figures["accuracy vs thinking budget"] = _figure_png(fig)
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.hist([s["tokens"] for s in samples], bins=30, alpha=0.7, label="all tokens")
+    if any(s["thinking_tokens"] for s in samples):
+        ax.hist([s["thinking_tokens"] for s in samples], bins=30, alpha=0.5, label="thinking")
+    ax.set_xlabel("tokens per sample")
+    ax.set_ylabel("samples")
+    ax.set_title("tokens spent")
+    ax.legend(fontsize="small")
+    figures["tokens spent"] = _figure_png(fig)
+    plt.close(fig)
+
+    subsets = summary.get("subsets", {})
+    if subsets:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        names = list(subsets)
+        values = [subsets[name]["avg@n"]["value"] for name in names]
+        errors = _error_bars(values, [subsets[name]["avg@n"] for name in names])
+        ax.bar(names, values, yerr=errors, capsize=4)
+        ax.set_ylabel("avg@n")
+        ax.set_title("accuracy per subset")
+        figures["accuracy per subset"] = _figure_png(fig)
+        plt.close(fig)
+    return figures
+
+
+def html(summary: dict, samples: list[dict]) -> str:
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(markdown(summary))
+    images = "".join(
+        f'<figure><img src="data:image/png;base64,{data}" alt="{title}"><figcaption>{title}</figcaption></figure>'
+        for title, data in plots(summary, samples).items()
+    )
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:.3em .6em}figure{display:inline-block;margin:.5em}"
+    )
+    head = f"<meta charset='utf-8'><title>rlvr eval</title><style>{style}</style>"
+    return f"<!doctype html><html><head>{head}</head><body>{body}{images}</body></html>\n"
+
+
+def write_report(out: Path, summary: dict, samples: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    (out / "report.md").write_text(markdown(summary))
+    (out / "report.html").write_text(html(summary, samples))

@@ -1,0 +1,316 @@
+"""Sample n answers per held-out question, verify each, and measure what a careful reviewer asks for.
+
+One run gives, per subset and overall: avg@n (mean accuracy over the n samples: what a single answer is worth),
+unbiased pass@k, maj@k (majority vote over extracted answers) and best-of-k with a log-prob selector, each
+with a 95% bootstrap interval over questions; the tokens spent per question (thinking and answer) and
+accuracy binned by tokens, so two models can be compared at equal compute. With thinking budgets the same
+is measured once per budget. Every sample is written out, so any number can be recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from rlvr.envs import Environment, Problem
+from rlvr.eval.accuracy import prompt_ids
+from rlvr.eval.estimators import QuestionSamples, summarize
+from rlvr.eval.thinking import THINKING_SYSTEM_PROMPT, generate_with_budget
+from rlvr.registry import Registry
+from rlvr.rewards import extract_answer
+from rlvr.rewards.math import extract_math_answer
+from rlvr.rewards.qa import normalize_text, qa_prediction
+from rlvr.rollout import RolloutEngine, SamplingParams
+from rlvr.scoring import Scorer
+
+# What counts as "the same answer" in a majority vote, per verifier. A verifier without one (code: two passing
+# programs are not one answer) gets no maj@k.
+VoteKey = Callable[[str], str | None]
+VOTE_KEYS: Registry[VoteKey] = Registry("vote key")
+
+
+def _squash(answer: str | None) -> str | None:
+    return "".join(answer.split()) if answer else None
+
+
+@VOTE_KEYS.register("math")
+def _math_vote(text: str) -> str | None:
+    # Whitespace-insensitive text of the extracted answer: `1/2` and `0.5` still vote apart (documented).
+    return _squash(extract_math_answer(text))
+
+
+@VOTE_KEYS.register("gym")
+def _gym_vote(text: str) -> str | None:
+    return _squash(extract_answer(text))
+
+
+@VOTE_KEYS.register("exact_match")
+@VOTE_KEYS.register("f1")
+def _qa_vote(text: str) -> str | None:
+    return normalize_text(qa_prediction(text)) or None
+
+
+PACKAGES = ("rlvr", "torch", "transformers", "math-verify", "reasoning-gym", "numpy")
+TOKEN_BINS = 4  # accuracy by tokens spent: quartiles of the per-sample token counts
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    n: int = 1
+    ks: tuple[int, ...] = (1,)
+    limit: int | None = None
+    greedy: bool | None = None  # None: greedy when n == 1 (one deterministic answer), else sampled
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int = 0
+    budgets: tuple[int, ...] = ()  # thinking budgets in tokens; empty: plain generation, no thinking control
+    answer_tokens: int = 32  # after the thinking part, under a budget
+    reasoning: bool = True  # False: an empty thinking block, the model answers at once
+    resamples: int = 10_000
+
+    @property
+    def sampled(self) -> bool:
+        return not (self.greedy if self.greedy is not None else self.n == 1)
+
+    def sampling(self, max_new_tokens: int) -> SamplingParams:
+        if not self.sampled:
+            return SamplingParams(greedy=True, max_new_tokens=max_new_tokens, seed=self.seed)
+        return SamplingParams(self.temperature, self.top_p, 0, max_new_tokens, seed=self.seed)
+
+    def decoding(self) -> dict:
+        settings = {k: v for k, v in asdict(self).items() if k not in ("ks", "limit", "resamples")}
+        settings["greedy"] = not self.sampled
+        return settings
+
+
+@dataclass
+class Condition:
+    """One generation setting of a run: plain, or one thinking budget."""
+
+    budget: int | None
+    samples: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def question_id(problem: Problem) -> str:
+    """Stable across runs and machines, so two runs can be paired question by question."""
+    return hashlib.sha256(f"{problem.subset}\n{problem.question}".encode()).hexdigest()[:16]
+
+
+def data_hash(problems: Sequence[Problem]) -> str:
+    digest = hashlib.sha256()
+    for problem in problems:
+        digest.update(json.dumps([problem.subset, problem.question, problem.answer, problem.verifier]).encode())
+    return digest.hexdigest()
+
+
+def model_hash(folder: Path) -> str:
+    """SHA-256 over the weight files (names and bytes), so a result names exactly the weights it measured."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for package in PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def _sample(text: str, thinking: int, answer: int, forced: bool, truncated: bool, logprobs: Sequence[float]) -> dict:
+    return {
+        "completion": text,
+        "tokens": thinking + answer,
+        "thinking_tokens": thinking,
+        "answer_tokens": answer,
+        "forced": forced,
+        "truncated": truncated,
+        # The practical best-of-N selector: the model's own confidence in what it generated.
+        "mean_logprob": float(np.mean(logprobs)) if len(logprobs) else 0.0,
+    }
+
+
+def _generate(engine, env, tokenizer, problems, settings: EvalSettings, budget: int | None) -> list[dict]:
+    """One dict per sample (n per problem, problem-major) with the completion and its token accounting."""
+    repeated = [p for p in problems for _ in range(settings.n)]
+    if not settings.budgets and settings.reasoning:  # plain generation: the environment's own prompt
+        episodes = engine.generate(prompt_ids(env, tokenizer, repeated), settings.sampling(settings.max_new_tokens))
+        return [_sample(e.text, 0, e.num_tokens, False, e.truncated, e.logprobs) for e in episodes]
+    prompts = prompt_ids(env, tokenizer, [replace(p, system_prompt=THINKING_SYSTEM_PROMPT) for p in repeated])
+    sampling = settings.sampling(budget or settings.max_new_tokens)
+    results = generate_with_budget(
+        engine, tokenizer, prompts, sampling, budget, settings.answer_tokens, reasoning=settings.reasoning
+    )
+    return [
+        _sample(
+            r.text,
+            r.thinking_tokens,
+            r.answer_tokens,
+            r.forced,
+            r.truncated,
+            [logprob for logprob, generated in zip(r.logprobs, r.generated_mask) if generated],
+        )
+        for r in results
+    ]
+
+
+def _distribution(values: Sequence[float]) -> dict:
+    array = np.asarray(values, dtype=float)
+    if array.size == 0:
+        return {"mean": 0.0, "median": 0.0, "p95": 0.0}
+    return {"mean": float(array.mean()), "median": float(np.median(array)), "p95": float(np.percentile(array, 95))}
+
+
+def accuracy_by_tokens(samples: Sequence[dict], bins: int = TOKEN_BINS) -> list[dict]:
+    """Accuracy of the samples in each token-count quantile bin: does spending more tokens pay?"""
+    tokens = np.asarray([s["tokens"] for s in samples], dtype=float)
+    correct = np.asarray([s["correct"] for s in samples], dtype=float)
+    if tokens.size == 0:
+        return []
+    edges = np.unique(np.percentile(tokens, np.linspace(0, 100, bins + 1)))
+    rows = []
+    for i, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+        inside = (tokens >= low) & ((tokens <= high) if i == len(edges) - 2 else (tokens < high))
+        if inside.any():
+            rows.append(
+                {"tokens": [float(low), float(high)], "accuracy": float(correct[inside].mean()), "samples": int(inside.sum())}
+            )
+    if not rows:  # every sample has the same length
+        rows.append({"tokens": [float(tokens[0])] * 2, "accuracy": float(correct.mean()), "samples": int(tokens.size)})
+    return rows
+
+
+def compute_accounting(samples: Sequence[dict], n: int, seconds: float) -> dict:
+    per_question = [sum(s["tokens"] for s in samples[i : i + n]) for i in range(0, len(samples), n)]
+    total = sum(s["tokens"] for s in samples)
+    return {
+        "tokens_per_sample": _distribution([s["tokens"] for s in samples]),
+        "thinking_tokens_per_sample": _distribution([s["thinking_tokens"] for s in samples]),
+        "answer_tokens_per_sample": _distribution([s["answer_tokens"] for s in samples]),
+        "tool_tokens_per_sample": _distribution([0] * len(samples)),  # no tools in this evaluation yet
+        "tokens_per_question": _distribution(per_question),
+        "seconds": seconds,
+        "tokens_per_second": total / seconds if seconds > 0 else 0.0,
+        "forced_rate": float(np.mean([s["forced"] for s in samples])) if samples else 0.0,
+        "truncated_rate": float(np.mean([s["truncated"] for s in samples])) if samples else 0.0,
+        "accuracy_by_tokens": accuracy_by_tokens(samples),
+    }
+
+
+def _questions(problems: Sequence[Problem], samples: Sequence[dict], n: int) -> list[QuestionSamples]:
+    return [
+        QuestionSamples(
+            correct=[s["correct"] for s in samples[i * n : (i + 1) * n]],
+            answers=[s["extracted"] for s in samples[i * n : (i + 1) * n]],
+            scores=[s["mean_logprob"] for s in samples[i * n : (i + 1) * n]],
+            subset=problem.subset,
+        )
+        for i, problem in enumerate(problems)
+    ]
+
+
+def _metrics(problems, samples, settings: EvalSettings, seconds: float) -> dict:
+    ks = tuple(k for k in settings.ks if k <= settings.n)
+    metrics = summarize(_questions(problems, samples, settings.n), ks, resamples=settings.resamples, seed=settings.seed)
+    if any(problem.verifier not in VOTE_KEYS for problem in problems):
+        for key in [key for key in metrics if key.startswith("maj@")]:
+            del metrics[key]
+        for part in metrics.get("subsets", {}).values():
+            for key in [key for key in part if key.startswith("maj@")]:
+                del part[key]
+    metrics["compute"] = compute_accounting(samples, settings.n, seconds)
+    metrics["score_errors"] = sum("score_error" in s for s in samples)
+    return metrics
+
+
+def run_eval(
+    engine: RolloutEngine,
+    env: Environment,
+    tokenizer: PreTrainedTokenizerBase,
+    scorer: Scorer,
+    settings: EvalSettings,
+    provenance: dict | None = None,
+) -> tuple[dict, list[dict]]:
+    """(summary, samples). The summary's top level holds the plain run's metrics, or the largest budget's when
+    budgets are given (each budget's are under `budgets`)."""
+    problems = env.eval_problems()[: settings.limit]
+    if not problems:
+        raise ValueError("no problems to evaluate")
+    if any(k > settings.n for k in settings.ks):
+        raise ValueError(f"every k must be <= n={settings.n} (got k={list(settings.ks)})")
+    conditions = [Condition(b) for b in settings.budgets] or [Condition(None)]
+    all_samples: list[dict] = []
+    per_budget = []
+    for condition in conditions:
+        started = time.perf_counter()
+        samples = _generate(engine, env, tokenizer, problems, settings, condition.budget)
+        condition.seconds = time.perf_counter() - started
+        _verify(scorer, problems, samples, settings)
+        for sample in samples:
+            sample["budget"] = condition.budget
+        condition.samples = samples
+        all_samples += samples
+        metrics = _metrics(problems, samples, settings, condition.seconds)
+        per_budget.append({"budget": condition.budget, **metrics})
+    summary = {
+        **(provenance or {}),
+        "data_hash": data_hash(problems),
+        "decoding": settings.decoding(),
+        "versions": versions(),
+        "ks": [k for k in settings.ks if k <= settings.n],
+        **per_budget[-1],
+    }
+    if settings.budgets:
+        summary["budgets"] = per_budget
+    return summary, all_samples
+
+
+def _verify(scorer: Scorer, problems: Sequence[Problem], samples: list[dict], settings: EvalSettings) -> None:
+    repeated = [p for p in problems for _ in range(settings.n)]
+    scores = scorer.score([s["completion"] for s in samples], repeated)
+    for index, (problem, sample, score) in enumerate(zip(repeated, samples, scores)):
+        vote = VOTE_KEYS.get(problem.verifier)
+        sample.update(
+            id=question_id(problem),
+            subset=problem.subset,
+            question=problem.question,
+            reference=problem.answer,
+            sample=index % settings.n,
+            correct=score.components["correct"] == 1.0,
+            reward=score.total,
+            extracted=vote(sample["completion"]) if vote else None,
+        )
+        if score.error:
+            sample["score_error"] = score.error
+
+
+def evaluate(
+    engine: RolloutEngine, env: Environment, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int, scorer: Scorer
+) -> dict:
+    """Greedy held-out accuracy for `rlvr train`'s before/after evaluation: the same runner as `rlvr eval` with
+    n = 1, plus the headline keys `accuracy`, `ci95`, `n` and `mean_tokens`, and the samples."""
+    summary, samples = run_eval(engine, env, tokenizer, scorer, EvalSettings(n=1, ks=(1,), max_new_tokens=max_new_tokens))
+    headline = {
+        "accuracy": summary["avg@n"]["value"],
+        "ci95": summary["avg@n"]["ci95"],
+        "n": summary["questions"],
+        "mean_tokens": summary["compute"]["tokens_per_sample"]["mean"],
+    }
+    return {**headline, **summary, "samples": samples}

@@ -1,0 +1,75 @@
+"""The evaluation runner on a tiny random model: the accounting, the vote keys, budgets, and the report files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlvr.config import EnvConfig
+from rlvr.data import Source
+from rlvr.envs import make_env
+from rlvr.eval.report import markdown, write_report
+from rlvr.eval.runner import VOTE_KEYS, EvalSettings, accuracy_by_tokens, compute_accounting, run_eval
+from rlvr.models import load_policy, load_tokenizer
+from rlvr.rollout import TransformersEngine
+from rlvr.scoring import Scorer
+
+
+def test_vote_keys_group_what_counts_as_one_answer():
+    assert VOTE_KEYS["math"]("so\n\\boxed{\\frac{1}{ 2}}") == VOTE_KEYS["math"]("Answer: \\frac{1}{2}") == "\\frac{1}{2}"
+    assert VOTE_KEYS["gym"]("Answer: 42") == "42" and VOTE_KEYS["gym"]("no number") is None
+    assert VOTE_KEYS["exact_match"]("Answer: The Eiffel Tower.") == "eiffel tower"
+    assert "code" not in VOTE_KEYS  # two passing programs are not one answer: no maj@k for code
+
+
+def test_accuracy_by_tokens_and_compute_by_hand():
+    outcomes = [(1, True), (2, True), (3, False), (4, True), (5, False), (6, False), (7, False), (8, False)]
+    samples = [
+        {"tokens": t, "thinking_tokens": 0, "answer_tokens": t, "forced": False, "truncated": t == 8, "correct": c}
+        for t, c in outcomes
+    ]
+    bins = accuracy_by_tokens(samples, bins=2)
+    assert [b["samples"] for b in bins] == [4, 4] and [b["accuracy"] for b in bins] == [0.75, 0.0]
+    compute = compute_accounting(samples, n=4, seconds=2.0)
+    assert compute["tokens_per_question"]["mean"] == (10 + 26) / 2
+    assert compute["tokens_per_sample"]["median"] == 4.5 and compute["tokens_per_second"] == 18.0
+    assert compute["truncated_rate"] == 1 / 8
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "gsm.jsonl"
+    path.write_text("".join(json.dumps({"question": f"{i} plus {i}?", "answer": f"#### {2 * i}"}) + "\n" for i in range(6)))
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    engine = TransformersEngine(load_policy(str(tiny_model_dir)), tokenizer, batch_size=16)
+    env = make_env(EnvConfig(name="mixture", sources=[Source(path=str(path), use="eval")]))
+    return engine, env, tokenizer
+
+
+def test_n_samples_per_question_and_the_summary(setup, tmp_path):
+    engine, env, tokenizer = setup
+    settings = EvalSettings(n=3, ks=(1, 3), max_new_tokens=5, resamples=500)
+    summary, samples = run_eval(engine, env, tokenizer, Scorer(env.rubric, workers=0), settings, {"model": "tiny"})
+    assert len(samples) == 18 and [s["sample"] for s in samples[:6]] == [0, 1, 2, 0, 1, 2]
+    assert len({s["id"] for s in samples}) == 6 and all(s["tokens"] <= 5 for s in samples)
+    assert summary["decoding"]["greedy"] is False and summary["model"] == "tiny"
+    assert {"avg@n", "pass@1", "pass@3", "maj@3", "bo@3"} <= set(summary)
+    assert summary["avg@n"]["value"] == pytest.approx(sum(s["correct"] for s in samples) / 18)
+    # Seeded: the same settings give the same samples.
+    again, _ = run_eval(engine, env, tokenizer, Scorer(env.rubric, workers=0), settings, {"model": "tiny"})
+    assert again["avg@n"] == summary["avg@n"] and again["compute"]["tokens_per_sample"] == summary["compute"]["tokens_per_sample"]
+    write_report(tmp_path, summary, samples)
+    assert "| all |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "report.html").read_text().count("<img") >= 2
+    with pytest.raises(ValueError, match="k must be <= n"):
+        run_eval(engine, env, tokenizer, Scorer(env.rubric, workers=0), EvalSettings(n=2, ks=(4,)))
+
+
+def test_budgets_give_a_curve_and_never_overspend(setup):
+    engine, env, tokenizer = setup
+    settings = EvalSettings(n=1, budgets=(2, 6), answer_tokens=3, resamples=200)
+    summary, samples = run_eval(engine, env, tokenizer, Scorer(env.rubric, workers=0), settings)
+    assert [row["budget"] for row in summary["budgets"]] == [2, 6] and summary["budget"] == 6
+    assert all(s["thinking_tokens"] <= s["budget"] and s["answer_tokens"] <= 3 for s in samples)
+    assert "thinking budget" in markdown(summary)
