@@ -87,8 +87,23 @@ def eval_(
         model = model or model_arg
         if not model:
             raise ConfigError("give the model to evaluate: rlvr eval --model MODEL (or a --compare A B)")
-        summary = _evaluate_cli(model, data, env, recipe, overrides or [], n, k, limit, budgets, effort, reasoning,
-                                temperature, max_new_tokens, seed, out)  # fmt: skip
+        config = _eval_config(model, data, env, recipe, overrides or [])
+        from rlvr.eval.runner import EvalSettings
+        from rlvr.eval.thinking import resolve_budget
+
+        settings = EvalSettings(
+            n=n,
+            ks=_numbers(k, "--k"),
+            limit=limit,
+            temperature=config.sampling.temperature if temperature is None else temperature,
+            greedy=True if temperature == 0 else None,
+            top_p=config.sampling.top_p,
+            max_new_tokens=max_new_tokens or config.eval.max_new_tokens or config.sampling.max_new_tokens,
+            seed=seed,
+            budgets=_numbers(budgets, "--budgets") or tuple(b for b in [resolve_budget(None, effort)] if b is not None),
+            reasoning=reasoning,
+        )
+        summary = _evaluate(config, settings, str(data) if data else config.env.label, out)
     except (ConfigError, ValueError) as error:
         _fail(error)
     from rlvr.eval.report import markdown
@@ -98,9 +113,8 @@ def eval_(
     sys.stdout.write("\n")
 
 
-def _evaluate_cli(
-    model, data, env, recipe, overrides, n, k, limit, budgets, effort, reasoning, temperature, max_new_tokens, seed, out
-):
+def _eval_config(model: str, data: Path | None, env: str | None, recipe: str | None, overrides: list[str]):
+    """The recipe's config with the model, and the environment replaced by `--data` (every row held out) or `--env`."""
     config = load_config(recipe, [*overrides, f"model.path={model}"])
     if data is not None:
         from rlvr.data import Source
@@ -108,34 +122,24 @@ def _evaluate_cli(
         config.env = config.env.model_copy(update={"name": "mixture", "sources": [Source(path=str(data), use="eval")]})
     elif env is not None:
         config.env = type(config.env).model_validate({**config.env.model_dump(), "name": env})
+    return config
+
+
+def _evaluate(config, settings, data_label: str, out: Path | None) -> dict:
     from rlvr.envs import make_env
-    from rlvr.eval.runner import EvalSettings, model_hash, run_eval
-    from rlvr.eval.thinking import resolve_budget
+    from rlvr.eval.runner import model_hash, run_eval
     from rlvr.models import load_policy, load_tokenizer, resolve_model_path
     from rlvr.rollout import ENGINES
     from rlvr.scoring import Scorer
 
-    chosen = _numbers(budgets, "--budgets") or tuple(b for b in [resolve_budget(None, effort)] if b is not None)
-    settings = EvalSettings(
-        n=n,
-        ks=_numbers(k, "--k"),
-        limit=limit,
-        temperature=config.sampling.temperature if temperature is None else temperature,
-        greedy=True if temperature == 0 else None,
-        top_p=config.sampling.top_p,
-        max_new_tokens=max_new_tokens or config.eval.max_new_tokens or config.sampling.max_new_tokens,
-        seed=seed,
-        budgets=chosen,
-        reasoning=reasoning,
-    )
     tokenizer = load_tokenizer(config.model.path)
     policy = load_policy(config.model.path)
     engine = ENGINES[config.rollout.engine](policy, tokenizer, config.eval.batch_size)
     environment = make_env(config.env)
     folder = resolve_model_path(config.model.path)
-    provenance = {"model": model, "model_hash": model_hash(folder), "data": str(data) if data else config.env.label}
+    provenance = {"model": config.model.path, "model_hash": model_hash(folder), "data": data_label}
     with Scorer(environment.rubric, config.scoring.workers, config.scoring.timeout_seconds) as scorer:
-        with console.status(f"evaluating {model} on {provenance['data']}"):
+        with console.status(f"evaluating {config.model.path} on {data_label}"):
             summary, samples = run_eval(engine, environment, tokenizer, scorer, settings, provenance)
     if out is not None:
         from rlvr.eval.report import write_report

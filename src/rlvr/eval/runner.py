@@ -13,7 +13,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -90,15 +90,6 @@ class EvalSettings:
         settings = {k: v for k, v in asdict(self).items() if k not in ("ks", "limit", "resamples")}
         settings["greedy"] = not self.sampled
         return settings
-
-
-@dataclass
-class Condition:
-    """One generation setting of a run: plain, or one thinking budget."""
-
-    budget: int | None
-    samples: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 def question_id(problem: Problem) -> str:
@@ -255,20 +246,17 @@ def run_eval(
         raise ValueError("no problems to evaluate")
     if any(k > settings.n for k in settings.ks):
         raise ValueError(f"every k must be <= n={settings.n} (got k={list(settings.ks)})")
-    conditions = [Condition(b) for b in settings.budgets] or [Condition(None)]
     all_samples: list[dict] = []
     per_budget = []
-    for condition in conditions:
+    for budget in sorted(settings.budgets) or [None]:
         started = time.perf_counter()
-        samples = _generate(engine, env, tokenizer, problems, settings, condition.budget)
-        condition.seconds = time.perf_counter() - started
+        samples = _generate(engine, env, tokenizer, problems, settings, budget)
+        seconds = time.perf_counter() - started
         _verify(scorer, problems, samples, settings)
         for sample in samples:
-            sample["budget"] = condition.budget
-        condition.samples = samples
+            sample["budget"] = budget
         all_samples += samples
-        metrics = _metrics(problems, samples, settings, condition.seconds)
-        per_budget.append({"budget": condition.budget, **metrics})
+        per_budget.append({"budget": budget, **_metrics(problems, samples, settings, seconds)})
     summary = {
         **(provenance or {}),
         "data_hash": data_hash(problems),
