@@ -53,6 +53,7 @@ def test_n_samples_per_question_and_the_summary(setup, tmp_path):
     summary, samples = run_eval(engine, env, tokenizer, Scorer(env.rubric, workers=0), settings, {"model": "tiny"})
     assert len(samples) == 18 and [s["sample"] for s in samples[:6]] == [0, 1, 2, 0, 1, 2]
     assert len({s["id"] for s in samples}) == 6 and all(s["tokens"] <= 5 for s in samples)
+    assert samples[0]["question"] in samples[0]["prompt"] and "completion" in samples[0] and "extracted" in samples[0]
     assert summary["decoding"]["greedy"] is False and summary["model"] == "tiny"
     assert {"avg@n", "pass@1", "pass@3", "maj@3", "bo@3"} <= set(summary)
     assert summary["avg@n"]["value"] == pytest.approx(sum(s["correct"] for s in samples) / 18)
@@ -72,4 +73,5 @@ def test_budgets_give_a_curve_and_never_overspend(setup):
     summary, samples = run_eval(engine, env, tokenizer, Scorer(env.rubric, workers=0), settings)
     assert [row["budget"] for row in summary["budgets"]] == [2, 6] and summary["budget"] == 6
     assert all(s["thinking_tokens"] <= s["budget"] and s["answer_tokens"] <= 3 for s in samples)
+    assert all("<think>" in s["prompt"] and "Answer:" in s["completion"] for s in samples if s["forced"])
     assert "thinking budget" in markdown(summary)

@@ -72,6 +72,7 @@ def eval_(
     budgets: Annotated[str | None, typer.Option(help="Thinking budgets in tokens, e.g. 64,128,256: a curve of accuracy")] = None,
     effort: Annotated[str | None, typer.Option(help="Named thinking budget: low, medium or high")] = None,
     reasoning: Annotated[bool, typer.Option(help="--no-reasoning: an empty thinking block, answer at once")] = True,
+    min_thinking: Annotated[int, typer.Option(min=0, help="Extend a shorter thinking part with 'Wait,' (with --budgets)")] = 0,
     temperature: Annotated[float | None, typer.Option(min=0.0, help="Sampling temperature (default: the recipe's)")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Generation limit (default: the recipe's)")] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed")] = 0,
@@ -102,6 +103,7 @@ def eval_(
             seed=seed,
             budgets=_numbers(budgets, "--budgets") or tuple(b for b in [resolve_budget(None, effort)] if b is not None),
             reasoning=reasoning,
+            min_thinking=min_thinking,
         )
         summary = _evaluate(config, settings, str(data) if data else config.env.label, out)
     except (ConfigError, ValueError) as error:

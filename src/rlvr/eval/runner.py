@@ -74,6 +74,7 @@ class EvalSettings:
     seed: int = 0
     budgets: tuple[int, ...] = ()  # thinking budgets in tokens; empty: plain generation, no thinking control
     answer_tokens: int = 32  # after the thinking part, under a budget
+    min_thinking: int = 0  # a thinking part that closes sooner is extended with "Wait," (budget forcing's other half)
     reasoning: bool = True  # False: an empty thinking block, the model answers at once
     resamples: int = 10_000
 
@@ -125,8 +126,9 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def _sample(text: str, thinking: int, answer: int, forced: bool, truncated: bool, logprobs: Sequence[float]) -> dict:
+def _sample(prompt: str, text: str, thinking: int, answer: int, forced: bool, truncated: bool, logprobs: Sequence[float]) -> dict:
     return {
+        "prompt": prompt,
         "completion": text,
         "tokens": thinking + answer,
         "thinking_tokens": thinking,
@@ -142,22 +144,20 @@ def _generate(engine, env, tokenizer, problems, settings: EvalSettings, budget: 
     """One dict per sample (n per problem, problem-major) with the completion and its token accounting."""
     repeated = [p for p in problems for _ in range(settings.n)]
     if not settings.budgets and settings.reasoning:  # plain generation: the environment's own prompt
-        episodes = engine.generate(prompt_ids(env, tokenizer, repeated), settings.sampling(settings.max_new_tokens))
-        return [_sample(e.text, 0, e.num_tokens, False, e.truncated, e.logprobs) for e in episodes]
+        prompts = prompt_ids(env, tokenizer, repeated)
+        episodes = engine.generate(prompts, settings.sampling(settings.max_new_tokens))
+        return [
+            _sample(tokenizer.decode(prompt), e.text, 0, e.num_tokens, False, e.truncated, e.logprobs)
+            for prompt, e in zip(prompts, episodes)
+        ]
     prompts = prompt_ids(env, tokenizer, [replace(p, system_prompt=THINKING_SYSTEM_PROMPT) for p in repeated])
     sampling = settings.sampling(budget or settings.max_new_tokens)
     results = generate_with_budget(
-        engine, tokenizer, prompts, sampling, budget, settings.answer_tokens, reasoning=settings.reasoning
+        engine, tokenizer, prompts, sampling, budget, settings.answer_tokens, settings.min_thinking, reasoning=settings.reasoning
     )
+    # ThinkingResult.logprobs holds the model's own tokens only (the forced cues have none).
     return [
-        _sample(
-            r.text,
-            r.thinking_tokens,
-            r.answer_tokens,
-            r.forced,
-            r.truncated,
-            [logprob for logprob, generated in zip(r.logprobs, r.generated_mask) if generated],
-        )
+        _sample(tokenizer.decode(r.prompt_ids), r.text, r.thinking_tokens, r.answer_tokens, r.forced, r.truncated, r.logprobs)
         for r in results
     ]
 
@@ -195,7 +195,6 @@ def compute_accounting(samples: Sequence[dict], n: int, seconds: float) -> dict:
         "tokens_per_sample": _distribution([s["tokens"] for s in samples]),
         "thinking_tokens_per_sample": _distribution([s["thinking_tokens"] for s in samples]),
         "answer_tokens_per_sample": _distribution([s["answer_tokens"] for s in samples]),
-        "tool_tokens_per_sample": _distribution([0] * len(samples)),  # no tools in this evaluation yet
         "tokens_per_question": _distribution(per_question),
         "seconds": seconds,
         "tokens_per_second": total / seconds if seconds > 0 else 0.0,
