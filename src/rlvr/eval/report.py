@@ -51,6 +51,7 @@ def markdown(summary: dict) -> str:
 
 def _figure_png(fig) -> str:
     buffer = io.BytesIO()
+    fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=90)
     return base64.b64encode(buffer.getvalue()).decode()
 
