@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -140,15 +142,43 @@ def _evaluate(config, settings, data_label: str, out: Path | None) -> dict:
     environment = make_env(config.env)
     folder = resolve_model_path(config.model.path)
     provenance = {"model": config.model.path, "model_hash": model_hash(folder), "data": data_label}
-    with Scorer(environment.rubric, config.scoring.workers, config.scoring.timeout_seconds) as scorer:
-        with console.status(f"evaluating {config.model.path} on {data_label}"):
-            summary, samples = run_eval(engine, environment, tokenizer, scorer, settings, provenance)
+    with (
+        Scorer(environment.rubric, config.scoring.workers, config.scoring.timeout_seconds) as scorer,
+        _eval_progress() as progress,
+    ):
+        summary, samples = run_eval(engine, environment, tokenizer, scorer, settings, provenance, progress)
     if out is not None:
         from rlvr.eval.report import write_report
 
         write_report(out, summary, samples)
         console.print(f"wrote {out}/summary.json, samples.jsonl, report.md and report.html")
     return summary
+
+
+@contextmanager
+def _eval_progress():
+    """A progress bar over the samples, with tokens/s and ETA; yields the runner's progress callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("[bold]eval"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[tps]:.0f} tok/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    started, tokens = time.perf_counter(), 0
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("eval", total=None, tps=0.0)
+
+        def advance(done: int, total: int, new_tokens: int) -> None:
+            nonlocal tokens
+            tokens += new_tokens
+            bar.update(task, advance=done, total=total, tps=tokens / max(time.perf_counter() - started, 1e-9))
+
+        yield advance
 
 
 def _compare(a: Path, b: Path) -> None:

@@ -49,10 +49,19 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _figure_png(fig) -> str:
+def _finish(fig, ax, title: str, xlabel: str, ylabel: str, log2_x: bool = False) -> str:
+    """Label the axes, encode the figure as a base64 PNG, free it."""
+    import matplotlib.pyplot as plt
+
+    if log2_x:
+        ax.set_xscale("log", base=2)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -73,54 +82,38 @@ def plots(summary: dict, samples: list[dict]) -> dict[str, str]:
     for family in ("pass", "maj", "bo"):
         keys = sorted((int(k.split("@")[1]), k) for k in summary if k.startswith(f"{family}@"))
         if keys:
-            ks = [k for k, _ in keys]
             values = [summary[key]["value"] for _, key in keys]
             errors = _error_bars(values, [summary[key] for _, key in keys])
-            ax.errorbar(ks, values, yerr=errors, marker="o", capsize=3, label=f"{family}@k")
+            ax.errorbar([k for k, _ in keys], values, yerr=errors, marker="o", capsize=3, label=f"{family}@k")
     ax.axhline(summary["avg@n"]["value"], color="grey", ls="--", label="avg@n")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("k")
-    ax.set_ylabel("accuracy")
-    ax.set_title("accuracy vs k")
-    ax.legend(fontsize="small")
-    figures["accuracy vs k"] = _figure_png(fig)
-    plt.close(fig)
+    figures["accuracy vs k"] = _finish(fig, ax, "accuracy vs k", "k", "accuracy", log2_x=True)
 
     if "budgets" in summary:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         rows = summary["budgets"]
         values = [row["avg@n"]["value"] for row in rows]
-        errors = _error_bars(values, [row["avg@n"] for row in rows])
-        ax.errorbar([row["budget"] for row in rows], values, yerr=errors, marker="o", capsize=3)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("thinking budget (tokens)")
-        ax.set_ylabel("avg@n")
-        ax.set_title("accuracy vs thinking budget")
-        figures["accuracy vs thinking budget"] = _figure_png(fig)
-        plt.close(fig)
+        ax.errorbar(
+            [row["budget"] for row in rows],
+            values,
+            yerr=_error_bars(values, [row["avg@n"] for row in rows]),
+            marker="o",
+            capsize=3,
+        )
+        title = "accuracy vs thinking budget"
+        figures[title] = _finish(fig, ax, title, "thinking budget (tokens)", "avg@n", log2_x=True)
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.hist([s["tokens"] for s in samples], bins=30, alpha=0.7, label="all tokens")
     if any(s["thinking_tokens"] for s in samples):
         ax.hist([s["thinking_tokens"] for s in samples], bins=30, alpha=0.5, label="thinking")
-    ax.set_xlabel("tokens per sample")
-    ax.set_ylabel("samples")
-    ax.set_title("tokens spent")
-    ax.legend(fontsize="small")
-    figures["tokens spent"] = _figure_png(fig)
-    plt.close(fig)
+    figures["tokens spent"] = _finish(fig, ax, "tokens spent", "tokens per sample", "samples")
 
     subsets = summary.get("subsets", {})
     if subsets:
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        names = list(subsets)
-        values = [subsets[name]["avg@n"]["value"] for name in names]
-        errors = _error_bars(values, [subsets[name]["avg@n"] for name in names])
-        ax.bar(names, values, yerr=errors, capsize=4)
-        ax.set_ylabel("avg@n")
-        ax.set_title("accuracy per subset")
-        figures["accuracy per subset"] = _figure_png(fig)
-        plt.close(fig)
+        values = [part["avg@n"]["value"] for part in subsets.values()]
+        ax.bar(list(subsets), values, yerr=_error_bars(values, [part["avg@n"] for part in subsets.values()]), capsize=4)
+        figures["accuracy per subset"] = _finish(fig, ax, "accuracy per subset", "subset", "avg@n")
     return figures
 
 

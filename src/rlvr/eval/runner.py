@@ -140,18 +140,41 @@ def _sample(prompt: str, text: str, thinking: int, answer: int, forced: bool, tr
     }
 
 
-def _generate(engine, env, tokenizer, problems, settings: EvalSettings, budget: int | None) -> list[dict]:
+# Samples per engine call: progress is reported between calls, and each call gets its own seed.
+GENERATE_CHUNK = 64
+Progress = Callable[[int, int, int], None]  # (samples just finished, samples in all, their tokens)
+
+
+def _no_progress(done: int, total: int, tokens: int) -> None:
+    pass
+
+
+def _generate(
+    engine, env, tokenizer, problems, settings: EvalSettings, budget: int | None, progress: Progress, total: int
+) -> list[dict]:
     """One dict per sample (n per problem, problem-major) with the completion and its token accounting."""
     repeated = [p for p in problems for _ in range(settings.n)]
+    size = max(1, GENERATE_CHUNK // settings.n) * settings.n  # a question's n samples stay in one call
+    samples: list[dict] = []
+    for index, start in enumerate(range(0, len(repeated), size)):
+        # A seed per call: one seed for every call would replay the same random draws in each.
+        seed = settings.seed * 1_000_003 + index
+        chunk = _generate_chunk(engine, env, tokenizer, repeated[start : start + size], settings, budget, seed)
+        samples += chunk
+        progress(len(chunk), total, sum(s["tokens"] for s in chunk))
+    return samples
+
+
+def _generate_chunk(engine, env, tokenizer, repeated, settings: EvalSettings, budget: int | None, seed: int) -> list[dict]:
     if not settings.budgets and settings.reasoning:  # plain generation: the environment's own prompt
         prompts = prompt_ids(env, tokenizer, repeated)
-        episodes = engine.generate(prompts, settings.sampling(settings.max_new_tokens))
+        episodes = engine.generate(prompts, replace(settings.sampling(settings.max_new_tokens), seed=seed))
         return [
             _sample(tokenizer.decode(prompt), e.text, 0, e.num_tokens, False, e.truncated, e.logprobs)
             for prompt, e in zip(prompts, episodes)
         ]
     prompts = prompt_ids(env, tokenizer, [replace(p, system_prompt=THINKING_SYSTEM_PROMPT) for p in repeated])
-    sampling = settings.sampling(budget or settings.max_new_tokens)
+    sampling = replace(settings.sampling(budget or settings.max_new_tokens), seed=seed)
     results = generate_with_budget(
         engine, tokenizer, prompts, sampling, budget, settings.answer_tokens, settings.min_thinking, reasoning=settings.reasoning
     )
@@ -237,6 +260,7 @@ def run_eval(
     scorer: Scorer,
     settings: EvalSettings,
     provenance: dict | None = None,
+    progress: Progress = _no_progress,
 ) -> tuple[dict, list[dict]]:
     """(summary, samples). The summary's top level holds the plain run's metrics, or the largest budget's when
     budgets are given (each budget's are under `budgets`)."""
@@ -247,9 +271,11 @@ def run_eval(
         raise ValueError(f"every k must be <= n={settings.n} (got k={list(settings.ks)})")
     all_samples: list[dict] = []
     per_budget = []
-    for budget in sorted(settings.budgets) or [None]:
+    budgets = sorted(settings.budgets) or [None]
+    total = len(problems) * settings.n * len(budgets)
+    for budget in budgets:
         started = time.perf_counter()
-        samples = _generate(engine, env, tokenizer, problems, settings, budget)
+        samples = _generate(engine, env, tokenizer, problems, settings, budget, progress, total)
         seconds = time.perf_counter() - started
         _verify(scorer, problems, samples, settings)
         for sample in samples:
