@@ -133,8 +133,13 @@ def test_data_errors_name_the_file_line_and_field(tmp_path):
             ["env.name=mixture", "env.sources=[{path: a.jsonl, wieght: 2}]"],
             "env.sources.0.wieght: unknown key (valid keys: path,",
         ),
-        (["env.name=mixture", "env.sources=[{path: a.jsonl, verifier: maths}]"], "unknown reward function 'maths'"),
-        (["env.name=mixture", "env.sources=[{path: a.jsonl, verifier: correct}]"], "'correct' calls the verifier"),
+        (
+            ["env.name=mixture", "env.sources=[{path: a.jsonl, verifier: maths}]"],
+            "unknown verifier 'maths' (choices: code, exact_match, f1, gym, math)",
+        ),
+        # `correct` calls a verifier and `length` shapes a reward: neither decides correctness.
+        (["env.name=mixture", "env.sources=[{path: a.jsonl, verifier: correct}]"], "unknown verifier 'correct'"),
+        (["env.name=mixture", "env.sources=[{path: a.jsonl, verifier: length}]"], "unknown verifier 'length'"),
         (["env.name=mixture", "env.sources=[{path: a.jsonl, task_config: {x: 1}}]"], "task_config is for reasoning-gym sources"),
         (["env.rewards={lenght: 1.0}"], "env.rewards.lenght"),
     ],

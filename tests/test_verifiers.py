@@ -20,7 +20,10 @@ def problem(answer: str, **meta) -> Problem:
 
 
 def test_rewards_are_registered():
-    assert {"math", "exact_match", "f1", "length"} <= set(REWARDS)
+    from rlvr.rewards import VERIFIERS
+
+    assert {"math", "exact_match", "f1", "length", "gym", "code", "format", "think_format", "correct"} <= set(REWARDS)
+    assert set(VERIFIERS) == {"math", "exact_match", "f1", "gym", "code"}
 
 
 # --- math-verify oracle: (reference, prediction) -------------------------------------------------------------

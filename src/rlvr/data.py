@@ -79,7 +79,7 @@ class Source(BaseModel):
     split: str | None = Field(None, description="split of a saved DatasetDict; required when it has several")
     skip_invalid: bool = Field(False, description="skip invalid rows (counted in the LoadReport) instead of failing")
     task_config: dict[str, Any] = Field({}, description="the reasoning-gym task's config (gym:<task> only)")
-    verifier: Annotated[str, registered("rlvr.rewards", "REWARDS")] | None = Field(
+    verifier: Annotated[str, registered("rlvr.rewards", "VERIFIERS")] | None = Field(
         None, description="the reward that decides correctness; default: gym, code for humaneval or rows with tests, else math"
     )
     use: Literal["both", "train", "eval"] = Field(
@@ -104,8 +104,6 @@ class Source(BaseModel):
             raise ValueError(f"task_config is for reasoning-gym sources (gym:<task>), not {self.path!r}")
         if self.kind == "gym" and not self.gym_task:
             raise ValueError("gym: needs a task name, e.g. gym:chain_sum")
-        if self.verifier == "correct":
-            raise ValueError("verifier: 'correct' calls the verifier, it is not one (e.g. math, gym, code, exact_match, f1)")
         if self.subset is None:
             self.subset = {"gym": self.gym_task, "humaneval": HUMANEVAL}.get(self.kind) or Path(self.path).stem
         if self.verifier is None:

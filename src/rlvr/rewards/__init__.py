@@ -30,6 +30,17 @@ class Verdict:
 RewardFn = Callable[[str, "Problem"], "float | Verdict"]
 REWARDS: Registry[RewardFn] = Registry("reward function")
 register_reward = REWARDS.register
+# The rewards that decide correctness, the ones a problem or a source may name as its verifier.
+VERIFIERS: Registry[RewardFn] = Registry("verifier")
+
+
+def register_verifier(name: str) -> Callable[[RewardFn], RewardFn]:
+    """Register a reward that is also a verifier: 1.0 means correct."""
+
+    def add(fn: RewardFn) -> RewardFn:
+        return VERIFIERS.register(name)(REWARDS.register(name)(fn))
+
+    return add
 
 
 _ANSWER_LINE = re.compile(r"^\s*\**answer\**\s*[:：]\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
@@ -87,9 +98,11 @@ def think_format_reward(text: str, problem: Problem) -> float:
 @register_reward("correct")
 def correct_reward(text: str, problem: Problem) -> float | Verdict:
     """The problem's own verifier (`problem.verifier`): 1.0 = correct, which is what accuracy counts."""
-    if problem.verifier == "correct" or problem.verifier not in REWARDS:
-        raise ValueError(f"problem verifier {problem.verifier!r} is not a registered verifier")
-    return REWARDS[problem.verifier](text, problem)
+    if problem.verifier not in VERIFIERS:
+        raise ValueError(
+            f"problem verifier {problem.verifier!r} is not a registered verifier (choices: {', '.join(sorted(VERIFIERS))})"
+        )
+    return VERIFIERS[problem.verifier](text, problem)
 
 
 # Verifier modules register themselves; imported last because they use the helpers above.

@@ -39,7 +39,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from rlvr.rewards import Verdict, register_reward
+from rlvr.rewards import Verdict, register_verifier
 from rlvr.tools import SandboxLimits, run_python
 
 if TYPE_CHECKING:
@@ -248,7 +248,7 @@ def problem_tests(problem: Problem) -> list[str]:
     return tests
 
 
-@register_reward("code")
+@register_verifier("code")
 def code_reward(text: str, problem: Problem) -> Verdict:
     """1.0 when the extracted program (after `meta["code_prefix"]`) passes every test in `meta["tests"]`, else 0;
     `code/pass_fraction` is the share of tests passed."""

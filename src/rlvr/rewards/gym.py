@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from rlvr.errors import ConfigError
-from rlvr.rewards import extract_answer, register_reward
+from rlvr.rewards import extract_answer, register_verifier
 
 if TYPE_CHECKING:
     from rlvr.envs.base import Problem
@@ -50,7 +50,7 @@ def score_gym_answer(answer: str, meta: dict[str, Any]) -> float:
     return float(_scorer(meta["task"], config_json)(answer, meta["entry"]))
 
 
-@register_reward("gym")
+@register_verifier("gym")
 def gym_reward(text: str, problem: Problem) -> float:
     """The task's own scorer on the extracted final answer (`extract_answer`: the `<answer>` tag, which may span
     lines for grid answers, else the `Answer:` line, else the last number); 1.0 is correct, and some tasks give

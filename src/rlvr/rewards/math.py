@@ -22,7 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from rlvr.rewards import _ANSWER_LINE, _NUMBER, answer_tag, register_reward
+from rlvr.rewards import _ANSWER_LINE, _NUMBER, answer_tag, register_verifier
 
 if TYPE_CHECKING:
     from rlvr.envs.base import Problem
@@ -167,7 +167,7 @@ def math_equal(prediction: str, reference: str, timeout_seconds: float = 5) -> b
         return False
 
 
-@register_reward("math")
+@register_verifier("math")
 def math_reward(text: str, problem: Problem) -> float:
     """1.0 when the extracted final answer equals the (GSM8K-normalised) reference under math-verify, else 0.0."""
     prediction = extract_math_answer(text)

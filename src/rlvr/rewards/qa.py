@@ -7,7 +7,7 @@ import string
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from rlvr.rewards import _ANSWER_LINE, answer_tag, extract_answer, register_reward
+from rlvr.rewards import _ANSWER_LINE, answer_tag, extract_answer, register_verifier
 
 if TYPE_CHECKING:
     from rlvr.envs.base import Problem
@@ -59,13 +59,13 @@ def qa_prediction(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-@register_reward("exact_match")
+@register_verifier("exact_match")
 def exact_match_reward(text: str, problem: Problem) -> float:
     prediction = qa_prediction(text)
     return max(exact_match(prediction, gold) for gold in golds(problem))
 
 
-@register_reward("f1")
+@register_verifier("f1")
 def f1_reward(text: str, problem: Problem) -> float:
     prediction = qa_prediction(text)
     return max(token_f1(prediction, gold) for gold in golds(problem))
