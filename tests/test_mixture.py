@@ -91,6 +91,7 @@ def test_use_train_and_use_eval(tmp_path):
     test_file = write_jsonl(tmp_path / "test.jsonl", [{"question": f"q{i}", "answer": str(i)} for i in range(7)])
     env = make_env(mixture({"path": train_file, "use": "train"}, {"path": test_file, "use": "eval"}))
     assert [p.subset for p in env.eval_problems()] == ["test"] * 7
+    assert env.subsets() == {"gsm", "test"}  # the training-only source counts too
     assert {p.subset for p in env.train_problems(0, 30)} == {"gsm"}
     only_eval = make_env(mixture({"path": test_file, "use": "eval"}))
     with pytest.raises(ConfigError, match="nothing to train on"):

@@ -102,4 +102,5 @@ def test_metrics_are_split_per_subset_only_for_mixtures():
     metrics = subset_metrics(mixed)
     assert metrics["a/accuracy"] == 0.5 and metrics["a/response_length"] == 3 and metrics["a/episodes"] == 2
     assert metrics["b/accuracy"] == 0.0 and metrics["b/reward"] == pytest.approx(0.1)
-    assert subset_metrics(mixed[:2]) == {}
+    assert subset_metrics(mixed[:2]) == {}  # one subset, and the data has no other
+    assert subset_metrics(mixed[:2], mixed=True)["a/episodes"] == 2  # a mixture's batch that drew from one subset

@@ -39,13 +39,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def subset_metrics(episodes: list[Episode]) -> dict[str, float]:
-    """Reward, accuracy and length per data subset, when a batch mixes several
-    (a mixture can improve on average while one of its subsets collapses)."""
+def subset_metrics(episodes: list[Episode], mixed: bool = False) -> dict[str, float]:
+    """Reward, accuracy and length per data subset, when the data mixes several (`mixed`: the environment does,
+    even if this batch drew from one) or the batch does: a mixture can improve on average while one of its
+    subsets collapses."""
     subsets: dict[str, list[Episode]] = defaultdict(list)
     for episode in episodes:
         subsets[episode.meta.get("subset", "default")].append(episode)
-    if len(subsets) < 2:
+    if len(subsets) < 2 and not mixed:
         return {}
     metrics = {}
     for name, members in sorted(subsets.items()):
@@ -216,7 +217,7 @@ class Trainer:
             "generate_seconds": generated - started,
             "train_seconds": finished - generated,
             "step_seconds": finished - started,
-            **subset_metrics(episodes),
+            **subset_metrics(episodes, mixed=len(self.env.subsets()) > 1),
         }
         return metrics
 

@@ -79,6 +79,10 @@ class Environment(ABC):
     def eval_problems(self) -> list[Problem]:
         """The fixed held-out split."""
 
+    def subsets(self) -> set[str]:
+        """The data subsets this environment draws from (those of its held-out split, by default)."""
+        return {problem.subset for problem in self.eval_problems()}
+
     def messages(self, problem: Problem) -> list[dict[str, str]]:
         system = problem.system_prompt or self.system_prompt
         return [{"role": "system", "content": system}, {"role": "user", "content": problem.question}]

@@ -116,3 +116,7 @@ class MixtureEnvironment(Environment):
 
     def eval_problems(self) -> list[Problem]:
         return list(self._held_out)
+
+    def subsets(self) -> set[str]:
+        # A training-only source has no held-out rows, and a subset column can name more than the sources do.
+        return {s.subset or s.path for s in self.sources} | super().subsets()
