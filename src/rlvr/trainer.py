@@ -25,7 +25,6 @@ from rlvr.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlvr.config import RunConfig
 from rlvr.envs import Environment, make_env
 from rlvr.episode import Episode
-from rlvr.eval.accuracy import prompt_ids
 from rlvr.learner import TokenBatch, completion_logprobs
 from rlvr.metrics import MetricsLog
 from rlvr.models import load_policy, load_reference, load_tokenizer
@@ -102,7 +101,7 @@ class Trainer:
     def rollout(self, step: int) -> list[Episode]:
         t = self.config.train
         problems = self.env.train_problems(step * t.prompts_per_step, t.prompts_per_step)
-        prompts = prompt_ids(self.env, self.tokenizer, problems)
+        prompts = self.env.prompt_ids(self.tokenizer, problems)
         episodes = self.engine.generate([p for p in prompts for _ in range(t.group_size)], self.sampling(step))
         for index, episode in enumerate(episodes):
             episode.group = index // t.group_size

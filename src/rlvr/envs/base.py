@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlvr.rewards import REWARDS, Verdict
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 # Short on purpose: every prompt token is paid for again in each forward and backward pass.
 DEFAULT_SYSTEM_PROMPT = "Think briefly, then give the final answer on the last line as 'Answer: <answer>'."
@@ -86,3 +90,10 @@ class Environment(ABC):
     def messages(self, problem: Problem) -> list[dict[str, str]]:
         system = problem.system_prompt or self.system_prompt
         return [{"role": "system", "content": system}, {"role": "user", "content": problem.question}]
+
+    def prompt_ids(self, tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem]) -> list[list[int]]:
+        """Each problem rendered with the model's own chat template, ready for the assistant's turn."""
+        return [
+            list(tokenizer.apply_chat_template(self.messages(p), add_generation_prompt=True, tokenize=True, return_dict=False))
+            for p in problems
+        ]

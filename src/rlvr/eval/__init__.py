@@ -1,6 +1,5 @@
 """Evaluation: avg@n, pass@k, maj@k and best-of-k with confidence intervals, compute and thinking budgets."""
 
-from rlvr.eval.accuracy import wilson_interval
 from rlvr.eval.runner import EvalSettings, evaluate, run_eval
 
-__all__ = ["EvalSettings", "evaluate", "run_eval", "wilson_interval"]
+__all__ = ["EvalSettings", "evaluate", "run_eval"]

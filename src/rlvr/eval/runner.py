@@ -21,7 +21,6 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from rlvr.envs import Environment, Problem
-from rlvr.eval.accuracy import prompt_ids
 from rlvr.eval.estimators import QuestionSamples, summarize
 from rlvr.eval.thinking import THINKING_SYSTEM_PROMPT, generate_with_budget
 from rlvr.registry import Registry
@@ -167,13 +166,13 @@ def _generate(
 
 def _generate_chunk(engine, env, tokenizer, repeated, settings: EvalSettings, budget: int | None, seed: int) -> list[dict]:
     if not settings.budgets and settings.reasoning:  # plain generation: the environment's own prompt
-        prompts = prompt_ids(env, tokenizer, repeated)
+        prompts = env.prompt_ids(tokenizer, repeated)
         episodes = engine.generate(prompts, replace(settings.sampling(settings.max_new_tokens), seed=seed))
         return [
             _sample(tokenizer.decode(prompt), e.text, 0, e.num_tokens, False, e.truncated, e.logprobs)
             for prompt, e in zip(prompts, episodes)
         ]
-    prompts = prompt_ids(env, tokenizer, [replace(p, system_prompt=THINKING_SYSTEM_PROMPT) for p in repeated])
+    prompts = env.prompt_ids(tokenizer, [replace(p, system_prompt=THINKING_SYSTEM_PROMPT) for p in repeated])
     sampling = replace(settings.sampling(budget or settings.max_new_tokens), seed=seed)
     results = generate_with_budget(
         engine, tokenizer, prompts, sampling, budget, settings.answer_tokens, settings.min_thinking, reasoning=settings.reasoning
