@@ -75,3 +75,23 @@ def test_budgets_give_a_curve_and_never_overspend(setup):
     assert all(s["thinking_tokens"] <= s["budget"] and s["answer_tokens"] <= 3 for s in samples)
     assert all("<think>" in s["prompt"] and "Answer:" in s["completion"] for s in samples if s["forced"])
     assert "thinking budget" in markdown(summary)
+
+
+def test_no_majority_vote_where_answers_cannot_vote(setup):
+    from rlvr.envs import Problem
+    from rlvr.eval.runner import _metrics
+
+    problems = [Problem("q1", "2", verifier="math", subset="math"), Problem("q2", "", verifier="code", subset="code")]
+    accounting = {
+        "mean_logprob": -1.0,
+        "tokens": 3,
+        "thinking_tokens": 0,
+        "answer_tokens": 3,
+        "forced": False,
+        "truncated": False,
+    }
+    outcomes = [(True, "2"), (False, "3"), (False, None), (True, None)]
+    samples = [{"correct": correct, "extracted": answer, **accounting} for correct, answer in outcomes]
+    metrics = _metrics(problems, samples, EvalSettings(n=2, ks=(1, 2), resamples=100), seconds=1.0)
+    assert "maj@2" not in metrics and "maj@2" not in metrics["subsets"]["code"]
+    assert metrics["subsets"]["math"]["maj@2"]["value"] == 0.5  # a 1-1 tie between "2" (right) and "3" (wrong)

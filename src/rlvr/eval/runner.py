@@ -241,12 +241,11 @@ def _questions(problems: Sequence[Problem], samples: Sequence[dict], n: int) -> 
 def _metrics(problems, samples, settings: EvalSettings, seconds: float) -> dict:
     ks = tuple(k for k in settings.ks if k <= settings.n)
     metrics = summarize(_questions(problems, samples, settings.n), ks, resamples=settings.resamples, seed=settings.seed)
-    if any(problem.verifier not in VOTE_KEYS for problem in problems):
-        for key in [key for key in metrics if key.startswith("maj@")]:
-            del metrics[key]
-        for part in metrics.get("subsets", {}).values():
-            for key in [key for key in part if key.startswith("maj@")]:
-                del part[key]
+    # A vote means nothing where answers have no vote key (code): no maj@k there, nor overall if it mixes them in.
+    unvoted = {problem.subset for problem in problems if problem.verifier not in VOTE_KEYS}
+    for part in [metrics] * bool(unvoted) + [metrics.get("subsets", {}).get(name, {}) for name in unvoted]:
+        for key in [key for key in part if key.startswith("maj@")]:
+            del part[key]
     metrics["compute"] = compute_accounting(samples, settings.n, seconds)
     metrics["score_errors"] = sum("score_error" in s for s in samples)
     return metrics
