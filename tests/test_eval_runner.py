@@ -95,3 +95,16 @@ def test_no_majority_vote_where_answers_cannot_vote(setup):
     metrics = _metrics(problems, samples, EvalSettings(n=2, ks=(1, 2), resamples=100), seconds=1.0)
     assert "maj@2" not in metrics and "maj@2" not in metrics["subsets"]["code"]
     assert metrics["subsets"]["math"]["maj@2"]["value"] == 0.5  # a 1-1 tie between "2" (right) and "3" (wrong)
+
+
+def test_length_aware_rewards_see_the_limit_in_evaluation(setup, tiny_model_dir, tmp_path):
+    """A recipe with the length reward must evaluate like any other: each sample's tokens and the limit reach it."""
+    engine, env, tokenizer = setup
+    path = tmp_path / "gsm.jsonl"
+    path.write_text("".join(json.dumps({"question": f"{i} plus {i}?", "answer": f"#### {2 * i}"}) + "\n" for i in range(3)))
+    shaped = make_env(EnvConfig(name="mixture", sources=[Source(path=str(path), use="eval")], rewards={"length": 1.0}))
+    settings = EvalSettings(n=1, max_new_tokens=4, resamples=100)
+    summary, samples = run_eval(engine, shaped, tokenizer, Scorer(shaped.rubric, workers=0), settings)
+    assert summary["score_errors"] == 0 and not any("score_error" in s for s in samples)
+    # Truncated at the 4-token limit, a sample gets DAPO's full penalty: reward = correct + format - 1.
+    assert all(s["reward"] <= 0.1 for s in samples if s["truncated"])

@@ -91,28 +91,32 @@ class Scorer:
                 scores += [self._single(single) for single in singles]
         return scores
 
-    def score_episodes(self, episodes: Sequence[Episode], problems: Sequence[Problem], max_tokens: int) -> list[Score]:
-        """Score each episode against its problem and store the result on it (reward, components, diagnostics).
-
-        Each problem gets the episode's own length and the generation limit in its meta, for length-aware
-        rewards: the reward sees only text, and tokens are what the limit counts.
-        """
+    def score_completions(
+        self, texts: Sequence[str], num_tokens: Sequence[int], problems: Sequence[Problem], max_tokens: int
+    ) -> list[Score]:
+        """`score`, with each completion's length in tokens and the generation limit put in its problem's meta for
+        length-aware rewards (a reward sees only text, and tokens are what the limit counts). Failures are logged."""
         sized = [
-            replace(problem, meta={**problem.meta, "max_tokens": max_tokens, "completion_tokens": episode.num_tokens})
-            for episode, problem in zip(episodes, problems)
+            replace(problem, meta={**problem.meta, "max_tokens": max_tokens, "completion_tokens": tokens})
+            for tokens, problem in zip(num_tokens, problems)
         ]
-        scores = self.score([episode.text for episode in episodes], sized)
+        scores = self.score(texts, sized)
+        errors = [score.error for score in scores if score.error]
+        if errors:
+            logger.warning(
+                "%d of %d completions could not be scored and got reward 0; first: %s", len(errors), len(scores), errors[0]
+            )
+        return scores
+
+    def score_episodes(self, episodes: Sequence[Episode], problems: Sequence[Problem], max_tokens: int) -> list[Score]:
+        """Score each episode against its problem and store the result on it (reward, components, diagnostics)."""
+        scores = self.score_completions([e.text for e in episodes], [e.num_tokens for e in episodes], problems, max_tokens)
         for episode, problem, score in zip(episodes, problems, scores):
             episode.reward, episode.rewards = score.total, score.components
             episode.meta["subset"] = problem.subset
             episode.meta["score_info"] = score.info
             if score.error:
                 episode.meta["score_error"] = score.error
-        errors = [score.error for score in scores if score.error]
-        if errors:
-            logger.warning(
-                "%d of %d completions could not be scored and got reward 0; first: %s", len(errors), len(scores), errors[0]
-            )
         return scores
 
     def _single(self, future) -> Score:

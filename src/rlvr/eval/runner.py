@@ -275,7 +275,9 @@ def run_eval(
         started = time.perf_counter()
         samples = _generate(engine, env, tokenizer, problems, settings, budget, progress, total)
         seconds = time.perf_counter() - started
-        _verify(scorer, problems, samples, settings)
+        # The generation limit the length-aware rewards measure against: thinking plus answer under a budget.
+        limit = budget + settings.answer_tokens if budget is not None else settings.max_new_tokens
+        _verify(scorer, problems, samples, settings, limit)
         for sample in samples:
             sample["budget"] = budget
         all_samples += samples
@@ -293,9 +295,9 @@ def run_eval(
     return summary, all_samples
 
 
-def _verify(scorer: Scorer, problems: Sequence[Problem], samples: list[dict], settings: EvalSettings) -> None:
+def _verify(scorer: Scorer, problems: Sequence[Problem], samples: list[dict], settings: EvalSettings, max_tokens: int) -> None:
     repeated = [p for p in problems for _ in range(settings.n)]
-    scores = scorer.score([s["completion"] for s in samples], repeated)
+    scores = scorer.score_completions([s["completion"] for s in samples], [s["tokens"] for s in samples], repeated, max_tokens)
     for index, (problem, sample, score) in enumerate(zip(repeated, samples, scores)):
         vote = VOTE_KEYS.get(problem.verifier)
         sample.update(
