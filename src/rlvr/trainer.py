@@ -82,6 +82,7 @@ class Trainer:
         self.reference = load_reference(config.model.path) if config.algo.kl_coef > 0 else None
         self.env: Environment = make_env(config.env)
         self.scorer = Scorer(self.env.rubric, config.scoring.workers, config.scoring.timeout_seconds)
+        self.mixed_subsets = len(self.env.subsets()) > 1  # fixed by the data: asked once, not every step
         self.engine: RolloutEngine = ENGINES[config.rollout.engine](self.policy, self.tokenizer, config.rollout.batch_size)
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         t = config.train
@@ -216,7 +217,7 @@ class Trainer:
             "generate_seconds": generated - started,
             "train_seconds": finished - generated,
             "step_seconds": finished - started,
-            **subset_metrics(episodes, mixed=len(self.env.subsets()) > 1),
+            **subset_metrics(episodes, mixed=self.mixed_subsets),
         }
         return metrics
 
