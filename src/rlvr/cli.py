@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -13,11 +14,15 @@ import typer
 from rich.console import Console
 
 from rlvr.config import ConfigError, load_config
+from rlvr.tools.index_cli import index_app
 from rlvr.tools.sandbox_cli import sandbox_app
 
 app = typer.Typer(help="Reinforcement learning from verifiable rewards.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
 app.add_typer(sandbox_app, name="sandbox", help="Run untrusted code in the sandbox the code verifier uses.")
+app.add_typer(index_app, name="index", help="Build and query the BM25 indexes the search tool reads.")
+template_app = typer.Typer(help="Check a model's chat template.", no_args_is_help=True, add_completion=False)
+app.add_typer(template_app, name="template", help="Check a model's chat template.")
 
 Overrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set train.lr=1e-5")]
 
@@ -135,18 +140,20 @@ def _evaluate(config, settings, data_label: str, out: Path | None) -> dict:
     from rlvr.models import load_policy, load_tokenizer, resolve_model_path
     from rlvr.rollout import ENGINES
     from rlvr.scoring import Scorer
+    from rlvr.trainer import make_sampler
 
     tokenizer = load_tokenizer(config.model.path)
     policy = load_policy(config.model.path)
     engine = ENGINES[config.rollout.engine](policy, tokenizer, config.eval.batch_size)
     environment = make_env(config.env)
+    sampler, chat, _ = make_sampler(engine, tokenizer, config, environment)
     folder = resolve_model_path(config.model.path)
     provenance = {"model": config.model.path, "model_hash": model_hash(folder), "data": data_label}
     with (
         Scorer(environment.rubric, config.scoring.workers, config.scoring.timeout_seconds) as scorer,
         _eval_progress() as progress,
     ):
-        summary, samples = run_eval(engine, environment, tokenizer, scorer, settings, provenance, progress)
+        summary, samples = run_eval(sampler, environment, tokenizer, scorer, settings, provenance, progress, chat)
     if out is not None:
         from rlvr.eval.report import write_report
 
@@ -193,6 +200,115 @@ def _compare(a: Path, b: Path) -> None:
     )
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
+
+
+ToolsOption = Annotated[
+    str | None, typer.Option("--tools", help="Comma-separated tools, e.g. python,search (default: the recipe's)")
+]
+
+
+def _assistant(model: str, recipe: str | None, tools: str | None, overrides: list[str]):
+    from rlvr.assistant import Assistant
+
+    settings = [*overrides, f"model.path={model}"]
+    if tools is not None:
+        settings.append(f"tools.enabled=[{tools}]")
+    return Assistant(model, load_config(recipe, settings))
+
+
+@app.command()
+def chat(
+    model: Annotated[str, typer.Argument(help="Model folder, a run or checkpoint, or 'smollm2-135m'")],
+    tools: ToolsOption = None,
+    recipe: Annotated[str | None, typer.Option(help="Recipe whose prompt, tools and corpus to use")] = None,
+    overrides: Overrides = None,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy")] = 0.0,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Model tokens per reply, over all its tool turns")] = 256,
+) -> None:
+    """Talk to a model with its tools: each line you type is a question; the reply shows the model's thinking,
+    its tool calls and their results. Reads questions from stdin when it is not a terminal (scriptable)."""
+    from rlvr.chat_view import show_reply
+
+    try:
+        assistant = _assistant(model, recipe, tools, overrides or [])
+    except (ConfigError, ValueError) as error:
+        _fail(error)
+    console.print(f"[bold]{model}[/bold] with tools: {', '.join(assistant.tool_names) or 'none'}. Empty line or Ctrl-D ends.")
+    conversation = None
+    sampling = assistant.sampling(temperature, max_new_tokens)
+    interactive = sys.stdin.isatty()
+    while True:
+        try:
+            question = console.input("[bold green]you>[/bold green] ") if interactive else sys.stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not question.strip():
+            break
+        if not interactive:
+            console.print(f"[bold green]you>[/bold green] {question.strip()}", highlight=False)
+        start = assistant.start(question.strip()) if conversation is None else assistant.follow_up(conversation, question.strip())
+        ((conversation, episode),) = assistant.reply([start], sampling)
+        show_reply(console, episode)
+        sampling = replace(sampling, seed=sampling.seed + 1)
+
+
+@app.command()
+def sample(
+    model: Annotated[str, typer.Argument(help="Model folder, a run or checkpoint, or 'smollm2-135m'")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL: one object per line with `question` or `messages`")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL: the input line plus `completion`, `messages`, `tools`")],
+    tools: ToolsOption = None,
+    recipe: Annotated[str | None, typer.Option(help="Recipe whose prompt, tools and corpus to use")] = None,
+    overrides: Overrides = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Samples per line")] = 1,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy")] = 0.7,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Model tokens per sample, over all its tool turns")] = 256,
+    seed: Annotated[int, typer.Option(help="Sampling seed")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Lines generated together")] = 16,
+) -> None:
+    """Batch generation with tools: JSONL in, JSONL out, the same prompt and tool loop as training."""
+    from rlvr.assistant import read_requests
+
+    try:
+        requests = read_requests(input)
+        assistant = _assistant(model, recipe, tools, overrides or [])
+    except (ConfigError, ValueError) as error:
+        _fail(error)
+    sampling = assistant.sampling(temperature, max_new_tokens, seed)
+    written = 0
+    with output.open("w") as handle, _eval_progress() as progress:
+        for start in range(0, len(requests), batch_size):
+            batch = requests[start : start + batch_size]
+            conversations = [assistant.start(r.get("question"), r.get("messages")) for r in batch for _ in range(n)]
+            replies = assistant.reply(conversations, replace(sampling, seed=sampling.seed + start))
+            for index, (conversation, episode) in enumerate(replies):
+                record = {**batch[index // n], "sample": index % n, "completion": episode.text}
+                record.update(messages=conversation.messages, tools=episode.meta.get("tools"))
+                handle.write(json.dumps(record) + "\n")
+            written += len(replies)
+            progress(len(replies), len(requests) * n, sum(e.generated_tokens for _, e in replies))
+    console.print(f"wrote {written} samples to {output}")
+
+
+@template_app.command("check")
+def template_check(
+    model: Annotated[str, typer.Argument(help="Model folder, a run or checkpoint, or 'smollm2-135m'")] = "smollm2-135m",
+) -> None:
+    """Is the chat template append-only (rendering one more message never changes what came before)? The tool
+    loop relies on it for training and serving to see the same tokens. Exit code 1 when it is not."""
+    from rlvr.models import load_tokenizer
+    from rlvr.tools.template_check import check_append_only
+
+    try:
+        problems = check_append_only(load_tokenizer(model))
+    except ConfigError as error:
+        _fail(error)
+    if not problems:
+        console.print(f"{model}: the chat template is append-only (text and token ids), tool turns included")
+        return
+    for problem in problems:
+        console.print(f"[red]not append-only:[/red] {problem}", highlight=False)
+    raise typer.Exit(1)
 
 
 def main() -> None:

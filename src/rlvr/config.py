@@ -41,12 +41,17 @@ class ModelConfig(_Strict):
 
 class EnvConfig(_Strict):
     name: Annotated[str, registered("rlvr.envs", "ENVIRONMENTS")] = Field(
-        "gym", description="gym: one reasoning-gym task; mixture: `sources`; humaneval: HumanEval (evaluation only)"
+        "gym",
+        description="gym: one reasoning-gym task; mixture: `sources`; humaneval: HumanEval (evaluation only); "
+        "searchqa: questions about a fictional world, answered with the search tool",
     )
     task: str = Field("basic_arithmetic", description="the reasoning-gym task of the gym environment")
     task_config: dict[str, Any] = {}
     sources: list[Source] = Field([], description="the mixture environment's datasets, gym tasks and benchmarks")
     system_prompt: str | None = None
+    demos: str | None = Field(
+        None, description="a JSON file of chat messages shown before every question: demonstrations, tool calls included"
+    )
     format_reward: float = Field(0.1, ge=0.0, description="reward for a well-formed final answer line")
     rewards: dict[Annotated[str, registered("rlvr.rewards", "REWARDS")], float] = Field(
         {}, description="more weighted reward terms next to correct and format, e.g. {length: 1.0}"
@@ -88,6 +93,33 @@ class SamplingConfig(_Strict):
 class RolloutConfig(_Strict):
     engine: Annotated[str, registered("rlvr.rollout", "ENGINES")] = "transformers"
     batch_size: int = Field(64, ge=1, description="sequences decoded together")
+
+
+class SearchToolConfig(_Strict):
+    corpus: list[str] = Field(
+        ["wiki"],
+        description="wiki (10,033 Wikipedia summaries), env (the environment's own documents), a corpus .jsonl, "
+        "or a folder made by `rlvr index build`",
+    )
+    top_k: int = Field(3, ge=1, description="passages per search")
+
+
+class PythonToolConfig(_Strict):
+    timeout_seconds: float = Field(5.0, gt=0.0, description="per call, wall and CPU")
+    memory_mb: int = Field(512, ge=32)
+    max_output_chars: int = Field(2000, ge=1)
+
+
+class ToolsConfig(_Strict):
+    enabled: list[str] | None = Field(None, description="tool names; default: the tools the environment needs (none)")
+    modules: list[str] = Field([], description="modules to import first: their @tool functions become tools")
+    max_turns: int = Field(4, ge=1, description="model turns per episode")
+    max_result_tokens: int = Field(256, ge=1, description="a longer tool result is cut")
+    workers: int = Field(4, ge=1, description="tool calls run in parallel threads")
+    collapse_threshold: float = Field(0.05, ge=0.0, le=1.0, description="warn when a tool's call rate stays below this")
+    collapse_steps: int = Field(5, ge=1, description="... for this many steps in a row")
+    search: SearchToolConfig = SearchToolConfig()
+    python: PythonToolConfig = PythonToolConfig()
 
 
 class AlgoConfig(_Strict):
@@ -134,6 +166,7 @@ class RunConfig(_Strict):
     sampling: SamplingConfig = SamplingConfig()
     rollout: RolloutConfig = RolloutConfig()
     scoring: ScoringConfig = ScoringConfig()
+    tools: ToolsConfig = ToolsConfig()
     algo: AlgoConfig = AlgoConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
@@ -204,6 +237,8 @@ def _anchor_source_paths(data: dict[str, Any], folder: Path) -> None:
     """A relative data path in a recipe is relative to the recipe's folder, so a recipe and its data move together
     and run from any working directory. (Paths given with --set stay relative to the working directory.)"""
     env = data.get("env")
+    if isinstance(env, dict) and isinstance(env.get("demos"), str) and not Path(env["demos"]).is_absolute():
+        env["demos"] = str((folder / env["demos"]).resolve())
     sources = env.get("sources") if isinstance(env, dict) else None
     for source in sources if isinstance(sources, list) else []:
         if not isinstance(source, dict) or not isinstance(source.get("path"), str):

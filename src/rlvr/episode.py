@@ -36,3 +36,8 @@ class Episode:
     @property
     def num_tokens(self) -> int:
         return len(self.completion_ids)
+
+    @property
+    def generated_tokens(self) -> int:
+        """The tokens the model wrote, without the tool results a multi-turn episode also holds."""
+        return self.meta["tools"]["model_tokens"] if "tools" in self.meta else self.num_tokens

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,9 +45,10 @@ class MetricsLog:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
+            TextColumn("[yellow]{task.fields[notice]}"),
         )
         with Progress(*columns, console=self.console) as bar:
-            task = bar.add_task("train", total=total, completed=completed, reward=0.0, accuracy=0.0, tps=0.0)
+            task = bar.add_task("train", total=total, completed=completed, reward=0.0, accuracy=0.0, tps=0.0, notice="")
             yield StepProgress(bar, task)
 
 
@@ -54,11 +56,26 @@ class StepProgress:
     def __init__(self, bar: Progress, task) -> None:
         self.bar, self.task = bar, task
 
-    def advance(self, metrics: dict) -> None:
+    def advance(self, metrics: dict, notice: str = "") -> None:
+        """One finished step; `notice` stays on the bar (e.g. a tool-use collapse) until replaced."""
         self.bar.update(
-            self.task, advance=1, reward=metrics["reward"], accuracy=metrics["accuracy"], tps=metrics["tokens_per_second"]
+            self.task,
+            advance=1,
+            reward=metrics["reward"],
+            accuracy=metrics["accuracy"],
+            tps=metrics["tokens_per_second"],
+            notice=notice,
+        )
+        tools = "".join(
+            f"  {key.removeprefix('tools/').removesuffix('/call_rate')} {value:.2f}"
+            for key, value in metrics.items()
+            if key.startswith("tools/") and key.endswith("/call_rate")
         )
         self.bar.console.print(
             f"step {metrics['step']:>4}  reward {metrics['reward']:.3f}  acc {metrics['accuracy']:.3f}  "
-            f"len {metrics['response_length']:.1f}  {metrics['tokens_per_second']:.0f} tok/s  {metrics['step_seconds']:.1f} s"
+            f"len {metrics['response_length']:.1f}{tools}  "
+            f"{metrics['tokens_per_second']:.0f} tok/s  {metrics['step_seconds']:.1f} s"
         )
+        for warning in metrics.get("warnings", []):
+            logging.getLogger("rlvr").warning(warning)
+            self.bar.console.print(f"[yellow]warning:[/yellow] {warning}")

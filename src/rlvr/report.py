@@ -15,6 +15,9 @@ CURVES = [
 # Per-subset keys are `<subset>/accuracy` (see trainer.subset_metrics).
 SUBSET_SUFFIX = "/accuracy"
 
+# Tool call rates are `tools/<name>/call_rate` (see tools.monitor.tool_metrics).
+TOOL_RATE = ("tools/", "/call_rate")
+
 SMOOTHING = 5
 
 
@@ -39,7 +42,8 @@ def plot_curves(rows: list[dict], path: Path) -> Path | None:
 
     present = [(key, title) for key, title in CURVES if any(key in row for row in rows)]
     subsets = sorted({key.removesuffix(SUBSET_SUFFIX) for row in rows for key in row if key.endswith(SUBSET_SUFFIX)})
-    panels = len(present) + bool(subsets)
+    tools = sorted({key for row in rows for key in row if key.startswith(TOOL_RATE[0]) and key.endswith(TOOL_RATE[1])})
+    panels = len(present) + bool(subsets) + bool(tools)
     columns = (panels + 1) // 2
     fig, axes = plt.subplots(2, columns, figsize=(4 * columns, 6), squeeze=False)
     for ax, (key, title) in zip(axes.flat, present):
@@ -56,6 +60,15 @@ def plot_curves(rows: list[dict], path: Path) -> Path | None:
             ax.plot(steps, moving_average(values) if len(values) >= 2 * SMOOTHING else values, lw=2, label=subset)
         ax.set_title(f"train accuracy per subset (mean of {SMOOTHING})")
         ax.set_xlabel("step")
+        ax.legend(fontsize="small")
+    if tools:
+        ax = axes.flat[len(present) + bool(subsets)]
+        for key in tools:
+            steps, values = _series(rows, key)
+            ax.plot(steps, values, lw=2, label=key.removeprefix(TOOL_RATE[0]).removesuffix(TOOL_RATE[1]))
+        ax.set_title("tool call rate (episodes calling it)")
+        ax.set_xlabel("step")
+        ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize="small")
     for ax in list(axes.flat)[panels:]:
         ax.axis("off")

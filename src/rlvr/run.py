@@ -29,7 +29,7 @@ def _evaluate(trainer: Trainer, path: Path, console: Console, label: str) -> dic
     """Held-out accuracy; the per-question samples go next to the summary."""
     max_tokens = trainer.config.eval.max_new_tokens or trainer.config.sampling.max_new_tokens
     with console.status(f"evaluating {label} on {trainer.config.env.eval_size} held-out problems"):
-        result = evaluate(trainer.engine, trainer.env, trainer.tokenizer, max_tokens, trainer.scorer)
+        result = evaluate(trainer.sampler, trainer.env, trainer.tokenizer, max_tokens, trainer.scorer, trainer.chat)
     samples = result.pop("samples")
     path.with_suffix(".samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     _write_json(path, result)

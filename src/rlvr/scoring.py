@@ -110,7 +110,7 @@ class Scorer:
 
     def score_episodes(self, episodes: Sequence[Episode], problems: Sequence[Problem], max_tokens: int) -> list[Score]:
         """Score each episode against its problem and store the result on it (reward, components, diagnostics)."""
-        scores = self.score_completions([e.text for e in episodes], [e.num_tokens for e in episodes], problems, max_tokens)
+        scores = self.score_completions([e.text for e in episodes], [e.generated_tokens for e in episodes], problems, max_tokens)
         for episode, problem, score in zip(episodes, problems, scores):
             episode.reward, episode.rewards = score.total, score.components
             episode.meta["subset"] = problem.subset

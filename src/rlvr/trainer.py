@@ -29,7 +29,11 @@ from rlvr.learner import TokenBatch, completion_logprobs
 from rlvr.metrics import MetricsLog
 from rlvr.models import load_policy, load_reference, load_tokenizer
 from rlvr.rollout import ENGINES, RolloutEngine, SamplingParams
+from rlvr.rollout.tool_loop import ToolLoop, ToolLoopSettings
 from rlvr.scoring import Scorer
+from rlvr.tools.base import build_tools
+from rlvr.tools.monitor import CollapseMonitor, tool_metrics
+from rlvr.tools.protocol import ChatFormat
 
 
 def seed_everything(seed: int) -> None:
@@ -68,6 +72,26 @@ def verifier_metrics(episodes: list[Episode]) -> dict[str, float]:
     return metrics
 
 
+def enabled_tools(config: RunConfig, env: Environment) -> list[str]:
+    """`tools.enabled`, or the tools the environment needs when the recipe does not say."""
+    names = config.tools.enabled if config.tools.enabled is not None else list(getattr(env, "default_tools", ()))
+    return list(dict.fromkeys(names))
+
+
+def make_sampler(
+    engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, config: RunConfig, env: Environment
+) -> tuple[RolloutEngine | ToolLoop, ChatFormat, list[str]]:
+    """What produces episodes (the engine itself, or the multi-turn loop that runs tools between its turns), the
+    chat format that advertises the tools in prompts, and the tools' names. Training, evaluation, `rlvr chat` and
+    `rlvr sample` all build it here, so they share one tool setup."""
+    names = enabled_tools(config, env)
+    chat = ChatFormat(tokenizer, build_tools(names, config.tools, env))
+    if not names:
+        return engine, chat, names
+    settings = ToolLoopSettings(config.tools.max_turns, config.tools.max_result_tokens, config.tools.workers)
+    return ToolLoop(engine, chat, settings), chat, names
+
+
 class Trainer:
     def __init__(self, config: RunConfig) -> None:
         self.config = config
@@ -84,6 +108,8 @@ class Trainer:
         self.scorer = Scorer(self.env.rubric, config.scoring.workers, config.scoring.timeout_seconds)
         self.mixed_subsets = len(self.env.subsets()) > 1  # fixed by the data: asked once, not every step
         self.engine: RolloutEngine = ENGINES[config.rollout.engine](self.policy, self.tokenizer, config.rollout.batch_size)
+        self.sampler, self.chat, self.tool_names = make_sampler(self.engine, self.tokenizer, config, self.env)
+        self.tool_monitor = CollapseMonitor(self.tool_names, config.tools.collapse_threshold, config.tools.collapse_steps)
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         t = config.train
         self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
@@ -102,8 +128,8 @@ class Trainer:
     def rollout(self, step: int) -> list[Episode]:
         t = self.config.train
         problems = self.env.train_problems(step * t.prompts_per_step, t.prompts_per_step)
-        prompts = self.env.prompt_ids(self.tokenizer, problems)
-        episodes = self.engine.generate([p for p in prompts for _ in range(t.group_size)], self.sampling(step))
+        prompts = self.env.prompt_ids(self.tokenizer, problems, self.chat)
+        episodes = self.sampler.generate([p for p in prompts for _ in range(t.group_size)], self.sampling(step))
         for index, episode in enumerate(episodes):
             episode.group = index // t.group_size
         self.scorer.score_episodes(episodes, [problems[e.group] for e in episodes], self.config.sampling.max_new_tokens)
@@ -218,7 +244,11 @@ class Trainer:
             "train_seconds": finished - generated,
             "step_seconds": finished - started,
             **subset_metrics(episodes, mixed=self.mixed_subsets),
+            **tool_metrics(episodes, self.tool_names, per_subset=self.mixed_subsets),
         }
+        warnings = self.tool_monitor.update(metrics)
+        if warnings:
+            metrics["warnings"] = warnings
         return metrics
 
     # ---- the loop -------------------------------------------------------
@@ -250,4 +280,5 @@ class Trainer:
                 log.write(metrics)  # before the checkpoint, so a resume never lacks a saved step's line
                 if self.step % self.config.train.save_every == 0 or self.step == steps:
                     self.save()
-                progress.advance(metrics)
+                collapsed = self.tool_monitor.collapsed()
+                progress.advance(metrics, notice=f"tool-use collapse: {', '.join(collapsed)}" if collapsed else "")

@@ -8,6 +8,7 @@ from rlvr.config import EnvConfig
 from rlvr.data import GYM_PREFIX, HUMANEVAL, Source
 from rlvr.envs.base import Environment, Problem, Rubric, Score
 from rlvr.envs.mixture import MixtureEnvironment
+from rlvr.envs.searchqa import SearchQAEnvironment
 from rlvr.registry import Registry
 
 ENVIRONMENTS: Registry[Callable[[EnvConfig], Environment]] = Registry("environment")
@@ -31,6 +32,13 @@ def humaneval(config: EnvConfig) -> Environment:
     """The 164 HumanEval problems, for evaluation only: to train on code, mix `humaneval` or a file with tests
     into `env.sources` with `use: both`."""
     return MixtureEnvironment(config, [Source(path=HUMANEVAL, use="eval")])
+
+
+@ENVIRONMENTS.register("searchqa")
+def searchqa(config: EnvConfig) -> Environment:
+    """Questions about a generated fictional world, answered with the `search` tool (env.task_config: countries,
+    cities, people, organisations, two_hop_fraction, kb_seed)."""
+    return SearchQAEnvironment(config)
 
 
 def make_env(config: EnvConfig) -> Environment:

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from rlvr.config import EnvConfig
 from rlvr.data import Mixture, Row, Source, Stream, load_source, split_held_out
-from rlvr.envs.base import DEFAULT_SYSTEM_PROMPT, Environment, Problem, Rubric
+from rlvr.envs.base import DEFAULT_SYSTEM_PROMPT, Environment, Problem, Rubric, load_demos
 from rlvr.envs.gym import gym_split
 from rlvr.envs.humaneval import humaneval_problems
 from rlvr.errors import ConfigError
@@ -94,6 +94,7 @@ class MixtureEnvironment(Environment):
         """`keys`: per source, the config keys that name its gym task and task config, for error messages."""
         keys = keys or [(f"env.sources.{i}.path", f"env.sources.{i}.task_config") for i in range(len(sources))]
         self.system_prompt = config.system_prompt or DEFAULT_SYSTEM_PROMPT
+        self.demos = load_demos(config.demos)
         self.rubric = Rubric({"correct": 1.0, "format": config.format_reward, **config.rewards})
         self.sources = list(sources)
         self._held_out: list[Problem] = []

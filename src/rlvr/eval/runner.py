@@ -29,6 +29,8 @@ from rlvr.rewards.math import extract_math_answer
 from rlvr.rewards.qa import normalize_text, qa_prediction
 from rlvr.rollout import RolloutEngine, SamplingParams
 from rlvr.scoring import Scorer
+from rlvr.tools.monitor import tool_rates
+from rlvr.tools.protocol import ChatFormat
 
 # What counts as "the same answer" in a majority vote, per verifier. A verifier without one (code: two passing
 # programs are not one answer) gets no maj@k.
@@ -149,7 +151,7 @@ def _no_progress(done: int, total: int, tokens: int) -> None:
 
 
 def _generate(
-    engine, env, tokenizer, problems, settings: EvalSettings, budget: int | None, progress: Progress, total: int
+    engine, env, tokenizer, problems, settings: EvalSettings, budget: int | None, progress: Progress, total: int, chat=None
 ) -> list[dict]:
     """One dict per sample (n per problem, problem-major) with the completion and its token accounting."""
     repeated = [p for p in problems for _ in range(settings.n)]
@@ -158,20 +160,27 @@ def _generate(
     for index, start in enumerate(range(0, len(repeated), size)):
         # A seed per call: one seed for every call would replay the same random draws in each.
         seed = settings.seed * 1_000_003 + index
-        chunk = _generate_chunk(engine, env, tokenizer, repeated[start : start + size], settings, budget, seed)
+        chunk = _generate_chunk(engine, env, tokenizer, repeated[start : start + size], settings, budget, seed, chat)
         samples += chunk
         progress(len(chunk), total, sum(s["tokens"] for s in chunk))
     return samples
 
 
-def _generate_chunk(engine, env, tokenizer, repeated, settings: EvalSettings, budget: int | None, seed: int) -> list[dict]:
+def _generate_chunk(
+    engine, env, tokenizer, repeated, settings: EvalSettings, budget: int | None, seed: int, chat=None
+) -> list[dict]:
     if not settings.budgets and settings.reasoning:  # plain generation: the environment's own prompt
-        prompts = env.prompt_ids(tokenizer, repeated)
+        prompts = env.prompt_ids(tokenizer, repeated, chat)
         episodes = engine.generate(prompts, replace(settings.sampling(settings.max_new_tokens), seed=seed))
-        return [
-            _sample(tokenizer.decode(prompt), e.text, 0, e.num_tokens, False, e.truncated, e.logprobs)
-            for prompt, e in zip(prompts, episodes)
-        ]
+        samples = []
+        for prompt, e in zip(prompts, episodes):
+            # With tools, the model's own tokens only (tool results are not its compute), and the whole exchange.
+            model_logprobs = [lp for lp, m in zip(e.logprobs, e.loss_mask) if m]
+            sample = _sample(tokenizer.decode(prompt), e.text, 0, e.generated_tokens, False, e.truncated, model_logprobs)
+            if "tools" in e.meta:
+                sample.update(tools=e.meta["tools"], messages=e.meta["messages"])
+            samples.append(sample)
+        return samples
     prompts = env.prompt_ids(tokenizer, [replace(p, system_prompt=THINKING_SYSTEM_PROMPT) for p in repeated])
     sampling = replace(settings.sampling(budget or settings.max_new_tokens), seed=seed)
     results = generate_with_budget(
@@ -247,6 +256,10 @@ def _metrics(problems, samples, settings: EvalSettings, seconds: float) -> dict:
         for key in [key for key in part if key.startswith("maj@")]:
             del part[key]
     metrics["compute"] = compute_accounting(samples, settings.n, seconds)
+    stats = [s["tools"] for s in samples if "tools" in s]
+    if stats:
+        names = sorted({name for stat in stats for name in stat["calls"]})
+        metrics["tools"] = {key.removeprefix("tools/"): value for key, value in tool_rates(stats, names).items()}
     metrics["score_errors"] = sum("score_error" in s for s in samples)
     return metrics
 
@@ -259,9 +272,13 @@ def run_eval(
     settings: EvalSettings,
     provenance: dict | None = None,
     progress: Progress = _no_progress,
+    chat: ChatFormat | None = None,
 ) -> tuple[dict, list[dict]]:
     """(summary, samples). The summary's top level holds the plain run's metrics, or the largest budget's when
-    budgets are given (each budget's are under `budgets`)."""
+    budgets are given (each budget's are under `budgets`). With tools, `engine` is the tool loop and `chat`
+    the format that advertises its tools in the prompt."""
+    if chat is not None and chat.tools and (settings.budgets or not settings.reasoning):
+        raise ValueError("thinking budgets and --no-reasoning are not supported together with tools")
     problems = env.eval_problems()[: settings.limit]
     if not problems:
         raise ValueError("no problems to evaluate")
@@ -273,7 +290,7 @@ def run_eval(
     total = len(problems) * settings.n * len(budgets)
     for budget in budgets:
         started = time.perf_counter()
-        samples = _generate(engine, env, tokenizer, problems, settings, budget, progress, total)
+        samples = _generate(engine, env, tokenizer, problems, settings, budget, progress, total, chat)
         seconds = time.perf_counter() - started
         # The generation limit the length-aware rewards measure against: thinking plus answer under a budget.
         limit = budget + settings.answer_tokens if budget is not None else settings.max_new_tokens
@@ -315,11 +332,17 @@ def _verify(scorer: Scorer, problems: Sequence[Problem], samples: list[dict], se
 
 
 def evaluate(
-    engine: RolloutEngine, env: Environment, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int, scorer: Scorer
+    engine: RolloutEngine,
+    env: Environment,
+    tokenizer: PreTrainedTokenizerBase,
+    max_new_tokens: int,
+    scorer: Scorer,
+    chat: ChatFormat | None = None,
 ) -> dict:
     """Greedy held-out accuracy for `rlvr train`'s before/after evaluation: the same runner as `rlvr eval` with
     n = 1, plus the headline keys `accuracy`, `ci95`, `n` and `mean_tokens`, and the samples."""
-    summary, samples = run_eval(engine, env, tokenizer, scorer, EvalSettings(n=1, ks=(1,), max_new_tokens=max_new_tokens))
+    settings = EvalSettings(n=1, ks=(1,), max_new_tokens=max_new_tokens)
+    summary, samples = run_eval(engine, env, tokenizer, scorer, settings, chat=chat)
     headline = {
         "accuracy": summary["avg@n"]["value"],
         "ci95": summary["avg@n"]["ci95"],

@@ -20,6 +20,8 @@ class SamplingParams:
     greedy: bool = False
     # Seeds the whole call, so a step's samples do not depend on what ran before it (exact resume).
     seed: int = 0
+    # Texts that end a completion like an end-of-turn token (kept in it), e.g. "</tool_call>".
+    stop: tuple[str, ...] = ()
 
 
 class RolloutEngine(ABC):

@@ -19,6 +19,20 @@ def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
     return {i for i in ids if i is not None}
 
 
+# Below this many shared tokens a separate prefix pass costs more than it saves.
+MIN_SHARED_PREFIX = 16
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """How many leading ids all the sequences have in common."""
+    shortest = min(len(s) for s in sequences)
+    first = sequences[0]
+    for index in range(shortest):
+        if any(s[index] != first[index] for s in sequences[1:]):
+            return index
+    return shortest
+
+
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     """Set logits outside the top-k / nucleus to -inf (the most likely token always survives)."""
     if top_k > 0 and top_k < logits.shape[-1]:
@@ -87,29 +101,24 @@ class TransformersEngine(RolloutEngine):
         # A group's completions share one prompt: prefill each distinct prompt once, then copy its cache rows.
         distinct: dict[tuple[int, ...], int] = {}
         rows = torch.tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prompts])
-        unique = list(distinct)
-        width = max(len(p) for p in unique)
-        input_ids = torch.full((len(unique), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(unique), width), dtype=torch.long)
-        for row, prompt in enumerate(unique):
-            input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            attention[row, width - len(prompt) :] = 1
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        logits = self.model(
-            input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache, logits_to_keep=1
-        ).logits[:, -1][rows]
+        logits, cache, attention, positions = self._prefill(list(distinct))
+        logits = logits[rows]
         cache.batch_select_indices(rows)
         attention, last_position = attention[rows], positions[rows, -1]
         tokens: list[list[int]] = [[] for _ in range(size)]
         logprobs: list[list[float]] = [[] for _ in range(size)]
         active = torch.arange(size)  # batch row -> prompt index
+        stopped_by_text: set[int] = set()
         for step in range(sampling.max_new_tokens):
             next_tokens, next_logprobs = sample_next(logits, sampling, generator)
             for row, token, logprob in zip(active.tolist(), next_tokens.tolist(), next_logprobs.tolist()):
                 tokens[row].append(token)
                 logprobs[row].append(logprob)
             running = ~torch.isin(next_tokens, self.stop_ids)
+            if sampling.stop:
+                hits = self._stop_text_hits([tokens[row] for row in active.tolist()], sampling.stop)
+                stopped_by_text.update(active[hits].tolist())
+                running &= ~hits
             if step == sampling.max_new_tokens - 1 or not running.any():
                 break
             if not running.all():  # finished rows leave the batch and the cache
@@ -137,11 +146,52 @@ class TransformersEngine(RolloutEngine):
                 completion_ids=ids,
                 logprobs=lps,
                 loss_mask=[1] * len(ids),
-                truncated=ids[-1] not in stops,
+                truncated=ids[-1] not in stops and row not in stopped_by_text,
                 text=self.tokenizer.decode(ids, skip_special_tokens=True),
             )
-            for prompt, ids, lps in zip(prompts, tokens, logprobs)
+            for row, (prompt, ids, lps) in enumerate(zip(prompts, tokens, logprobs))
         ]
+
+    def _prefill(self, prompts: list[tuple[int, ...]]) -> tuple[torch.Tensor, DynamicCache, torch.Tensor, torch.Tensor]:
+        """Next-token logits, KV cache, attention mask and position ids of distinct prompts.
+
+        Prompts usually open with the same system prompt and demonstrations, and a multi-turn rollout's contexts
+        all start with their group's prompt: the prefix they all share is run once and its cache copied to every
+        row, so only the rest of each prompt is computed per row (left-padded, so padding may sit between the
+        shared prefix and a row's own tokens; position ids skip it).
+        """
+        shared = common_prefix_length(prompts) if len(prompts) > 1 else 0
+        shared = min(shared, min(len(p) for p in prompts) - 1)  # every row keeps a token to take logits from
+        cache = DynamicCache()
+        if shared >= MIN_SHARED_PREFIX:
+            self.model(input_ids=torch.tensor([prompts[0][:shared]]), past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(len(prompts))
+        else:
+            shared = 0
+        rests = [p[shared:] for p in prompts]
+        width = max(len(r) for r in rests)
+        input_ids = torch.full((len(rests), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rests), shared + width), dtype=torch.long)
+        attention[:, :shared] = 1
+        for row, rest in enumerate(rests):
+            input_ids[row, width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
+            attention[row, shared + width - len(rest) :] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=positions[:, shared:],
+            past_key_values=cache,
+            logits_to_keep=1,
+        ).logits[:, -1]
+        return logits, cache, attention, positions
+
+    def _stop_text_hits(self, rows: list[list[int]], stop: tuple[str, ...]) -> torch.Tensor:
+        """Which rows' text now ends in a stop string. Only a tail is decoded: a stop string that was complete
+        earlier would have ended its row then, and the tail is twice as long as any stop string's own ids."""
+        window = 2 * max(len(self.tokenizer.encode(s, add_special_tokens=False)) for s in stop) + 4
+        tails = self.tokenizer.batch_decode([ids[-window:] for ids in rows], skip_special_tokens=False)
+        return torch.tensor([any(s in tail for s in stop) for tail in tails], dtype=torch.bool)
 
     @torch.no_grad()
     def update_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
