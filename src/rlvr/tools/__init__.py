@@ -1,5 +1,19 @@
-"""Tools that model-written programs run through: a hardened sandbox for untrusted Python."""
+"""Tools a model calls while it reasons (python, search, any `@tool` function), and the sandbox model-written code
+runs in."""
 
+from rlvr.tools.base import TOOLS, Tool, ToolError, function_tool, tool
 from rlvr.tools.sandbox import IsolationInfo, SandboxLimits, SandboxResult, isolation, run_file, run_python
 
-__all__ = ["IsolationInfo", "SandboxLimits", "SandboxResult", "isolation", "run_file", "run_python"]
+__all__ = [
+    "TOOLS",
+    "IsolationInfo",
+    "SandboxLimits",
+    "SandboxResult",
+    "Tool",
+    "ToolError",
+    "function_tool",
+    "isolation",
+    "run_file",
+    "run_python",
+    "tool",
+]

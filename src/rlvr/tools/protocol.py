@@ -81,7 +81,9 @@ def signature(tool: Tool) -> str:
     """A tool's schema as one line: `name(arg: type, ...) - description`, optional arguments marked `?`."""
     properties = tool.parameters.get("properties", {})
     required = set(tool.parameters.get("required", []))
-    arguments = ", ".join(f"{name}{'' if name in required else '?'}: {spec.get('type', 'any')}" for name, spec in properties.items())
+    arguments = ", ".join(
+        f"{name}{'' if name in required else '?'}: {spec.get('type', 'any')}" for name, spec in properties.items()
+    )
     return f"{tool.name}({arguments}) - {tool.description}"
 
 
