@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from rlvr.envs import Environment, Problem, make_env
 from rlvr.episode import Episode
 from rlvr.models import load_policy, load_tokenizer
 from rlvr.rollout import ENGINES, RolloutEngine, SamplingParams
+from rlvr.rollout.hf import stop_token_ids
 from rlvr.trainer import make_sampler
 
 
@@ -41,9 +42,8 @@ class Assistant:
         self.engine: RolloutEngine = ENGINES[config.rollout.engine](policy, self.tokenizer, config.rollout.batch_size)
         self.env: Environment = make_env(config.env)
         self.sampler, self.chat, self.tool_names = make_sampler(self.engine, self.tokenizer, config, self.env)
-        self.stop_texts = {self.tokenizer.decode([i]) for i in getattr(self.sampler, "stop_ids", ())} | {
-            self.tokenizer.eos_token
-        }
+        # The texts of the tokens that end a turn: after one, the next question's ids start without another.
+        self.stop_texts = {self.tokenizer.decode([i]) for i in stop_token_ids(policy, self.tokenizer)}
 
     def start(self, question: str | None = None, messages: Sequence[dict[str, Any]] | None = None) -> Conversation:
         """A conversation opened by a question (rendered like a training prompt) or by explicit messages."""
@@ -71,7 +71,7 @@ class Assistant:
     def sampling(self, temperature: float, max_new_tokens: int, seed: int = 0) -> SamplingParams:
         if temperature <= 0:
             return SamplingParams(greedy=True, max_new_tokens=max_new_tokens, seed=seed)
-        return replace(SamplingParams(), temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+        return SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
 
 
 def read_requests(path: Path) -> list[dict[str, Any]]:

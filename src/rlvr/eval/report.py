@@ -41,6 +41,17 @@ def markdown(summary: dict) -> str:
         f"p95 {per_sample['p95']:.0f}; per question: mean {per_question['mean']:.1f}; "
         f"{compute['tokens_per_second']:.0f} tokens/s over {compute['seconds']:.1f} s.",
     ]
+    if "tools" in summary:
+        tools = summary["tools"]
+        rates = ", ".join(
+            f"{key.removesuffix('/call_rate')} {value:.0%}" for key, value in tools.items() if key.endswith("/call_rate")
+        )
+        lines += [
+            "",
+            f"Tool use: called in {rates or 'no'} of samples; {tools['calls_per_episode']:.2f} calls and "
+            f"{tools['turns']:.2f} turns per sample, {tools['error_rate']:.0%} of calls failed, "
+            f"{tools['result_tokens']:.1f} tool-result tokens per sample (not counted as model tokens above).",
+        ]
     if "budgets" in summary:
         lines += ["", "| thinking budget | avg@n | thinking tokens (mean) | forced |", "| --- | --- | --- | --- |"]
         for row in summary["budgets"]:
