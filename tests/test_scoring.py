@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
@@ -47,16 +46,12 @@ def test_workers_score_what_the_rubric_scores_in_process():
 def test_a_hang_scores_zero_with_its_reason_and_the_pool_goes_on():
     texts, problems = batch()
     with Scorer(Rubric({"correct": 1.0}), workers=2, timeout_seconds=1.0) as scorer:
-        scorer.score(texts[:2], problems[:2])  # start the workers, so the timing below is the hang's alone
-        started = time.perf_counter()
         # 41 completions go out in chunks of 6: the hang takes its chunk's neighbours down with it, then they
         # are scored again one by one.
         scores = scorer.score([*texts * 5, HOSTILE_MATH, *texts * 5], [*problems * 5, problems[0], *problems * 5])
-        elapsed = time.perf_counter() - started
+    # Our timeout ended the hang (not math-verify's own), and every other completion was still scored.
     assert scores[20] == Score(0.0, {"correct": 0.0}, error="timed out after 1 s")
     assert [s.total for s in scores[:20] + scores[21:]] == [1.0, 0.0, pytest.approx(2 / 3), 1.0] * 10
-    # The hang cost two timeouts (its chunk, then itself alone), not math-verify's own 5 s, and the rest went on.
-    assert elapsed < 4.5
 
 
 def test_a_dead_worker_scores_zero_and_is_replaced():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from functools import cache
 
@@ -48,12 +47,6 @@ def test_same_options_build_the_same_world_and_problems():
     assert first.eval_problems() == second.eval_problems()
     assert first.train_problems(0, 50) == second.train_problems(0, 50)
     assert searchqa(kb_seed=4).documents() != first.documents()
-
-
-def test_defaults_build_fast():
-    start = time.perf_counter()
-    searchqa()
-    assert time.perf_counter() - start < 1.0
 
 
 def test_every_entity_has_one_document_and_every_name_word_is_unique():
