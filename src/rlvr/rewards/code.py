@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from rlvr.rewards import Verdict, register_verifier
-from rlvr.tools import SandboxLimits, run_python
+from rlvr.tools.sandbox import TAKE_STDIN_SOURCE, SandboxLimits, run_python
 
 if TYPE_CHECKING:
     from rlvr.envs.base import Problem
@@ -55,32 +55,20 @@ _STDERR_TAIL = 2000
 # Runs as main.py in the sandbox. The report line is `<nonce> <one 0/1 per test> <hex of the program's error>`:
 # plain str operations, nothing the program could have patched. os._exit skips the program's atexit handlers and
 # finalizers, which could otherwise hang or print after the report.
-_HARNESS = r"""
-import json, os
+_HARNESS = TAKE_STDIN_SOURCE + r"""
+import json
 
 
 def _main():
-    chunks = []
-    while True:
-        chunk = os.read(0, 1 << 16)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    # Leave the nonce in no file or descriptor the program can reach: empty the (shared) stdin file and point
-    # fd 0 at /dev/null; the report goes to a duplicate of stdout, and fd 1 to /dev/null.
-    try:
-        os.ftruncate(0, 0)
-    except OSError:
-        pass
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    report_fd = os.dup(1)
+    # The nonce is in no file or descriptor the program can reach; the report goes to a duplicate of stdout, and
+    # fd 1 to /dev/null.
+    data, report_fd, null = _take_stdin()
     os.dup2(null, 1)
     os.close(null)
-    nonce, _, payload = b"".join(chunks).decode("utf-8").partition("\n")
+    nonce, _, payload = data.decode("utf-8").partition("\n")
     job = json.loads(payload)
     program, tests = job["program"], job["tests"]
-    del chunks, payload, job
+    del data, payload, job
     run, comp, write, exit_, base_exception, type_ = exec, compile, os.write, os._exit, BaseException, type
     message, number = BaseException.__str__, enumerate
 

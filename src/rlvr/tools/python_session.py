@@ -44,7 +44,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from rlvr.tools.sandbox import SandboxLimits, SandboxResult, run_python
+from rlvr.tools.sandbox import TAKE_STDIN_SOURCE, SandboxLimits, SandboxResult, run_python
 
 __all__ = ["SESSION_LIMITS", "CellResult", "PythonSession"]
 
@@ -63,27 +63,15 @@ _REPORT_BYTES_PER_CHAR = 128
 # seconds> <chars to keep per text> <file size cap in bytes> <random seed>"; then one "<cell number> <hex of its
 # UTF-8 source>" per cell, the earlier (replayed) cells first and the new cell last. On the original stdout: "<nonce>
 # run <i>" when the i-th cell starts, and at the end one "<nonce> end key=value ..." line (text values hex-encoded).
-_HARNESS = r"""
-import ast, builtins, codecs, os, random, signal, sys
+_HARNESS = TAKE_STDIN_SOURCE + r"""
+import ast, builtins, codecs, random, signal, sys
 
 
 def _main():
-    chunks = []
-    while True:
-        chunk = os.read(0, 1 << 16)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    # Leave the nonce in no file or descriptor the cells can reach (as in rlvr.rewards.code).
-    try:
-        os.ftruncate(0, 0)
-    except OSError:
-        pass
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    report_fd = os.dup(1)
-    lines = b"".join(chunks).decode("ascii").split("\n")
-    del chunks
+    # The nonce is in no file or descriptor the cells can reach.
+    data, report_fd, null = _take_stdin()
+    lines = data.decode("ascii").split("\n")
+    del data
     nonce = lines[0]
     seconds, keep, file_limit, seed = lines[1].split(" ")
     seconds, keep, file_limit = float(seconds), int(keep), int(file_limit)

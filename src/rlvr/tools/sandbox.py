@@ -64,6 +64,31 @@ _UID_SPAN = 1 << 27
 _NESTED_UID = 1000
 
 
+# In-sandbox source for harnesses that pass a secret (a nonce) on stdin, to be placed before their own code:
+# `_take_stdin()` reads all of stdin, then leaves it in no file or descriptor the program can reach (it empties the
+# shared stdin file and points fd 0 at /dev/null) and returns it with a duplicate of stdout for the harness's report
+# and an open /dev/null descriptor.
+TAKE_STDIN_SOURCE = r"""
+import os
+
+
+def _take_stdin():
+    chunks = []
+    while True:
+        chunk = os.read(0, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    try:
+        os.ftruncate(0, 0)
+    except OSError:
+        pass
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    return b"".join(chunks), os.dup(1), null
+"""
+
+
 @dataclass(frozen=True)
 class SandboxLimits:
     """Resource caps for one sandboxed run."""
