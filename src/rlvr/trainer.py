@@ -74,7 +74,7 @@ def verifier_metrics(episodes: list[Episode]) -> dict[str, float]:
 
 def enabled_tools(config: RunConfig, env: Environment) -> list[str]:
     """`tools.enabled`, or the tools the environment needs when the recipe does not say."""
-    names = config.tools.enabled if config.tools.enabled is not None else list(getattr(env, "default_tools", ()))
+    names = config.tools.enabled if config.tools.enabled is not None else list(env.default_tools)
     return list(dict.fromkeys(names))
 
 

@@ -109,6 +109,7 @@ class TransformersEngine(RolloutEngine):
         logprobs: list[list[float]] = [[] for _ in range(size)]
         active = torch.arange(size)  # batch row -> prompt index
         stopped_by_text: set[int] = set()
+        window = self._stop_window(sampling.stop)
         for step in range(sampling.max_new_tokens):
             next_tokens, next_logprobs = sample_next(logits, sampling, generator)
             for row, token, logprob in zip(active.tolist(), next_tokens.tolist(), next_logprobs.tolist()):
@@ -116,7 +117,7 @@ class TransformersEngine(RolloutEngine):
                 logprobs[row].append(logprob)
             running = ~torch.isin(next_tokens, self.stop_ids)
             if sampling.stop:
-                hits = self._stop_text_hits([tokens[row] for row in active.tolist()], sampling.stop)
+                hits = self._stop_text_hits([tokens[row] for row in active.tolist()], sampling.stop, window)
                 stopped_by_text.update(active[hits].tolist())
                 running &= ~hits
             if step == sampling.max_new_tokens - 1 or not running.any():
@@ -186,10 +187,13 @@ class TransformersEngine(RolloutEngine):
         ).logits[:, -1]
         return logits, cache, attention, positions
 
-    def _stop_text_hits(self, rows: list[list[int]], stop: tuple[str, ...]) -> torch.Tensor:
-        """Which rows' text now ends in a stop string. Only a tail is decoded: a stop string that was complete
-        earlier would have ended its row then, and the tail is twice as long as any stop string's own ids."""
-        window = 2 * max(len(self.tokenizer.encode(s, add_special_tokens=False)) for s in stop) + 4
+    def _stop_window(self, stop: tuple[str, ...]) -> int:
+        """How many trailing ids to decode when looking for a stop string: twice any stop string's own ids, so a
+        stop string that was just completed lies inside it (one complete earlier would have ended its row then)."""
+        return 2 * max((len(self.tokenizer.encode(s, add_special_tokens=False)) for s in stop), default=0) + 4
+
+    def _stop_text_hits(self, rows: list[list[int]], stop: tuple[str, ...], window: int) -> torch.Tensor:
+        """Which rows' text now ends in a stop string (only the last `window` ids of each are decoded)."""
         tails = self.tokenizer.batch_decode([ids[-window:] for ids in rows], skip_special_tokens=False)
         return torch.tensor([any(s in tail for s in stop) for tail in tails], dtype=torch.bool)
 

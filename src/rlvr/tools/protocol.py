@@ -114,7 +114,8 @@ class ChatFormat:
         self.tools = list(tools)
         self.by_name = {t.name: t for t in self.tools}
         self.native = bool(self.tools) and native_tool_support(tokenizer)
-        self.tool_role = "tool" if self.native or self._renders_role("tool") else "user"
+        # Only the fallback format with tools needs to know whether the template renders the `tool` role.
+        self.tool_role = "tool" if self.native or not self.tools or self._renders_role("tool") else "user"
 
     # ---- prompts ---------------------------------------------------------
     def prepare(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
