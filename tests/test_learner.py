@@ -52,3 +52,36 @@ def test_shared_prefix_gradient_is_exact(tiny_model):
         grads.append({n: p.grad.clone() for n, p in tiny_model.named_parameters()})
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-4)
+
+
+def test_entropy_matches_definition(tiny_model):
+    episodes = _episodes()
+    batch = TokenBatch.from_episodes(episodes, pad_id=1)
+    _, entropy = completion_logprobs(tiny_model, batch, 0.7, with_entropy=True)
+    for row, e in enumerate(episodes):
+        ids = torch.tensor([e.prompt_ids + e.completion_ids])
+        with torch.no_grad():
+            logp = (tiny_model(input_ids=ids).logits[0, len(e.prompt_ids) - 1 : -1] / 0.7).log_softmax(-1)
+        torch.testing.assert_close(entropy[row, : e.num_tokens], -(logp.exp() * logp).sum(-1), atol=1e-5, rtol=1e-5)
+        assert (entropy[row, e.num_tokens :] == 0).all()
+
+
+def test_chunked_head_matches_full_vocabulary_path(tiny_model):
+    """The lean path (hidden states + chunked projection) against the model's own full logits: values and gradients."""
+    from rlvr.learner import _completion_logprobs_full_vocab
+
+    batch = TokenBatch.from_episodes(_episodes(), pad_id=1)
+    results = []
+    for lean in (True, False):
+        tiny_model.zero_grad()
+        if lean:
+            logprobs, entropy = completion_logprobs(tiny_model, batch, 0.7, with_entropy=True)
+        else:
+            logprobs, entropy = _completion_logprobs_full_vocab(tiny_model, batch, 0.7, with_entropy=True)
+        mask = batch.completion_attention.bool()
+        (logprobs * batch.loss_mask * batch.advantages[:, None]).sum().backward()
+        results.append((logprobs[mask], entropy[mask], {n: p.grad.clone() for n, p in tiny_model.named_parameters()}))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=1e-5)
+    for name in results[1][2]:
+        torch.testing.assert_close(results[0][2][name], results[1][2][name], atol=1e-5, rtol=1e-4)

