@@ -20,7 +20,7 @@ from rlvr.config import ConfigError, RunConfig
 from rlvr.envs import Environment, Problem, make_env
 from rlvr.episode import Episode
 from rlvr.models import load_policy, load_tokenizer
-from rlvr.rollout import ENGINES, RolloutEngine, SamplingParams
+from rlvr.rollout import RolloutEngine, SamplingParams, make_engine
 from rlvr.rollout.hf import stop_token_ids
 from rlvr.trainer import make_sampler
 
@@ -39,7 +39,7 @@ class Assistant:
         self.config = config
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(model)
         policy = load_policy(model).eval()
-        self.engine: RolloutEngine = ENGINES[config.rollout.engine](policy, self.tokenizer, config.rollout.batch_size)
+        self.engine: RolloutEngine = make_engine(config.rollout, policy, self.tokenizer)
         self.env: Environment = make_env(config.env)
         self.sampler, self.chat, self.tool_names = make_sampler(self.engine, self.tokenizer, config, self.env)
         # The texts of the tokens that end a turn: after one, the next question's ids start without another.

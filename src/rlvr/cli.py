@@ -138,13 +138,13 @@ def _evaluate(config, settings, data_label: str, out: Path | None) -> dict:
     from rlvr.envs import make_env
     from rlvr.eval.runner import model_hash, run_eval
     from rlvr.models import load_policy, load_tokenizer, resolve_model_path
-    from rlvr.rollout import ENGINES
+    from rlvr.rollout import make_engine
     from rlvr.scoring import Scorer
     from rlvr.trainer import make_sampler
 
     tokenizer = load_tokenizer(config.model.path)
     policy = load_policy(config.model.path)
-    engine = ENGINES[config.rollout.engine](policy, tokenizer, config.eval.batch_size)
+    engine = make_engine(config.rollout, policy, tokenizer, config.eval.batch_size)
     environment = make_env(config.env)
     sampler, chat, _ = make_sampler(engine, tokenizer, config, environment)
     folder = resolve_model_path(config.model.path)

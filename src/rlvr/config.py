@@ -90,9 +90,22 @@ class SamplingConfig(_Strict):
     max_new_tokens: int = Field(96, ge=1)
 
 
+class VLLMConfig(_Strict):
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    kv_cache_gb: float | None = Field(
+        1.0, gt=0.0, description="KV cache size; null on a GPU = gpu_memory_utilization of the card"
+    )
+    gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0, description="GPU only, when kv_cache_gb is null")
+    enforce_eager: bool = Field(True, description="no CUDA graphs / torch.compile: fast start, fresh weights each step")
+    max_model_len: int | None = Field(None, ge=1, description="defaults to the model's context length")
+
+
 class RolloutConfig(_Strict):
-    engine: Annotated[str, registered("rlvr.rollout", "ENGINES")] = "transformers"
+    engine: Annotated[str, registered("rlvr.rollout", "ENGINES")] = Field(
+        "transformers", description="transformers, vllm, or auto (vllm when installed, else transformers)"
+    )
     batch_size: int = Field(64, ge=1, description="sequences decoded together")
+    vllm: VLLMConfig = VLLMConfig()
 
 
 class SearchToolConfig(_Strict):

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -135,3 +136,25 @@ def load_reference(name: str, dtype: torch.dtype = torch.float32) -> PreTrainedM
 
 def model_config(name: str):
     return AutoConfig.from_pretrained(resolve_model_path(name))
+
+
+@torch.no_grad()
+def inference_weights(model: PreTrainedModel) -> Iterator[tuple[str, torch.Tensor]]:
+    """The policy's weights as an inference engine loads them: the base model's names, LoRA adapters merged in
+    (W + B A · scale, computed here; the trained model itself is left untouched)."""
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        yield from model.state_dict().items()
+        return
+    base = model.get_base_model()
+    adapted = {name: module for name, module in base.named_modules() if hasattr(module, "get_delta_weight")}
+    for name, tensor in base.state_dict().items():
+        if ".lora_" in name:
+            continue
+        module_name, _, leaf = name.rpartition(".base_layer.")
+        if module_name in adapted and leaf == "weight":
+            module = adapted[module_name]
+            for adapter in module.active_adapters:
+                tensor = tensor + module.get_delta_weight(adapter)
+        yield name.replace(".base_layer.", "."), tensor

@@ -27,8 +27,8 @@ from rlvr.envs import Environment, make_env
 from rlvr.episode import Episode
 from rlvr.learner import TokenBatch, completion_logprobs
 from rlvr.metrics import MetricsLog
-from rlvr.models import load_policy, load_reference, load_tokenizer
-from rlvr.rollout import ENGINES, RolloutEngine, SamplingParams
+from rlvr.models import inference_weights, load_policy, load_reference, load_tokenizer
+from rlvr.rollout import RolloutEngine, SamplingParams, make_engine
 from rlvr.rollout.tool_loop import ToolLoop, ToolLoopSettings
 from rlvr.scoring import Scorer
 from rlvr.tools.base import build_tools
@@ -107,7 +107,7 @@ class Trainer:
         self.env: Environment = make_env(config.env)
         self.scorer = Scorer(self.env.rubric, config.scoring.workers, config.scoring.timeout_seconds)
         self.mixed_subsets = len(self.env.subsets()) > 1  # fixed by the data: asked once, not every step
-        self.engine: RolloutEngine = ENGINES[config.rollout.engine](self.policy, self.tokenizer, config.rollout.batch_size)
+        self.engine: RolloutEngine = make_engine(config.rollout, self.policy, self.tokenizer)
         self.sampler, self.chat, self.tool_names = make_sampler(self.engine, self.tokenizer, config, self.env)
         self.tool_monitor = CollapseMonitor(self.tool_names, config.tools.collapse_threshold, config.tools.collapse_steps)
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
@@ -216,7 +216,7 @@ class Trainer:
     def sync_weights(self) -> None:
         """Hand the learner's weights to an engine that keeps its own copy."""
         if not self.engine.shares_weights:
-            self.engine.update_weights(self.policy.state_dict().items())
+            self.engine.update_weights(inference_weights(self.policy))
 
     def train_step(self, step: int) -> dict[str, float]:
         started = time.perf_counter()

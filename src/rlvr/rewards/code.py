@@ -55,7 +55,9 @@ _STDERR_TAIL = 2000
 # Runs as main.py in the sandbox. The report line is `<nonce> <one 0/1 per test> <hex of the program's error>`:
 # plain str operations, nothing the program could have patched. os._exit skips the program's atexit handlers and
 # finalizers, which could otherwise hang or print after the report.
-_HARNESS = TAKE_STDIN_SOURCE + r"""
+_HARNESS = (
+    TAKE_STDIN_SOURCE
+    + r"""
 import json
 
 
@@ -102,6 +104,7 @@ def _main():
 
 _main()
 """
+)
 
 
 @dataclass

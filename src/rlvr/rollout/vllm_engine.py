@@ -24,6 +24,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlvr.episode import Episode
+from rlvr.models import inference_weights
 from rlvr.rollout.base import RolloutEngine, SamplingParams
 from rlvr.rollout.hf import stop_token_ids
 
@@ -100,7 +101,7 @@ class VLLMEngine(RolloutEngine):
             torch.set_num_threads = set_num_threads
             torch.set_num_threads(threads)
         # Serve exactly the learner's weights from the first step (the folder may hold a different checkpoint).
-        self.update_weights(model.state_dict().items())
+        self.update_weights(inference_weights(model))
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Episode]:
         from vllm import SamplingParams as VLLMSampling
@@ -158,10 +159,10 @@ class VLLMEngine(RolloutEngine):
         (served,) = self.llm.llm_engine.apply_model(
             lambda model: {name: p.detach().cpu().clone() for name, p in model.named_parameters() if _is_probe(name)}
         )
-        problems = sorted(set(served) - set(sent))
-        problems += [f"{name} (value differs)" for name in sorted(set(served) & set(sent)) if not torch.equal(served[name], sent[name])]
+        problems = [f"{name} (not sent)" for name in sorted(set(served) - set(sent))]
+        problems += [f"{name} (differs)" for name in sorted(set(served) & set(sent)) if not torch.equal(served[name], sent[name])]
         if problems or not served:
-            raise WeightSyncError(f"vLLM does not serve the weights it was sent: {problems[:3] or 'nothing to compare'}")
+            raise WeightSyncError(f"vLLM does not serve the weights it was sent: {problems[:3] or 'no parameter to compare'}")
         # Cached prefixes hold keys and values computed with the old weights.
         self.llm.reset_prefix_cache()
 

@@ -63,7 +63,9 @@ _REPORT_BYTES_PER_CHAR = 128
 # seconds> <chars to keep per text> <file size cap in bytes> <random seed>"; then one "<cell number> <hex of its
 # UTF-8 source>" per cell, the earlier (replayed) cells first and the new cell last. On the original stdout: "<nonce>
 # run <i>" when the i-th cell starts, and at the end one "<nonce> end key=value ..." line (text values hex-encoded).
-_HARNESS = TAKE_STDIN_SOURCE + r"""
+_HARNESS = (
+    TAKE_STDIN_SOURCE
+    + r"""
 import ast, builtins, codecs, random, signal, sys
 
 
@@ -247,6 +249,7 @@ def _main():
 
 _main()
 """
+)
 
 
 @dataclass
