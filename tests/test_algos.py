@@ -123,3 +123,31 @@ def test_overlong_filter_masks_only_truncated():
     episodes = [_episode(0.0, truncated=True), _episode(1.0)]
     assert mask_truncated(episodes) == 1
     assert episodes[0].loss_mask == [0, 0] and episodes[1].loss_mask == [1, 1]
+
+
+def test_tis_weights_are_capped_ratios_by_hand():
+    from rlvr.algos import mismatch_stats, tis_weights
+
+    learner = torch.tensor([[0.0, math.log(3.0), math.log(0.5), 5.0]])
+    sampler = torch.zeros(1, 4)
+    torch.testing.assert_close(tis_weights(learner, sampler, cap=2.0), torch.tensor([[1.0, 2.0, 0.5, 2.0]]))
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])  # the last token is padding: ignored everywhere
+    stats = mismatch_stats(learner, sampler, mask, cap=2.0)
+    assert math.isclose(stats["logprob_mismatch"], math.log(3.0) + math.log(2.0), rel_tol=1e-6)
+    assert math.isclose(stats["mismatch_max_ratio"], 3.0, rel_tol=1e-6)
+    assert stats["tis_clip_frac"] == 1.0  # one masked token above the cap (a sum; the trainer divides by tokens)
+    assert "tis_clip_frac" not in mismatch_stats(learner, sampler, mask, cap=None)
+
+
+def test_tis_scales_each_token_gradient_by_its_weight():
+    """With TIS the PPO ratio starts at 1 (learner vs its own old log-probs) and each token's policy gradient is
+    multiplied by min(learner/sampler, cap): d loss / d logp = -A * w."""
+    from rlvr.algos import tis_weights
+
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
+    sampler = torch.tensor([[-1.0, -2.0 - math.log(4.0), -0.5 + math.log(2.0)]])
+    weights = tis_weights(logprobs.detach(), sampler, cap=2.0)
+    inputs = LossInputs(logprobs, logprobs.detach(), torch.tensor([1.0]), torch.ones(1, 3))
+    per_token, _ = POLICY_LOSSES["ppo_clip"](inputs, LossSettings())
+    (per_token * weights).sum().backward()
+    torch.testing.assert_close(logprobs.grad, torch.tensor([[-1.0, -2.0, -0.5]]))

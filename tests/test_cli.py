@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Tiny random models run on the transformers engine: vLLM has no kernels for their head size.
+TINY = "rollout.engine=transformers"
+
 RLVR = [sys.executable, "-m", "rlvr.cli"]
 TIMING = {"tokens_per_second", "generate_tokens_per_second", "generate_seconds", "train_seconds", "step_seconds"}
 
@@ -40,6 +43,7 @@ def _tiny_run_args(model_dir: Path, out: Path, name: str, steps: int) -> list[st
         "name": name,
         "output_dir": str(out),
         "model.path": str(model_dir),
+        "rollout.engine": "transformers",  # a tiny random model: vLLM has no kernels for its head size
         "train.steps": steps,
         "train.save_every": 2,
         "train.prompts_per_step": 4,
@@ -97,7 +101,16 @@ def test_existing_run_needs_resume_or_overwrite(tiny_model_dir, tmp_path):
 def test_eval_reports_accuracy_with_a_confidence_interval(tiny_model_dir, tmp_path):
     out = tmp_path / "eval"
     result = _run(
-        "eval", str(tiny_model_dir), "--set", "env.eval_size=3", "--set", "sampling.max_new_tokens=4", "--out", str(out)
+        "eval",
+        str(tiny_model_dir),
+        "--set",
+        TINY,
+        "--set",
+        "env.eval_size=3",
+        "--set",
+        "sampling.max_new_tokens=4",
+        "--out",
+        str(out),
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -116,7 +129,7 @@ def test_eval_on_a_gsm8k_file_with_samples_and_a_paired_comparison(tiny_model_di
     for seed in (0, 1):
         out = tmp_path / f"eval{seed}"
         args = ["--model", str(tiny_model_dir), "--data", str(data), "--n", "4", "--k", "1,4", "--seed", str(seed)]
-        result = _run("eval", *args, "--max-new-tokens", "4", "--out", str(out))
+        result = _run("eval", *args, "--set", TINY, "--max-new-tokens", "4", "--out", str(out))
         assert result.returncode == 0, result.stderr
         summary = json.loads(result.stdout)
         assert summary["questions"] == 5 and summary["samples_per_question"] == 4
@@ -129,5 +142,5 @@ def test_eval_on_a_gsm8k_file_with_samples_and_a_paired_comparison(tiny_model_di
     comparison = json.loads(result.stdout)
     assert comparison["questions"] == 5 and comparison["ci95"][0] <= comparison["difference"] <= comparison["ci95"][1]
     assert "paired CI" in result.stderr
-    bad = _run("eval", "--model", str(tiny_model_dir), "--data", str(data), "--n", "2", "--k", "4")
+    bad = _run("eval", "--model", str(tiny_model_dir), "--data", str(data), "--n", "2", "--k", "4", "--set", TINY)
     assert bad.returncode == 2 and "k" in bad.stderr

@@ -19,6 +19,9 @@ from rlvr.rollout.base import RolloutEngine, SamplingParams
 from rlvr.rollout.tool_loop import ToolLoop
 from rlvr.trainer import Trainer
 
+# Tiny random models run on the transformers engine: vLLM has no kernels for their head size.
+TINY = "rollout.engine=transformers"
+
 
 class SearchingEngine(RolloutEngine):
     """Plays a policy that searches for the question's entity, then answers: right in even rows, wrong in odd ones."""
@@ -50,6 +53,7 @@ class SearchingEngine(RolloutEngine):
 def _search_trainer(tiny_model_dir, tmp_path, *overrides) -> Trainer:
     settings = [
         f"model.path={tiny_model_dir}",
+        "rollout.engine=transformers",
         f"output_dir={tmp_path}",
         "env.name=searchqa",
         "env.eval_size=4",
@@ -101,7 +105,9 @@ def test_tool_config_errors_name_the_key(tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="tools.max_turns"):
         load_config(None, ["tools.max_turns=0"])
     with pytest.raises(ConfigError, match="the environment has no documents of its own"):
-        load_trainer = load_config(None, [f"model.path={tiny_model_dir}", "tools.enabled=[search]", "tools.search.corpus=[env]"])
+        load_trainer = load_config(
+            None, [f"model.path={tiny_model_dir}", "tools.enabled=[search]", "tools.search.corpus=[env]", TINY]
+        )
         Trainer(load_trainer)
 
 
@@ -145,19 +151,30 @@ def test_sample_writes_one_record_per_sample_and_rejects_bad_lines(tiny_model_di
     )
     out = tmp_path / "out.jsonl"
     args = ["sample", str(tiny_model_dir), "-i", str(requests), "-o", str(out), "--recipe", "search-qa", "--n", "2"]
-    result = runner.invoke(app, [*args, "--max-new-tokens", "8", "--set", "env.eval_size=4"])
+    result = runner.invoke(app, [*args, "--max-new-tokens", "8", "--set", "env.eval_size=4", "--set", TINY])
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 4 and [r["sample"] for r in records] == [0, 1, 0, 1]
     assert records[0]["id"] == 7 and records[0]["messages"][-1]["role"] in ("assistant", "tool")
     assert records[0]["tools"]["model_tokens"] <= 8
     requests.write_text('{"question": "fine"}\n{"prompt": "no question"}\n')
-    result = runner.invoke(app, ["sample", str(tiny_model_dir), "-i", str(requests), "-o", str(out)])
+    result = runner.invoke(app, ["sample", str(tiny_model_dir), "-i", str(requests), "-o", str(out), "--set", TINY])
     assert result.exit_code == 2 and "in.jsonl:2: question: expected a string" in result.output
 
 
 def test_chat_reads_questions_from_stdin(tiny_model_dir):
-    args = ["chat", str(tiny_model_dir), "--recipe", "search-qa", "--max-new-tokens", "6", "--set", "env.eval_size=4"]
+    args = [
+        "chat",
+        str(tiny_model_dir),
+        "--recipe",
+        "search-qa",
+        "--max-new-tokens",
+        "6",
+        "--set",
+        "env.eval_size=4",
+        "--set",
+        TINY,
+    ]
     result = runner.invoke(app, args, input="Where was Tamric Tarrask born?\nAnd then?\n\n")
     assert result.exit_code == 0, result.output
     assert "with tools: search" in result.output

@@ -13,6 +13,7 @@ from rlvr.trainer import Trainer
 def _trainer(tiny_model_dir, tmp_path, *overrides):
     settings = [
         f"model.path={tiny_model_dir}",
+        "rollout.engine=transformers",
         f"output_dir={tmp_path}",
         "train.prompts_per_step=2",
         "train.group_size=4",

@@ -93,7 +93,7 @@ class SamplingConfig(_Strict):
 class VLLMConfig(_Strict):
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     kv_cache_gb: float | None = Field(
-        1.0, gt=0.0, description="KV cache size; null on a GPU = gpu_memory_utilization of the card"
+        0.5, gt=0.0, description="KV cache size (GB); null on a GPU = gpu_memory_utilization of the card"
     )
     gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0, description="GPU only, when kv_cache_gb is null")
     enforce_eager: bool = Field(True, description="no CUDA graphs / torch.compile: fast start, fresh weights each step")
@@ -102,7 +102,7 @@ class VLLMConfig(_Strict):
 
 class RolloutConfig(_Strict):
     engine: Annotated[str, registered("rlvr.rollout", "ENGINES")] = Field(
-        "transformers", description="transformers, vllm, or auto (vllm when installed, else transformers)"
+        "auto", description="transformers, vllm, or auto (vllm when installed, else transformers)"
     )
     batch_size: int = Field(64, ge=1, description="sequences decoded together")
     vllm: VLLMConfig = VLLMConfig()
@@ -146,6 +146,9 @@ class AlgoConfig(_Strict):
     kl_coef: float = Field(0.0, ge=0.0)
     overlong_filter: bool = Field(True, description="truncated completions get no gradient")
     dynamic_sampling: bool = Field(False, description="drop groups whose rewards are all equal")
+    tis_cap: float | None = Field(
+        2.0, gt=0.0, description="truncated importance sampling: cap on learner/sampler token ratios; null = off"
+    )
 
 
 class TrainConfig(_Strict):

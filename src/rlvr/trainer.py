@@ -20,6 +20,8 @@ from rlvr.algos import (
     drop_uniform_groups,
     loss_normalizer,
     mask_truncated,
+    mismatch_stats,
+    tis_weights,
 )
 from rlvr.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlvr.config import RunConfig
@@ -112,7 +114,8 @@ class Trainer:
         self.tool_monitor = CollapseMonitor(self.tool_names, config.tools.collapse_threshold, config.tools.collapse_steps)
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         t = config.train
-        self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        # foreach=False: the multi-tensor step allocates temporaries as large as all the weights together.
+        self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, foreach=False)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / (t.warmup_steps + 1)))
         self.advantage_fn = ADVANTAGES[config.algo.advantage]
         self.loss_fn = POLICY_LOSSES[config.algo.loss]
@@ -160,6 +163,7 @@ class Trainer:
                 "clip_frac": 0.0,
                 "ratio": 1.0,
                 "logprob_mismatch": 0.0,
+                "mismatch_max_ratio": 1.0,
                 "skipped_update": 1.0,
             }
         num_tokens = float(sum(sum(e.loss_mask) for e in episodes))
@@ -171,35 +175,47 @@ class Trainer:
             for i in range(0, len(ordered), t.micro_batch_size)
         ]
         shared = not cfg.model.gradient_checkpointing
+        cap = cfg.algo.tis_cap
         sums: dict[str, float] = defaultdict(float)
-        grad_norms = []
+        grad_norms, max_ratio = [], 1.0
+        learner_old: list[torch.Tensor] = []  # the learner's log-probs before this update, per micro-batch
         for epoch in range(t.epochs):
             self.optimizer.zero_grad(set_to_none=True)
-            for batch in batches:
+            for index, batch in enumerate(batches):
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.model.autocast_bf16):
                     logprobs, entropy = completion_logprobs(self.policy, batch, cfg.sampling.temperature, epoch == 0, shared)
                     ref = None
                     if self.reference is not None:
                         with torch.no_grad():
                             ref, _ = completion_logprobs(self.reference, batch, cfg.sampling.temperature, False, shared)
-                inputs = LossInputs(logprobs, batch.old_logprobs, batch.advantages, batch.loss_mask, ref)
-                per_token, stats = self.loss_fn(inputs, self.loss_settings)
-                loss = aggregate(per_token, batch.loss_mask, cfg.algo.aggregation, normalizer)
-                loss.backward()
                 mask = batch.loss_mask
+                if epoch == 0:  # the weights are still those that sampled: their log-probs are the learner's "old" ones
+                    learner_old.append(logprobs.detach())
+                    sums["entropy"] += float((entropy * mask).sum())
+                    mismatch = mismatch_stats(learner_old[index], batch.old_logprobs, mask, cap)
+                    max_ratio = max(max_ratio, mismatch.pop("mismatch_max_ratio"))
+                    for name, value in mismatch.items():
+                        sums[name] += value
+                # With TIS the PPO ratio is against the learner's own old log-probs and the sampler's are corrected
+                # for by importance weights; without it the sampler's log-probs serve as the old policy directly.
+                old = learner_old[index] if cap is not None else batch.old_logprobs
+                inputs = LossInputs(logprobs, old, batch.advantages, mask, ref)
+                per_token, stats = self.loss_fn(inputs, self.loss_settings)
+                if cap is not None:
+                    per_token = per_token * tis_weights(learner_old[index], batch.old_logprobs, cap)
+                loss = aggregate(per_token, mask, cfg.algo.aggregation, normalizer)
+                loss.backward()
                 sums["loss"] += loss.item()
                 for name, value in stats.items():
                     sums[name] += float((value * mask).sum())
-                if epoch == 0:
-                    sums["entropy"] += float((entropy * mask).sum())
-                    # Sampler vs learner disagreement on the same tokens (0 up to float noise when they share weights).
-                    sums["logprob_mismatch"] += float(((logprobs.detach() - batch.old_logprobs).abs() * mask).sum())
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm)
             grad_norms.append(float(grad_norm))
             if torch.isfinite(grad_norm):
                 self.optimizer.step()
             else:  # a non-finite gradient would poison the weights: skip this batch
                 sums["skipped_update"] += 1
+        # Gradients are not needed until the next update: free them before the next rollout.
+        self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         per_token_stats = {
             k: v / (num_tokens * (t.epochs if k in ("clip_frac", "ratio", "kl") else 1))
@@ -210,6 +226,7 @@ class Trainer:
             **per_token_stats,
             "loss": sums["loss"] / t.epochs,
             "grad_norm": float(np.mean(grad_norms)),
+            "mismatch_max_ratio": max_ratio,
             "skipped_update": sums["skipped_update"],
         }
 

@@ -2,6 +2,7 @@
 
 from rlvr.algos.advantages import ADVANTAGES, register_advantage
 from rlvr.algos.filters import drop_uniform_groups, mask_truncated
+from rlvr.algos.importance import mismatch_stats, tis_weights
 from rlvr.algos.losses import POLICY_LOSSES, LossInputs, LossSettings, aggregate, loss_normalizer, register_policy_loss
 
 __all__ = [
@@ -13,6 +14,8 @@ __all__ = [
     "drop_uniform_groups",
     "loss_normalizer",
     "mask_truncated",
+    "mismatch_stats",
     "register_advantage",
     "register_policy_loss",
+    "tis_weights",
 ]

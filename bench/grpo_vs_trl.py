@@ -1,0 +1,199 @@
+"""One GRPO step in rlvr against TRL's GRPOTrainer: the same config on the same machine.
+
+Both systems train the packaged SmolLM2-135M-Instruct on the default recipe's task (two-term chain sums) with
+the same prompts and the same reward (rlvr's rubric, called in-process by both): P prompts x G completions per
+step, at most M new tokens, temperature 0.7, learning rate 1e-6, KL coefficient 0 (no reference model), one
+optimiser step per batch. TRL runs as its documented defaults for this config run it on a CPU (transformers
+`generate`, fp32); rlvr runs as `make train` does (the vLLM engine when installed, the lean learner with bf16
+autocast). Each system runs in its own child process, one after the other, so each gets the whole machine and
+its own peak RSS; the first `--warmup` steps of each are not timed.
+
+Printed per system: seconds per step (median), the generate / train split (generation includes scoring), completion
+tokens per step and per second, peak RSS. The last line is `ratio_vs_trl=<TRL s/step / rlvr s/step>`.
+
+    .venv/bin/python bench/grpo_vs_trl.py [--steps 4] [--warmup 1] [--prompts 2] [--group 8] [--max-tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Small enough that the policy, and so the completion lengths, barely move over the measured steps: both systems
+# then time the same workload (at 2e-5, 16 completions per step shortened the answers within three steps).
+LR = 1e-6
+TEMPERATURE = 0.7
+SEED = 0
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def rlvr_steps(args: argparse.Namespace) -> list[dict]:
+    from rlvr.config import load_config
+    from rlvr.trainer import Trainer
+
+    overrides = {
+        "seed": SEED,
+        "output_dir": tempfile.mkdtemp(prefix="bench-rlvr-"),
+        "train.prompts_per_step": args.prompts,
+        "train.group_size": args.group,
+        "train.micro_batch_size": args.prompts * args.group,
+        "train.lr": LR,
+        "algo.kl_coef": 0.0,
+        "sampling.temperature": TEMPERATURE,
+        "sampling.max_new_tokens": args.max_tokens,
+        "rollout.engine": args.rlvr_engine,
+        "model.autocast_bf16": "true",
+        "scoring.workers": 0,  # rewards in-process, as TRL computes them
+    }
+    trainer = Trainer(load_config(None, [f"{k}={v}" for k, v in overrides.items()]))
+    rows = []
+    for step in range(args.warmup + args.steps):
+        m = trainer.train_step(step)
+        tokens = m["response_length"] * args.prompts * args.group
+        rows.append({"step": m["step_seconds"], "generate": m["generate_seconds"], "train": m["train_seconds"], "tokens": tokens})
+        print(f"rlvr step {step + 1}: {m['step_seconds']:.1f}s, {tokens:.0f} tokens, reward {m['reward']:.3f}", file=sys.stderr)
+    engine = type(trainer.engine).__name__
+    return [dict(r, engine=engine) for r in rows]
+
+
+def trl_steps(args: argparse.Namespace) -> list[dict]:
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rlvr.config import load_config
+    from rlvr.envs import make_env
+    from rlvr.models import resolve_model_path
+
+    config = load_config(None)
+    env = make_env(config.env)
+    problems = env.train_problems(0, args.prompts * (args.warmup + args.steps))
+    dataset = Dataset.from_list([{"prompt": env.messages(p), "index": i} for i, p in enumerate(problems)])
+
+    def reward(completions, index, **_):
+        return [env.rubric.score(c[0]["content"], problems[i]).total for c, i in zip(completions, index)]
+
+    rows: list[dict] = []
+    timing = {"generate": 0.0, "started": 0.0, "tokens": 0}
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *_, **__):
+            timing.update(generate=0.0, started=time.perf_counter())
+
+        def on_step_end(self, *_, **__):
+            seconds = time.perf_counter() - timing["started"]
+            rows.append({"step": seconds, "generate": timing["generate"], "train": seconds - timing["generate"], "tokens": timing["tokens"]})
+            print(f"trl step {len(rows)}: {seconds:.1f}s, {timing['tokens']} tokens", file=sys.stderr)
+
+    grpo = GRPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="bench-trl-"),
+        per_device_train_batch_size=args.prompts * args.group,
+        num_generations=args.group,
+        max_completion_length=args.max_tokens,
+        temperature=TEMPERATURE,
+        learning_rate=LR,
+        beta=0.0,
+        num_iterations=1,
+        gradient_accumulation_steps=1,
+        max_steps=args.warmup + args.steps,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=SEED,
+        shuffle_dataset=False,
+    )
+    path = str(resolve_model_path("smollm2-135m"))
+    trainer = GRPOTrainer(model=path, reward_funcs=reward, args=grpo, train_dataset=dataset, callbacks=[StepTimer()])
+    generate_and_score = trainer._generate_and_score_completions
+
+    def timed(inputs):
+        started = time.perf_counter()
+        out = generate_and_score(inputs)
+        timing["generate"] += time.perf_counter() - started
+        timing["tokens"] = int(out["completion_mask"].sum())
+        return out
+
+    trainer._generate_and_score_completions = timed
+    torch.manual_seed(SEED)
+    trainer.train()
+    return [dict(r, engine="transformers generate") for r in rows]
+
+
+SYSTEMS = {"rlvr": rlvr_steps, "trl": trl_steps}
+
+
+def child(args: argparse.Namespace) -> None:
+    rows = SYSTEMS[args.system](args)
+    Path(args.out).write_text(json.dumps({"rows": rows, "peak_rss_gb": peak_rss_gb()}))
+
+
+def summarize(name: str, result: dict, warmup: int) -> dict:
+    rows = result["rows"][warmup:]
+    step = statistics.median(r["step"] for r in rows)
+    tokens = statistics.mean(r["tokens"] for r in rows)
+    return {
+        "system": name,
+        "engine": result["rows"][0]["engine"],
+        "s_per_step": step,
+        "generate_s": statistics.median(r["generate"] for r in rows),
+        "train_s": statistics.median(r["train"] for r in rows),
+        "tokens_per_step": tokens,
+        "tokens_per_s": sum(r["tokens"] for r in rows) / sum(r["step"] for r in rows),
+        "peak_rss_gb": result["peak_rss_gb"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per system")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--rlvr-engine", default="auto", help="rollout.engine for rlvr (auto, vllm, transformers)")
+    parser.add_argument("--systems", default="trl,rlvr")
+    parser.add_argument("--system", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.system:
+        return child(args)
+
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
+    print(
+        f"# SmolLM2-135M-Instruct, chain_sum, {args.prompts} prompts x {args.group} completions, <= {args.max_tokens} "
+        f"tokens, T={TEMPERATURE}, lr={LR}, beta=0; {args.warmup} warm-up + {args.steps} timed steps each"
+    )
+    summaries = {}
+    for name in args.systems.split(","):
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            command = [sys.executable, __file__, "--system", name, "--out", out.name]
+            command += [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("system", "out", "systems")]
+            subprocess.run(command, check=True)
+            summaries[name] = summarize(name, json.loads(Path(out.name).read_text()), args.warmup)
+    header = f"{'system':<6} {'engine':<22} {'s/step':>7} {'generate':>9} {'train':>7} {'tokens/step':>12} {'tokens/s':>9} {'peak RSS':>9}"
+    print(header)
+    for s in summaries.values():
+        print(
+            f"{s['system']:<6} {s['engine']:<22} {s['s_per_step']:>7.2f} {s['generate_s']:>9.2f} {s['train_s']:>7.2f} "
+            f"{s['tokens_per_step']:>12.0f} {s['tokens_per_s']:>9.1f} {s['peak_rss_gb']:>7.2f}GB"
+        )
+    if {"trl", "rlvr"} <= set(summaries):
+        print(f"ratio_vs_trl={summaries['trl']['s_per_step'] / summaries['rlvr']['s_per_step']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

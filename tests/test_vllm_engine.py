@@ -1,0 +1,121 @@
+"""The vLLM engine on the packaged SmolLM2 (CPU build on CPU); skipped where vLLM is not installed."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("vllm")
+
+from rlvr.learner import TokenBatch, completion_logprobs  # noqa: E402
+from rlvr.rollout.base import SamplingParams  # noqa: E402
+from rlvr.rollout.vllm_engine import VLLMEngine, WeightSyncError  # noqa: E402
+
+TEMPERATURE = 0.8
+
+
+@pytest.fixture(scope="module")
+def policy():
+    from rlvr.models import load_policy
+
+    return load_policy("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def engine(policy, tokenizer):
+    return VLLMEngine(policy, tokenizer)
+
+
+def _prompt(tokenizer, question: str) -> list[int]:
+    text = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
+def _mismatch(model, episodes, tokenizer) -> torch.Tensor:
+    """|learner - sampler| log-prob per generated token."""
+    batch = TokenBatch.from_episodes(episodes, tokenizer.pad_token_id)
+    with torch.no_grad():
+        learner, _ = completion_logprobs(model, batch, TEMPERATURE)
+    return (learner - batch.old_logprobs).abs()[batch.completion_attention.bool()]
+
+
+def test_samples_carry_the_learners_logprobs_and_are_reproducible(engine, policy, tokenizer):
+    prompts = [_prompt(tokenizer, "What is 17 + 25?")] * 4 + [_prompt(tokenizer, "Name a colour.")] * 4
+    sampling = SamplingParams(temperature=TEMPERATURE, max_new_tokens=24, seed=5)
+    episodes = engine.generate(prompts, sampling)
+    assert [e.prompt_ids for e in episodes] == prompts
+    assert len({tuple(e.completion_ids) for e in episodes}) > 2  # one random stream per prompt
+    assert [e.completion_ids for e in engine.generate(prompts, sampling)] == [e.completion_ids for e in episodes]
+    for e in episodes:
+        assert e.truncated == (e.num_tokens == 24 and e.completion_ids[-1] != tokenizer.eos_token_id)
+        assert e.text == tokenizer.decode(e.completion_ids, skip_special_tokens=True)
+    # bf16 sampler vs fp32 learner: close, not equal.
+    gap = _mismatch(policy, episodes, tokenizer)
+    assert gap.mean() < 0.05 and gap.max() < 1.0
+
+
+def test_stop_strings_end_a_completion_and_stay_in_it(engine, tokenizer):
+    (episode,) = engine.generate(
+        [_prompt(tokenizer, "Count from 1 to 10, separated by commas.")],
+        SamplingParams(greedy=True, max_new_tokens=40, stop=(",",)),
+    )
+    assert episode.text.count(",") == 1 and episode.text.rstrip().endswith(",")
+    assert not episode.truncated
+
+
+def test_new_weights_are_served_and_the_prefix_cache_forgets_the_old_ones(engine, policy, tokenizer):
+    from rlvr.models import inference_weights, load_policy
+
+    prompts = [_prompt(tokenizer, "Write a short poem about the sea.")] * 4
+    sampling = SamplingParams(temperature=TEMPERATURE, max_new_tokens=16, seed=1)
+    engine.generate(prompts, sampling)  # fills the prefix cache with the old weights' keys and values
+    changed = load_policy("smollm2-135m")
+    with torch.no_grad():
+        for p in changed.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    try:
+        engine.update_weights(inference_weights(changed))
+        episodes = engine.generate(prompts, sampling)
+        assert _mismatch(changed, episodes, tokenizer).mean() < 0.05
+        assert _mismatch(policy, episodes, tokenizer).mean() > 0.1
+    finally:
+        engine.update_weights(inference_weights(policy))
+
+
+def test_a_weight_load_that_misses_parameters_is_an_error(engine, policy):
+    from rlvr.models import inference_weights
+
+    without_norms = [(n, t) for n, t in inference_weights(policy) if not n.endswith("norm.weight")]
+    try:
+        with pytest.raises(WeightSyncError, match="not sent"):
+            engine.update_weights(without_norms)
+    finally:
+        engine.update_weights(inference_weights(policy))
+
+
+@pytest.mark.slow
+def test_training_steps_with_the_vllm_engine(tmp_path):
+    from rlvr.config import load_config
+    from rlvr.run import train
+
+    settings = {
+        "output_dir": tmp_path,
+        "name": "vllm",
+        "rollout.engine": "vllm",
+        "train.steps": 2,
+        "train.prompts_per_step": 2,
+        "train.group_size": 4,
+        "sampling.max_new_tokens": 32,
+        "env.eval_size": 4,
+        "model.autocast_bf16": "true",
+    }
+    train(load_config(None, [f"{k}={v}" for k, v in settings.items()]))
+    rows = [json.loads(line) for line in (tmp_path / "vllm" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2]
+    for row in rows:
+        assert 0 < row["logprob_mismatch"] < 0.1  # bf16 sampler, bf16-autocast learner: a small, nonzero gap
+        assert 1.0 <= row["mismatch_max_ratio"] and 0.0 <= row["tis_clip_frac"] <= 1.0
+        assert math.isfinite(row["loss"]) and row["grad_norm"] > 0
