@@ -95,7 +95,8 @@ def trl_steps(args: argparse.Namespace) -> list[dict]:
 
         def on_step_end(self, *_, **__):
             seconds = time.perf_counter() - timing["started"]
-            rows.append({"step": seconds, "generate": timing["generate"], "train": seconds - timing["generate"], "tokens": timing["tokens"]})
+            generate = timing["generate"]
+            rows.append({"step": seconds, "generate": generate, "train": seconds - generate, "tokens": timing["tokens"]})
             print(f"trl step {len(rows)}: {seconds:.1f}s, {timing['tokens']} tokens", file=sys.stderr)
 
     grpo = GRPOConfig(
@@ -184,8 +185,8 @@ def main() -> None:
             command += [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("system", "out", "systems")]
             subprocess.run(command, check=True)
             summaries[name] = summarize(name, json.loads(Path(out.name).read_text()), args.warmup)
-    header = f"{'system':<6} {'engine':<22} {'s/step':>7} {'generate':>9} {'train':>7} {'tokens/step':>12} {'tokens/s':>9} {'peak RSS':>9}"
-    print(header)
+    columns = ("s/step", 7), ("generate", 9), ("train", 7), ("tokens/step", 12), ("tokens/s", 9), ("peak RSS", 9)
+    print(f"{'system':<6} {'engine':<22} " + " ".join(f"{name:>{width}}" for name, width in columns))
     for s in summaries.values():
         print(
             f"{s['system']:<6} {s['engine']:<22} {s['s_per_step']:>7.2f} {s['generate_s']:>9.2f} {s['train_s']:>7.2f} "
