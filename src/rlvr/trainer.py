@@ -121,6 +121,7 @@ class Trainer:
         self.loss_fn = POLICY_LOSSES[config.algo.loss]
         self.loss_settings = LossSettings(config.algo.clip_low, config.algo.clip_high, config.algo.kl_coef)
         self.step = 0
+        self.score_seconds = 0.0
 
     # ---- one step -------------------------------------------------------
     def sampling(self, step: int) -> SamplingParams:
@@ -135,7 +136,9 @@ class Trainer:
         episodes = self.sampler.generate([p for p in prompts for _ in range(t.group_size)], self.sampling(step))
         for index, episode in enumerate(episodes):
             episode.group = index // t.group_size
+        started = time.perf_counter()
         self.scorer.score_episodes(episodes, [problems[e.group] for e in episodes], self.config.sampling.max_new_tokens)
+        self.score_seconds = time.perf_counter() - started
         return episodes
 
     def assign_advantages(self, episodes: list[Episode]) -> list[Episode]:
@@ -257,7 +260,8 @@ class Trainer:
             "lr": self.scheduler.get_last_lr()[0],
             "tokens_per_second": tokens / (finished - started),
             "generate_tokens_per_second": tokens / (generated - started),
-            "generate_seconds": generated - started,
+            "generate_seconds": generated - started,  # sampling and scoring
+            "score_seconds": self.score_seconds,
             "train_seconds": finished - generated,
             "step_seconds": finished - started,
             **subset_metrics(episodes, mixed=self.mixed_subsets),
