@@ -2,8 +2,8 @@
 
 Both systems train the packaged SmolLM2-135M-Instruct on the default recipe's task (two-term chain sums) with
 the same prompts and the same reward (rlvr's rubric, called in-process by both): P prompts x G completions per
-step, at most M new tokens, temperature 0.7, learning rate 1e-6, KL coefficient 0 (no reference model), one
-optimiser step per batch. TRL runs as its documented defaults for this config run it on a CPU (transformers
+step, at most M new tokens, temperature 0.7, the same constant learning rate, KL coefficient 0 (no reference
+model), one optimiser step per batch. TRL runs as its documented defaults for this config run it on a CPU (transformers
 `generate`, fp32); rlvr runs as `make train` does (the vLLM engine when installed, the lean learner with bf16
 autocast). Each system runs in its own child process, one after the other, so each gets the whole machine and
 its own peak RSS; the first `--warmup` steps of each are not timed.
@@ -28,9 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-# Small enough that the policy, and so the completion lengths, barely move over the measured steps: both systems
-# then time the same workload (at 2e-5, 16 completions per step shortened the answers within three steps).
-LR = 1e-6
+# So small that neither policy moves over the measured steps: both systems then time the same workload, the base
+# model's completions, while doing every computation of a real step. (At 1e-6 a step already changes which
+# tokens a bf16 sampler draws, and the two systems' completion lengths drift apart by chance.) --lr changes it.
+LR = 1e-9
 TEMPERATURE = 0.7
 SEED = 0
 
@@ -49,7 +50,7 @@ def rlvr_steps(args: argparse.Namespace) -> list[dict]:
         "train.prompts_per_step": args.prompts,
         "train.group_size": args.group,
         "train.micro_batch_size": args.prompts * args.group,
-        "train.lr": LR,
+        "train.lr": args.lr,
         "algo.kl_coef": 0.0,
         "sampling.temperature": TEMPERATURE,
         "sampling.max_new_tokens": args.max_tokens,
@@ -105,12 +106,14 @@ def trl_steps(args: argparse.Namespace) -> list[dict]:
         num_generations=args.group,
         max_completion_length=args.max_tokens,
         temperature=TEMPERATURE,
-        learning_rate=LR,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
         beta=0.0,
         num_iterations=1,
         gradient_accumulation_steps=1,
         max_steps=args.warmup + args.steps,
-        logging_steps=1,
+        logging_strategy="no",
+        disable_tqdm=True,
         save_strategy="no",
         report_to=[],
         use_cpu=True,
@@ -165,6 +168,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--rlvr-engine", default="auto", help="rollout.engine for rlvr (auto, vllm, transformers)")
     parser.add_argument("--systems", default="trl,rlvr")
     parser.add_argument("--system", help=argparse.SUPPRESS)
@@ -176,14 +180,14 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
     print(
         f"# SmolLM2-135M-Instruct, chain_sum, {args.prompts} prompts x {args.group} completions, <= {args.max_tokens} "
-        f"tokens, T={TEMPERATURE}, lr={LR}, beta=0; {args.warmup} warm-up + {args.steps} timed steps each"
+        f"tokens, T={TEMPERATURE}, lr={args.lr}, beta=0; {args.warmup} warm-up + {args.steps} timed steps each"
     )
     summaries = {}
     for name in args.systems.split(","):
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             command = [sys.executable, __file__, "--system", name, "--out", out.name]
             command += [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("system", "out", "systems")]
-            subprocess.run(command, check=True)
+            subprocess.run(command, check=True, stdout=sys.stderr)  # the children's chatter stays off stdout
             summaries[name] = summarize(name, json.loads(Path(out.name).read_text()), args.warmup)
     columns = ("s/step", 7), ("generate", 9), ("train", 7), ("tokens/step", 12), ("tokens/s", 9), ("peak RSS", 9)
     print(f"{'system':<6} {'engine':<22} " + " ".join(f"{name:>{width}}" for name, width in columns))
@@ -193,6 +197,8 @@ def main() -> None:
             f"{s['tokens_per_step']:>12.0f} {s['tokens_per_s']:>9.1f} {s['peak_rss_gb']:>7.2f}GB"
         )
     if {"trl", "rlvr"} <= set(summaries):
+        trl, rlvr = summaries["trl"], summaries["rlvr"]
+        print(f"# tokens/s, rlvr / TRL: {rlvr['tokens_per_s'] / trl['tokens_per_s']:.2f} (generated tokens per second of step)")
         print(f"ratio_vs_trl={summaries['trl']['s_per_step'] / summaries['rlvr']['s_per_step']:.2f}")
 
 

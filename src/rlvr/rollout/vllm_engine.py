@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,18 +86,21 @@ class VLLMEngine(RolloutEngine):
         # learner in this same process needs both back.
         set_num_threads, threads = torch.set_num_threads, torch.get_num_threads()
         try:
-            self.llm = LLM(
-                model=_model_folder(model),
-                dtype=settings.dtype,
-                seed=0,
-                enable_prefix_caching=True,
-                enforce_eager=settings.enforce_eager,
-                max_model_len=settings.max_model_len,
-                kv_cache_memory_bytes=kv_bytes,
-                gpu_memory_utilization=settings.gpu_memory_utilization,
-                # The log-probs of the distribution actually sampled from (after temperature, top-k, top-p).
-                logprobs_mode="processed_logprobs",
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # vLLM's start-up touches deprecated torch names
+                self.llm = LLM(
+                    model=_model_folder(model),
+                    dtype=settings.dtype,
+                    seed=0,
+                    enable_prefix_caching=True,
+                    enforce_eager=settings.enforce_eager,
+                    max_model_len=settings.max_model_len,
+                    kv_cache_memory_bytes=kv_bytes,
+                    gpu_memory_utilization=settings.gpu_memory_utilization,
+                    # The log-probs of the distribution actually sampled from (after temperature, top-k, top-p).
+                    logprobs_mode="processed_logprobs",
+                    use_tqdm_on_load=False,
+                )
         finally:
             torch.set_num_threads = set_num_threads
             torch.set_num_threads(threads)
@@ -106,41 +110,59 @@ class VLLMEngine(RolloutEngine):
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Episode]:
         from vllm import SamplingParams as VLLMSampling
 
-        params = [
-            VLLMSampling(
-                n=1,
-                temperature=0.0 if sampling.greedy else sampling.temperature,
-                top_p=sampling.top_p,
-                top_k=sampling.top_k if sampling.top_k > 0 else -1,
-                max_tokens=sampling.max_new_tokens,
-                seed=sampling.seed * 100_003 + index,  # one stream per prompt: a step's samples are reproducible
-                logprobs=0,
-                stop=list(sampling.stop),
-                include_stop_str_in_output=True,
-                stop_token_ids=self.stop_ids,
-            )
-            for index in range(len(prompts))
-        ]
-        outputs = []
-        for start in range(0, len(prompts), self.batch_size):
-            chunk = [{"prompt_token_ids": list(p)} for p in prompts[start : start + self.batch_size]]
-            outputs += self.llm.generate(chunk, params[start : start + self.batch_size], use_tqdm=False)
-        episodes = []
-        for prompt, output in zip(prompts, outputs):
-            sample = output.outputs[0]
-            ids = list(sample.token_ids)
-            logprobs = [float(position[token].logprob) for position, token in zip(sample.logprobs, ids)]
-            episodes.append(
-                Episode(
-                    prompt_ids=list(prompt),
-                    completion_ids=ids,
-                    logprobs=logprobs,
-                    loss_mask=[1] * len(ids),
-                    truncated=sample.finish_reason == "length",
-                    text=self.tokenizer.decode(ids, skip_special_tokens=True),
+        # A group's copies of one prompt become one request for n samples: vLLM prefills the prompt once and
+        # shares its KV cache (prefix caching cannot help requests that are prefilled in the same engine step).
+        distinct: dict[tuple[int, ...], list[int]] = {}
+        for index, prompt in enumerate(prompts):
+            distinct.setdefault(tuple(prompt), []).append(index)
+        requests = list(distinct.items())
+        episodes: list[Episode | None] = [None] * len(prompts)
+        for chunk in self._chunks(requests):
+            params = [
+                VLLMSampling(
+                    n=len(indices),
+                    temperature=0.0 if sampling.greedy else sampling.temperature,
+                    top_p=sampling.top_p,
+                    top_k=sampling.top_k if sampling.top_k > 0 else -1,
+                    max_tokens=sampling.max_new_tokens,
+                    # Seeded per prompt (by its first position): a step's samples are reproducible.
+                    seed=sampling.seed * 100_003 + indices[0],
+                    logprobs=0,
+                    stop=list(sampling.stop),
+                    include_stop_str_in_output=True,
+                    stop_token_ids=self.stop_ids,
                 )
-            )
-        return episodes
+                for _, indices in chunk
+            ]
+            outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p, _ in chunk], params, use_tqdm=False)
+            for (prompt, indices), output in zip(chunk, outputs):
+                for index, sample in zip(indices, output.outputs):
+                    episodes[index] = self._episode(prompt, sample)
+        return episodes  # type: ignore[return-value]
+
+    def _chunks(self, requests: list[tuple[tuple[int, ...], list[int]]]) -> Iterator[list[tuple[tuple[int, ...], list[int]]]]:
+        """Requests in chunks of at most `batch_size` sequences (a request larger than that is a chunk of its own)."""
+        chunk: list[tuple[tuple[int, ...], list[int]]] = []
+        size = 0
+        for request in requests:
+            if chunk and size + len(request[1]) > self.batch_size:
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(request)
+            size += len(request[1])
+        if chunk:
+            yield chunk
+
+    def _episode(self, prompt: tuple[int, ...], sample) -> Episode:
+        ids = list(sample.token_ids)
+        return Episode(
+            prompt_ids=list(prompt),
+            completion_ids=ids,
+            logprobs=[float(position[token].logprob) for position, token in zip(sample.logprobs, ids)],
+            loss_mask=[1] * len(ids),
+            truncated=sample.finish_reason == "length",
+            text=self.tokenizer.decode(ids, skip_special_tokens=True),
+        )
 
     @torch.no_grad()
     def update_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
