@@ -86,3 +86,40 @@ def test_top_k_and_top_p_filtering():
     # 0.5 + 0.3 = 0.8 covers top_p=0.8, so the rest is dropped
     assert torch.isinf(filter_logits(logits, top_k=0, top_p=0.8)).tolist() == [[False, False, True, True]]
     assert torch.isinf(filter_logits(logits, top_k=0, top_p=0.1)).tolist() == [[False, True, True, True]]
+
+
+def test_auto_engine_falls_back_to_transformers_with_a_notice(tiny_model, tokenizer, monkeypatch, caplog):
+    import rlvr.rollout as rollout
+    from rlvr.config import RolloutConfig
+
+    monkeypatch.setattr(rollout, "vllm_available", lambda: False)
+    with caplog.at_level("WARNING", logger="rlvr.rollout"):
+        engine = rollout.make_engine(RolloutConfig(engine="auto"), tiny_model, tokenizer)
+    assert isinstance(engine, TransformersEngine) and engine.batch_size == 64
+    assert ["vLLM is not installed" in record.message for record in caplog.records] == [True]
+
+
+def test_inference_weights_merge_lora_without_touching_the_policy(tiny_model):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from rlvr.models import inference_weights
+
+    model = get_peft_model(tiny_model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()  # fresh adapters are zero; make the merge visible
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    exported = dict(inference_weights(model))
+    expected = copy.deepcopy(model).merge_and_unload().state_dict()
+    assert exported.keys() == expected.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(exported[name], tensor, msg=name)
+    assert not torch.equal(
+        exported["model.layers.0.self_attn.q_proj.weight"],
+        before["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"],
+    )
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name])  # merging for export leaves the trained model as it was
