@@ -85,3 +85,21 @@ def test_chunked_head_matches_full_vocabulary_path(tiny_model):
     torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=1e-5)
     for name in results[1][2]:
         torch.testing.assert_close(results[0][2][name], results[1][2][name], atol=1e-5, rtol=1e-4)
+
+
+def test_packing_splits_long_groups_and_stays_exact(tiny_model):
+    from rlvr.learner import PackedGroups, _hidden_full, _hidden_packed
+
+    batch = TokenBatch.from_episodes(_episodes(), pad_id=1)
+    packed = PackedGroups.from_batch(batch, max_row_tokens=8)
+    # group 0: prompt 4 + completions 3 and 2 -> 9 tokens > 8, so two rows; group 1: prompt 2 + 5 + 1 = 8, one row.
+    assert packed.input_ids.shape[0] == 3
+    assert packed.input_ids[2, :8].tolist() == [9, 10, 15, 16, 17, 18, 1, 19]
+    assert packed.positions[2, :8].tolist() == [0, 1, 2, 3, 4, 5, 6, 2]
+    # the last completion sees the prompt and itself, not its sibling
+    assert packed.allowed[2, 0, 7, :8].tolist() == [True, True, False, False, False, False, False, True]
+    real = batch.completion_attention.bool()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            _hidden_packed(tiny_model, batch, max_row_tokens=8), _hidden_full(tiny_model, batch)[real], atol=1e-5, rtol=1e-5
+        )

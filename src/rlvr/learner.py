@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
 
 from rlvr.episode import Episode
 from rlvr.lm_head import token_logprobs
@@ -77,34 +77,74 @@ def _hidden_full(model: PreTrainedModel, batch: TokenBatch) -> torch.Tensor:
     return hidden[:, -length - 1 : -1]
 
 
-def _hidden_shared_prefix(model: PreTrainedModel, batch: TokenBatch) -> torch.Tensor:
-    """The same hidden states, with each distinct prompt run once: its KV cache (still in the
-    autograd graph) is copied to the rows that share it, so gradients from all the
-    group's completions flow back into one prompt pass. Exact, and G times less
-    prompt compute for groups of G."""
-    decoder = model.get_decoder()
-    cache = DynamicCache()
-    first = decoder(
-        input_ids=batch.prompt_ids,
-        attention_mask=batch.prompt_attention,
-        position_ids=_positions(batch.prompt_attention),
-        past_key_values=cache,
-        use_cache=True,
-    ).last_hidden_state[:, -1:]
-    first = first[batch.rows]
-    if batch.completion_ids.shape[1] == 1:
-        return first
-    cache.batch_select_indices(batch.rows)
-    attention = torch.cat([batch.prompt_attention[batch.rows], batch.completion_attention], dim=1)[:, :-1]
-    positions = _positions(attention)[:, batch.prompt_ids.shape[1] :]
-    rest = decoder(
-        input_ids=batch.completion_ids[:, :-1],
-        attention_mask=attention,
-        position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
+@dataclass
+class PackedGroups:
+    """Each distinct prompt and all its completions packed into one row: prompt, completion 1, completion 2, ...
+
+    A completion attends to the prompt and to itself, never to its siblings, and its positions continue from
+    the prompt's, so every token sees exactly the context it had when sampled. The prompt is computed once per
+    group and no completion is padded to the longest one; rows are padded only at their ends.
+    """
+
+    input_ids: torch.Tensor  # [R, L]
+    positions: torch.Tensor  # [R, L]
+    allowed: torch.Tensor  # [R, 1, L, L] bool: query may attend to key
+    # For each real completion token, in row-major order of batch.completion_attention: where in the packed rows
+    # sits the hidden state that predicts it.
+    rows: torch.Tensor  # [T]
+    columns: torch.Tensor  # [T]
+
+    @classmethod
+    def from_batch(cls, batch: TokenBatch, max_row_tokens: int = 2048) -> PackedGroups:
+        """Pack `batch`; a group whose row would pass `max_row_tokens` continues in another row with its prompt
+        again (attention cost grows with the square of a row's length)."""
+        prompts = [ids[mask.bool()] for ids, mask in zip(batch.prompt_ids, batch.prompt_attention)]
+        pieces: list[list[torch.Tensor]] = []  # per packed row: prompt, completions...
+        positions: list[list[torch.Tensor]] = []
+        segments: list[list[int]] = []  # per token: 0 = prompt, i + 1 = completion i
+        open_row: dict[int, int] = {}  # distinct prompt -> the packed row taking its completions
+        rows, columns = [], []
+        for index, (prompt_index, length) in enumerate(zip(batch.rows.tolist(), batch.completion_attention.sum(-1).tolist())):
+            prompt = prompts[prompt_index]
+            row = open_row.get(prompt_index)
+            if row is None or len(segments[row]) + length > max(max_row_tokens, len(prompt) + length):
+                row = open_row[prompt_index] = len(pieces)
+                pieces.append([prompt])
+                positions.append([torch.arange(len(prompt))])
+                segments.append([0] * len(prompt))
+            start = len(segments[row])
+            pieces[row].append(batch.completion_ids[index, :length])
+            positions[row].append(torch.arange(len(prompt), len(prompt) + length))
+            segments[row] += [index + 1] * length
+            rows += [row] * length
+            # Token 0 is predicted by the prompt's last state, token j by the state at completion token j - 1.
+            columns += ([len(prompt) - 1] + list(range(start, start + length - 1)))[:length]
+        width = max(len(s) for s in segments)
+        input_ids = torch.zeros((len(pieces), width), dtype=torch.long)  # padding ids are masked out: any id does
+        position_ids = torch.zeros((len(pieces), width), dtype=torch.long)
+        segment = torch.full((len(pieces), width), -1, dtype=torch.long)
+        for row in range(len(pieces)):
+            ids = torch.cat(pieces[row])
+            input_ids[row, : len(ids)] = ids
+            position_ids[row, : len(ids)] = torch.cat(positions[row])
+            segment[row, : len(ids)] = torch.tensor(segments[row])
+        query, key = segment[:, :, None], segment[:, None, :]
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        allowed = causal & ((key == 0) | (key == query)) & (query >= 0)
+        allowed |= torch.eye(width, dtype=torch.bool) & (query < 0)  # padding sees itself: no empty softmax row
+        return cls(input_ids, position_ids, allowed.unsqueeze(1), torch.tensor(rows), torch.tensor(columns))
+
+
+def _hidden_packed(model: PreTrainedModel, batch: TokenBatch, max_row_tokens: int = 2048) -> torch.Tensor:
+    """[T, H] final hidden states predicting each real completion token, from one forward over packed groups."""
+    packed = PackedGroups.from_batch(batch, max_row_tokens)
+    mask = packed.allowed
+    if model.config._attn_implementation != "sdpa":  # eager attention adds the mask to its scores
+        mask = torch.zeros(mask.shape, dtype=model.dtype).masked_fill(~mask, torch.finfo(model.dtype).min)
+    hidden = model.get_decoder()(
+        input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.positions, use_cache=False
     ).last_hidden_state
-    return torch.cat([first, rest], dim=1)
+    return hidden[packed.rows, packed.columns]
 
 
 def plain_output_head(model: PreTrainedModel) -> torch.Tensor | None:
@@ -119,6 +159,10 @@ def plain_output_head(model: PreTrainedModel) -> torch.Tensor | None:
     return head.weight
 
 
+# Attention implementations that take an arbitrary [batch, 1, query, key] mask (flash attention does not).
+PACKABLE_ATTENTION = ("sdpa", "eager")
+
+
 def completion_logprobs(
     model: PreTrainedModel,
     batch: TokenBatch,
@@ -129,16 +173,18 @@ def completion_logprobs(
     """Log-prob of each completion token under softmax(logits / temperature), the
     distribution the sampler drew from; optionally the per-token entropy (no grad).
 
-    Logits are never materialised for the whole batch: the vocabulary projection runs over
-    the real (unpadded) completion tokens a chunk at a time (`rlvr.lm_head`)."""
+    With `shared_prefix` (the default) each group is packed into one row (`PackedGroups`): its prompt
+    is computed once and no completion is padded. Logits are never materialised for the whole batch: the
+    vocabulary projection runs over the real completion tokens a chunk at a time (`rlvr.lm_head`)."""
     head = plain_output_head(model)
     if head is None:
         return _completion_logprobs_full_vocab(model, batch, temperature, with_entropy)
-    # Gradient checkpointing turns the cache off, so callers using it pass shared_prefix=False.
-    share = shared_prefix and len(batch.prompt_ids) < len(batch.rows)
-    hidden = (_hidden_shared_prefix if share else _hidden_full)(model, batch)
     real = batch.completion_attention.bool()
-    flat_logprobs, flat_entropy = token_logprobs(hidden[real], head, batch.completion_ids[real], temperature, with_entropy)
+    if shared_prefix and model.config._attn_implementation in PACKABLE_ATTENTION:
+        hidden = _hidden_packed(model, batch)
+    else:
+        hidden = _hidden_full(model, batch)[real]
+    flat_logprobs, flat_entropy = token_logprobs(hidden, head, batch.completion_ids[real], temperature, with_entropy)
     logprobs = torch.zeros(real.shape, dtype=torch.float32).masked_scatter(real, flat_logprobs)
     entropy = None if flat_entropy is None else torch.zeros(real.shape, dtype=torch.float32).masked_scatter(real, flat_entropy)
     return logprobs, entropy

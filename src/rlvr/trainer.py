@@ -171,13 +171,12 @@ class Trainer:
             }
         num_tokens = float(sum(sum(e.loss_mask) for e in episodes))
         normalizer = loss_normalizer(num_tokens, len(episodes), cfg.algo.aggregation, cfg.sampling.max_new_tokens)
-        # A group stays together (its prompt is computed once); similar lengths share a micro-batch.
+        # A group stays together (packed into one row, its prompt computed once).
         ordered = sorted(episodes, key=lambda e: (len(e.prompt_ids), e.group, e.num_tokens))
         batches = [
             TokenBatch.from_episodes(ordered[i : i + t.micro_batch_size], self.tokenizer.pad_token_id)
             for i in range(0, len(ordered), t.micro_batch_size)
         ]
-        shared = not cfg.model.gradient_checkpointing
         cap = cfg.algo.tis_cap
         sums: dict[str, float] = defaultdict(float)
         grad_norms, max_ratio = [], 1.0
@@ -186,11 +185,11 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             for index, batch in enumerate(batches):
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.model.autocast_bf16):
-                    logprobs, entropy = completion_logprobs(self.policy, batch, cfg.sampling.temperature, epoch == 0, shared)
+                    logprobs, entropy = completion_logprobs(self.policy, batch, cfg.sampling.temperature, epoch == 0)
                     ref = None
                     if self.reference is not None:
                         with torch.no_grad():
-                            ref, _ = completion_logprobs(self.reference, batch, cfg.sampling.temperature, False, shared)
+                            ref, _ = completion_logprobs(self.reference, batch, cfg.sampling.temperature)
                 mask = batch.loss_mask
                 if epoch == 0:  # the weights are still those that sampled: their log-probs are the learner's "old" ones
                     learner_old.append(logprobs.detach())
