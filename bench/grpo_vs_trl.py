@@ -58,7 +58,7 @@ def rlvr_steps(args: argparse.Namespace) -> list[dict]:
         "model.autocast_bf16": "true",
         "scoring.workers": 0,  # rewards in-process, as TRL computes them
     }
-    trainer = Trainer(load_config(None, [f"{k}={v}" for k, v in overrides.items()]))
+    trainer = Trainer(load_config(None, [f"{k}={v}" for k, v in overrides.items()] + args.rlvr_set))
     rows = []
     for step in range(args.warmup + args.steps):
         m = trainer.train_step(step)
@@ -170,6 +170,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--rlvr-engine", default="auto", help="rollout.engine for rlvr (auto, vllm, transformers)")
+    parser.add_argument("--rlvr-set", action="append", default=[], metavar="KEY=VALUE", help="more rlvr config overrides")
     parser.add_argument("--systems", default="trl,rlvr")
     parser.add_argument("--system", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -186,7 +187,9 @@ def main() -> None:
     for name in args.systems.split(","):
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             command = [sys.executable, __file__, "--system", name, "--out", out.name]
-            command += [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("system", "out", "systems")]
+            passed = {k: v for k, v in vars(args).items() if k not in ("system", "out", "systems", "rlvr_set")}
+            command += [f"--{k.replace('_', '-')}={v}" for k, v in passed.items()]
+            command += [f"--rlvr-set={item}" for item in args.rlvr_set]
             subprocess.run(command, check=True, stdout=sys.stderr)  # the children's chatter stays off stdout
             summaries[name] = summarize(name, json.loads(Path(out.name).read_text()), args.warmup)
     columns = ("s/step", 7), ("generate", 9), ("train", 7), ("tokens/step", 12), ("tokens/s", 9), ("peak RSS", 9)

@@ -2,8 +2,8 @@
 
 The same prompts (the default recipe's, P prompts x G samples), the same limit on new tokens and temperature for
 every system. "raw vLLM" is `LLM.generate` called the way its docs show (n=G samples per prompt, no log-probs), on
-the very engine rlvr's vLLM engine wraps; "rlvr vllm" adds what training needs (a seeded stream per sample, each
-token's log-prob, episodes). "transformers generate" is `model.generate` on the fp32 model, padded batch;
+the very engine rlvr's vLLM engine wraps and with the seeds rlvr uses, so both generate the same tokens; "rlvr
+vllm" adds what training needs (each token's log-prob, the stop ids, episodes). "transformers generate" is `model.generate` on the fp32 model, padded batch;
 "rlvr transformers" is rlvr's own KV-cached loop. Each row is the median of --repeats timed calls after one
 warm-up call. Tokens/s counts generated tokens; ratios are against raw vLLM.
 
@@ -61,7 +61,12 @@ def main() -> None:
     sampling = SamplingParams(TEMPERATURE, max_new_tokens=args.max_tokens, seed=0)
 
     engine = VLLMEngine(policy, tokenizer)
-    raw_params = VLLMSampling(n=args.group, temperature=TEMPERATURE, max_tokens=args.max_tokens, seed=0)
+    # The same requests rlvr's engine makes (n samples per prompt, the same seeds), minus the log-probs and the
+    # stop ids, so both rows generate the very same tokens.
+    raw_params = [
+        VLLMSampling(n=args.group, temperature=TEMPERATURE, max_tokens=args.max_tokens, seed=i * args.group)
+        for i in range(len(prompts))
+    ]
     raw_prompts = [{"prompt_token_ids": p} for p in prompts]
 
     def raw_vllm() -> int:
