@@ -4,8 +4,8 @@ The same prompts (the default recipe's, P prompts x G samples), the same limit o
 every system. "raw vLLM" is `LLM.generate` called the way its docs show (n=G samples per prompt, no log-probs), on
 the very engine rlvr's vLLM engine wraps and with the seeds rlvr uses, so both generate the same tokens; "rlvr
 vllm" adds what training needs (each token's log-prob, the stop ids, episodes). "transformers generate" is
-`model.generate` on the fp32 model, padded batch; "rlvr transformers" is rlvr's own KV-cached loop. Each row is the median of --repeats timed calls after one
-warm-up call. Tokens/s counts generated tokens; ratios are against raw vLLM.
+`model.generate` on the fp32 model, padded batch; "rlvr transformers" is rlvr's own KV-cached loop. Each row is
+the median of --repeats timed calls after one warm-up call. Tokens/s counts generated tokens; ratios are against raw vLLM.
 
     .venv/bin/python bench/rollout.py [--prompts 8] [--group 8] [--max-tokens 128] [--repeats 3]
 """
