@@ -57,6 +57,13 @@ def test_samples_carry_the_learners_logprobs_and_are_reproducible(engine, policy
     assert gap.mean() < 0.05 and gap.max() < 1.0
 
 
+def test_greedy_copies_of_a_prompt_get_the_same_completion(engine, tokenizer):
+    prompts = [_prompt(tokenizer, "What is 2 + 2?")] * 3 + [_prompt(tokenizer, "Say hi.")]
+    episodes = engine.generate(prompts, SamplingParams(greedy=True, max_new_tokens=12))
+    assert episodes[0].completion_ids == episodes[1].completion_ids == episodes[2].completion_ids
+    assert episodes[0] is not episodes[1] and episodes[3].prompt_ids == prompts[3]
+
+
 def test_stop_strings_end_a_completion_and_stay_in_it(engine, tokenizer):
     (episode,) = engine.generate(
         [_prompt(tokenizer, "Count from 1 to 10, separated by commas.")],

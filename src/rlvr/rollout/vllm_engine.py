@@ -120,7 +120,8 @@ class VLLMEngine(RolloutEngine):
         for chunk in self._chunks(requests):
             params = [
                 VLLMSampling(
-                    n=len(indices),
+                    # Greedy samples of one prompt are all the same: vLLM makes one (it refuses n > 1 without sampling).
+                    n=1 if sampling.greedy else len(indices),
                     temperature=0.0 if sampling.greedy else sampling.temperature,
                     top_p=sampling.top_p,
                     top_k=sampling.top_k if sampling.top_k > 0 else -1,
@@ -136,7 +137,8 @@ class VLLMEngine(RolloutEngine):
             ]
             outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p, _ in chunk], params, use_tqdm=False)
             for (prompt, indices), output in zip(chunk, outputs):
-                for index, sample in zip(indices, output.outputs):
+                samples = output.outputs * len(indices) if sampling.greedy else output.outputs
+                for index, sample in zip(indices, samples):
                     episodes[index] = self._episode(prompt, sample)
         return episodes  # type: ignore[return-value]
 
