@@ -26,7 +26,7 @@ def test_overrides_are_typed():
         ("train.steps=many", "train.steps: Input should be a valid integer"),
         ("algo.advantage=ppo", "algo.advantage: unknown advantage estimator 'ppo' (choices: dr_grpo, grpo, rloo)"),
         ("algo.aggregation=mean", "algo.aggregation: Input should be 'token', 'sequence' or 'constant'"),
-        ("rollout.engine=tgi", "rollout.engine: unknown rollout engine 'tgi' (choices: transformers)"),
+        ("rollout.engine=tgi", "rollout.engine: unknown rollout engine 'tgi' (choices: auto, transformers, vllm)"),
         ("noequals", "expected key=value"),
     ],
 )

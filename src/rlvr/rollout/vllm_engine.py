@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,35 @@ _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torc
 
 def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
+
+
+@contextmanager
+def _safe_for_vllm_module_scan() -> Iterator[None]:
+    """Hide, while vLLM starts, the module globals that vLLM's CPU start-up cannot inspect.
+
+    That start-up walks every loaded module's globals and reads `vars()` of each value. llvmlite's library wrapper
+    (loaded with numba, e.g. by bm25s) answers `vars()` with one of its own function wrappers, and the walk
+    crashes. Such values are taken out of their module for the duration and put back after."""
+    hidden: dict[tuple[int, str], tuple[dict, str, object]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # some values warn when touched
+        for module in list(sys.modules.values()):
+            namespace = getattr(module, "__dict__", None)
+            if not isinstance(namespace, dict):
+                continue
+            for name, value in list(namespace.items()):
+                try:  # exactly what the walk does with each value
+                    if hasattr(value, "__dict__"):
+                        vars(value).get("kernel")
+                except Exception:
+                    hidden[id(namespace), name] = (namespace, name, value)
+    for namespace, name, _ in hidden.values():
+        del namespace[name]
+    try:
+        yield
+    finally:
+        for namespace, name, value in hidden.values():
+            namespace[name] = value
 
 
 @dataclass(frozen=True)
@@ -86,7 +117,7 @@ class VLLMEngine(RolloutEngine):
         # learner in this same process needs both back.
         set_num_threads, threads = torch.set_num_threads, torch.get_num_threads()
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _safe_for_vllm_module_scan():
                 warnings.simplefilter("ignore", FutureWarning)  # vLLM's start-up touches deprecated torch names
                 self.llm = LLM(
                     model=_model_folder(model),
