@@ -17,7 +17,7 @@ class TokenBatch:
 
     Row i of the batch is prompt `rows[i]` followed by completion i, so every
     completion starts at the same column and a group's shared prompt is stored
-    (and, with `shared_prefix`, computed) once.
+    once. The learner packs this into `PackedGroups`, where it is also computed once.
     """
 
     prompt_ids: torch.Tensor  # [U, P]
@@ -65,10 +65,16 @@ def _positions(attention: torch.Tensor) -> torch.Tensor:
     return (attention.cumsum(-1) - 1).clamp(min=0)
 
 
-def _hidden_full(model: PreTrainedModel, batch: TokenBatch) -> torch.Tensor:
-    """[N, C, H] final hidden states predicting each completion token, one forward over prompt + completion."""
+def _padded_rows(batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input ids and attention mask with every episode in its own row: its prompt (left-padded), its completion."""
     input_ids = torch.cat([batch.prompt_ids[batch.rows], batch.completion_ids], dim=1)
     attention = torch.cat([batch.prompt_attention[batch.rows], batch.completion_attention], dim=1)
+    return input_ids, attention
+
+
+def _hidden_full(model: PreTrainedModel, batch: TokenBatch) -> torch.Tensor:
+    """[N, C, H] final hidden states predicting each completion token, one forward over prompt + completion."""
+    input_ids, attention = _padded_rows(batch)
     length = batch.completion_ids.shape[1]
     hidden = model.get_decoder()(
         input_ids=input_ids, attention_mask=attention, position_ids=_positions(attention), use_cache=False
@@ -194,8 +200,7 @@ def _completion_logprobs_full_vocab(
     model: PreTrainedModel, batch: TokenBatch, temperature: float, with_entropy: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The same from the model's own logits, for heads that are more than one matmul."""
-    input_ids = torch.cat([batch.prompt_ids[batch.rows], batch.completion_ids], dim=1)
-    attention = torch.cat([batch.prompt_attention[batch.rows], batch.completion_attention], dim=1)
+    input_ids, attention = _padded_rows(batch)
     length = batch.completion_ids.shape[1]
     logits = model(
         input_ids=input_ids,
