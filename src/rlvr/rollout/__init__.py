@@ -11,7 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlvr.registry import Registry
 from rlvr.rollout.base import RolloutEngine, SamplingParams
 from rlvr.rollout.hf import TransformersEngine
-from rlvr.rollout.vllm_engine import VLLMSettings, vllm_available
+from rlvr.rollout.vllm_engine import VLLMEngine, vllm_available
 
 if TYPE_CHECKING:
     from rlvr.config import RolloutConfig
@@ -30,9 +30,7 @@ def _transformers(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s
 
 @ENGINES.register("vllm")
 def _vllm(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, settings: RolloutConfig, batch_size: int):
-    from rlvr.rollout.vllm_engine import VLLMEngine
-
-    return VLLMEngine(policy, tokenizer, batch_size, VLLMSettings(**settings.vllm.model_dump()))
+    return VLLMEngine(policy, tokenizer, batch_size, settings.vllm)
 
 
 @ENGINES.register("auto")

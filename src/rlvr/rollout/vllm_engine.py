@@ -2,9 +2,9 @@
 
 vLLM runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so new weights are
 loaded straight into its model after every update: no disk round trip, no second
-process holding another copy, no engine restart. Each load is checked: every
-parameter of the engine's model must receive a value, and a few parameters are
-read back and compared with what was sent. Automatic prefix caching computes a
+process holding another copy, no engine restart. Each load is checked: every norm
+weight of the engine's model (named alike in both, small, one per layer or more) is
+read back and must equal, bit for bit, what was sent. Automatic prefix caching computes a
 group's shared prompt (and a multi-turn episode's earlier turns) once; the cache
 is emptied after each weight load, since its entries were computed with the old
 weights.
@@ -20,12 +20,12 @@ import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlvr.config import VLLMConfig
 from rlvr.episode import Episode
 from rlvr.models import inference_weights
 from rlvr.rollout.base import RolloutEngine, SamplingParams
@@ -67,16 +67,6 @@ def _safe_for_vllm_module_scan() -> Iterator[None]:
             namespace[name] = value
 
 
-@dataclass(frozen=True)
-class VLLMSettings:
-    dtype: str = "bfloat16"
-    # KV cache size; on GPU None means "use gpu_memory_utilization of the card".
-    kv_cache_gb: float | None = 0.5
-    gpu_memory_utilization: float = 0.3
-    enforce_eager: bool = True
-    max_model_len: int | None = None
-
-
 class WeightSyncError(RuntimeError):
     """The engine did not end up serving the weights it was sent."""
 
@@ -96,9 +86,9 @@ class VLLMEngine(RolloutEngine):
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         batch_size: int = 256,
-        settings: VLLMSettings | None = None,
+        settings: VLLMConfig | None = None,
     ) -> None:
-        settings = settings or VLLMSettings()
+        settings = settings or VLLMConfig()
         # In-process engine: weights load in place and no second process holds another copy.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         # vLLM's INFO/WARNING lines (one per weight while loading fp32 weights into bf16) would bury the progress bar.
@@ -109,10 +99,9 @@ class VLLMEngine(RolloutEngine):
         self.batch_size = batch_size
         self.stop_ids = sorted(stop_token_ids(model, tokenizer))
         self.dtype = _DTYPES[settings.dtype]
-        cuda = torch.cuda.is_available()
-        kv_bytes = None if settings.kv_cache_gb is None else int(settings.kv_cache_gb * 2**30)
-        if kv_bytes is None and not cuda:
-            kv_bytes = 2**29
+        # null = size the KV cache by gpu_memory_utilization, which only a GPU has; a CPU then gets 0.5 GB.
+        kv_gb = settings.kv_cache_gb if settings.kv_cache_gb is not None or torch.cuda.is_available() else 0.5
+        kv_bytes = None if kv_gb is None else int(kv_gb * 2**30)
         # vLLM's CPU worker pins torch to its own thread count and replaces torch.set_num_threads with a no-op; the
         # learner in this same process needs both back.
         set_num_threads, threads = torch.set_num_threads, torch.get_num_threads()
