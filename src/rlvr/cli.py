@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from rlvr.config import ConfigError, load_config
+from rlvr.errors import EngineError
 from rlvr.tools.index_cli import index_app
 from rlvr.tools.sandbox_cli import sandbox_app
 
@@ -47,6 +48,8 @@ def train(
         run_train(config, resume=resume, overwrite=overwrite, console=console)
     except ConfigError as error:
         _fail(error)
+    except EngineError as error:
+        _fail(f"{error}. {config.run_dir} keeps every step up to its last checkpoint: continue with --resume")
 
 
 def _numbers(text: str | None, option: str) -> tuple[int, ...]:
@@ -148,18 +151,36 @@ def _evaluate(config, settings, data_label: str, out: Path | None) -> dict:
     environment = make_env(config.env)
     sampler, chat, _ = make_sampler(engine, tokenizer, config, environment)
     folder = resolve_model_path(config.model.path)
-    provenance = {"model": config.model.path, "model_hash": model_hash(folder), "data": data_label}
+    provenance = {
+        "model": config.model.path,
+        "model_hash": model_hash(folder),
+        "data": data_label,
+        "engine": f"{type(engine).__name__}, {engine.precision}",
+    }
     with (
         Scorer(environment.rubric, config.scoring.workers, config.scoring.timeout_seconds) as scorer,
         _eval_progress() as progress,
     ):
-        summary, samples = run_eval(sampler, environment, tokenizer, scorer, settings, provenance, progress, chat)
+        try:
+            summary, samples = run_eval(sampler, environment, tokenizer, scorer, settings, provenance, progress, chat)
+        except EngineError as error:
+            _fail(f"{error}{_keep_partial(out, error.partial)}")
     if out is not None:
         from rlvr.eval.report import write_report
 
         write_report(out, summary, samples)
         console.print(f"wrote {out}/summary.json, samples.jsonl, report.md and report.html")
     return summary
+
+
+def _keep_partial(out: Path | None, samples: list[dict]) -> str:
+    """Write the samples generated before a failure (unverified) next to where the results would have gone."""
+    if out is None or not samples:
+        return ""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "samples.partial.jsonl"
+    path.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    return f"; the {len(samples)} samples generated before it are in {path}"
 
 
 @contextmanager
@@ -280,7 +301,11 @@ def sample(
         for start in range(0, len(requests), batch_size):
             batch = requests[start : start + batch_size]
             conversations = [assistant.start(r.get("question"), r.get("messages")) for r in batch for _ in range(n)]
-            replies = assistant.reply(conversations, replace(sampling, seed=sampling.seed + start))
+            try:
+                replies = assistant.reply(conversations, replace(sampling, seed=sampling.seed + start))
+            except EngineError as error:
+                handle.close()
+                _fail(f"{error}; the {written} samples before it are in {output}")
             for index, (conversation, episode) in enumerate(replies):
                 record = {**batch[index // n], "sample": index % n, "completion": episode.text}
                 record.update(messages=conversation.messages, tools=episode.meta.get("tools"))

@@ -35,7 +35,9 @@ class LoraConfig(_Strict):
 class ModelConfig(_Strict):
     path: str = Field("smollm2-135m", description="'smollm2-135m' (packaged) or a local HF folder")
     lora: LoraConfig = LoraConfig()
-    autocast_bf16: bool = Field(False, description="bf16 autocast for the learner's forward/backward")
+    autocast_bf16: bool | Literal["auto"] = Field(
+        "auto", description="bf16 autocast for the learner's forward/backward; auto: where the hardware has native bf16"
+    )
     gradient_checkpointing: bool = False
 
 
@@ -91,13 +93,18 @@ class SamplingConfig(_Strict):
 
 
 class VLLMConfig(_Strict):
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="auto: bfloat16 where the hardware computes it natively, else float32 (float16 on old GPUs)"
+    )
     kv_cache_gb: float | None = Field(
         0.5, gt=0.0, description="KV cache size (GB); null on a GPU = gpu_memory_utilization of the card"
     )
     gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0, description="GPU only, when kv_cache_gb is null")
     enforce_eager: bool = Field(True, description="no CUDA graphs / torch.compile: fast start, fresh weights each step")
     max_model_len: int | None = Field(None, ge=1, description="defaults to the model's context length")
+    max_num_batched_tokens: int | None = Field(
+        None, ge=1, description="tokens per engine step (longer prefills are split); null = vLLM's default (4096 on CPU)"
+    )
 
 
 class RolloutConfig(_Strict):

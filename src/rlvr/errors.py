@@ -1,5 +1,15 @@
-"""The error a user fixes: imported by every layer, so it lives below all of them."""
+"""The errors that reach the user as one line: imported by every layer, so they live below all of them."""
 
 
 class ConfigError(ValueError):
     """A bad recipe, override, path or data row; its message is one line meant for the user."""
+
+
+class EngineError(RuntimeError):
+    """A rollout engine's call failed. The message is one line naming the engine, the call and what it was
+    generating; the engine's own traceback is the exception's cause. A caller that generates in several calls puts
+    what the calls before the failure produced in `partial`, so that it can be kept."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.partial: list = []

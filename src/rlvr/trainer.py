@@ -27,6 +27,7 @@ from rlvr.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlvr.config import RunConfig
 from rlvr.envs import Environment, make_env
 from rlvr.episode import Episode
+from rlvr.hardware import cpu_description, learner_autocast
 from rlvr.learner import TokenBatch, completion_logprobs
 from rlvr.metrics import MetricsLog
 from rlvr.models import inference_weights, load_policy, load_reference, load_tokenizer
@@ -105,6 +106,7 @@ class Trainer:
         self.policy.train()
         if config.model.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.learner_precision = learner_autocast(config.model.autocast_bf16)
         self.reference = load_reference(config.model.path) if config.algo.kl_coef > 0 else None
         self.env: Environment = make_env(config.env)
         self.scorer = Scorer(self.env.rubric, config.scoring.workers, config.scoring.timeout_seconds)
@@ -122,6 +124,14 @@ class Trainer:
         self.loss_settings = LossSettings(config.algo.clip_low, config.algo.clip_high, config.algo.kl_coef)
         self.step = 0
         self.score_seconds = 0.0
+
+    def precision(self) -> dict[str, str]:
+        """What runs in which dtype on this machine, and why: for the run log, config.yaml and summary.json."""
+        return {
+            "cpu": cpu_description(),
+            "rollout": f"{self.config.rollout.engine} -> {type(self.engine).__name__}, {self.engine.precision}",
+            "learner": str(self.learner_precision),
+        }
 
     # ---- one step -------------------------------------------------------
     def sampling(self, step: int) -> SamplingParams:
@@ -184,7 +194,7 @@ class Trainer:
         for epoch in range(t.epochs):
             self.optimizer.zero_grad(set_to_none=True)
             for index, batch in enumerate(batches):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.model.autocast_bf16):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.learner_precision.dtype == "bfloat16"):
                     logprobs, entropy = completion_logprobs(self.policy, batch, cfg.sampling.temperature, epoch == 0)
                     ref = None
                     if self.reference is not None:

@@ -27,7 +27,7 @@ from rlvr.registry import Registry
 from rlvr.rewards import extract_answer
 from rlvr.rewards.math import extract_math_answer
 from rlvr.rewards.qa import normalize_text, qa_prediction
-from rlvr.rollout import RolloutEngine, SamplingParams
+from rlvr.rollout import EngineError, RolloutEngine, SamplingParams
 from rlvr.scoring import Scorer
 from rlvr.tools.monitor import tool_rates
 from rlvr.tools.protocol import ChatFormat
@@ -160,7 +160,11 @@ def _generate(
     for index, start in enumerate(range(0, len(repeated), size)):
         # A seed per call: one seed for every call would replay the same random draws in each.
         seed = settings.seed * 1_000_003 + index
-        chunk = _generate_chunk(engine, env, tokenizer, repeated[start : start + size], settings, budget, seed, chat)
+        try:
+            chunk = _generate_chunk(engine, env, tokenizer, repeated[start : start + size], settings, budget, seed, chat)
+        except EngineError as error:
+            error.partial = samples  # generated, not yet verified: the caller may keep them
+            raise
         samples += chunk
         progress(len(chunk), total, sum(s["tokens"] for s in chunk))
     return samples

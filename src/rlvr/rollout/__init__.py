@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlvr.errors import EngineError
 from rlvr.registry import Registry
 from rlvr.rollout.base import RolloutEngine, SamplingParams
 from rlvr.rollout.hf import TransformersEngine
@@ -48,4 +49,4 @@ def make_engine(
     return ENGINES[settings.engine](policy, tokenizer, settings, batch_size or settings.batch_size)
 
 
-__all__ = ["ENGINES", "RolloutEngine", "SamplingParams", "TransformersEngine", "make_engine"]
+__all__ = ["ENGINES", "EngineError", "RolloutEngine", "SamplingParams", "TransformersEngine", "make_engine"]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from rlvr.episode import Episode
+from rlvr.hardware import DtypeChoice
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class RolloutEngine(ABC):
     """
 
     shares_weights: bool = False
+    # The dtype it generates in and why (chosen from the hardware or set in the config): for the run log.
+    precision: DtypeChoice = DtypeChoice("float32", "the learner's own fp32 weights")
 
     @abstractmethod
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Episode]: ...

