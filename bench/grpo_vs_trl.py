@@ -3,13 +3,22 @@
 Both systems train the packaged SmolLM2-135M-Instruct on the default recipe's task (two-term chain sums) with
 the same prompts and the same reward (rlvr's rubric, called in-process by both): P prompts x G completions per
 step, at most M new tokens, temperature 0.7, the same constant learning rate, KL coefficient 0 (no reference
-model), one optimiser step per batch. TRL runs as its documented defaults for this config run it on a CPU (transformers
-`generate`, fp32); rlvr runs as `make train` does (the vLLM engine when installed, the lean learner with bf16
-autocast). Each system runs in its own child process, one after the other, so each gets the whole machine and
-its own peak RSS; the first `--warmup` steps of each are not timed.
+model), one optimiser step per batch. Three systems:
 
-Printed per system: seconds per step (median), the generate / train split (generation includes scoring), completion
-tokens per step and per second, peak RSS. The last line is `ratio_vs_trl=<TRL s/step / rlvr s/step>`.
+- `trl`: TRL as it comes (`GRPOConfig`'s defaults on a CPU: transformers `generate`, and `bf16=True`, which is
+  native on some CPUs and emulated, ~100x slower, on others);
+- `trl_fp32`: TRL with `bf16=False`, what its documentation tells a user without native bf16 to set;
+- `rlvr`: rlvr as `make train` runs it (`rollout.engine: auto`, dtypes `auto`: chosen from this machine).
+
+Equal work: by default (`--equal-lengths`) every completion is exactly `--max-tokens` tokens in both systems (the
+end-of-turn token is held back: TRL's `min_new_tokens`, rlvr's `sampling.min_new_tokens`, and rlvr's overlong
+filter is off so that it trains on all of them, as TRL does), so both generate and train on the same number of
+tokens per step instead of on lengths that differ by chance. Each system runs in its own child process, one after
+the other, so each gets the whole machine and its own peak RSS; the first `--warmup` steps of each are not timed.
+
+Printed: the CPU and torch's capability for it; per system the dtypes it ran in, seconds per step (median), the
+generate / train split (generation includes scoring), completion tokens per step and per second, peak RSS. The last
+two lines are `ratio_vs_trl=<TRL s/step / rlvr s/step>` (TRL as it comes) and `ratio_vs_trl_fp32=...`.
 
     .venv/bin/python bench/grpo_vs_trl.py [--steps 4] [--warmup 1] [--prompts 2] [--group 8] [--max-tokens 128]
 """
@@ -55,9 +64,10 @@ def rlvr_steps(args: argparse.Namespace) -> list[dict]:
         "sampling.temperature": TEMPERATURE,
         "sampling.max_new_tokens": args.max_tokens,
         "rollout.engine": args.rlvr_engine,
-        "model.autocast_bf16": "true",
         "scoring.workers": 0,  # rewards in-process, as TRL computes them
     }
+    if args.equal_lengths:
+        overrides.update({"sampling.min_new_tokens": args.max_tokens, "algo.overlong_filter": "false"})
     trainer = Trainer(load_config(None, [f"{k}={v}" for k, v in overrides.items()] + args.rlvr_set))
     rows = []
     for step in range(args.warmup + args.steps):
@@ -65,11 +75,18 @@ def rlvr_steps(args: argparse.Namespace) -> list[dict]:
         tokens = m["response_length"] * args.prompts * args.group
         rows.append({"step": m["step_seconds"], "generate": m["generate_seconds"], "train": m["train_seconds"], "tokens": tokens})
         print(f"rlvr step {step + 1}: {m['step_seconds']:.1f}s, {tokens:.0f} tokens, reward {m['reward']:.3f}", file=sys.stderr)
-    engine = type(trainer.engine).__name__
-    return [dict(r, engine=engine) for r in rows]
+    precision = trainer.precision()
+    engine = f"{type(trainer.engine).__name__}"
+    dtypes = f"rollout {precision['rollout'].split(', ', 1)[1]}; learner {precision['learner']}"
+    return [dict(r, engine=engine, dtypes=dtypes) for r in rows]
 
 
-def trl_steps(args: argparse.Namespace) -> list[dict]:
+def trl_fp32_steps(args: argparse.Namespace) -> list[dict]:
+    return trl_steps(args, bf16=False)
+
+
+def trl_steps(args: argparse.Namespace, bf16: bool | None = None) -> list[dict]:
+    """TRL's GRPOTrainer; `bf16=None` leaves GRPOConfig's own default (True unless fp16 is set)."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -119,6 +136,8 @@ def trl_steps(args: argparse.Namespace) -> list[dict]:
         use_cpu=True,
         seed=SEED,
         shuffle_dataset=False,
+        generation_kwargs={"min_new_tokens": args.max_tokens} if args.equal_lengths else None,
+        **({} if bf16 is None else {"bf16": bf16}),
     )
     path = str(resolve_model_path("smollm2-135m"))
     trainer = GRPOTrainer(model=path, reward_funcs=reward, args=grpo, train_dataset=dataset, callbacks=[StepTimer()])
@@ -134,10 +153,11 @@ def trl_steps(args: argparse.Namespace) -> list[dict]:
     trainer._generate_and_score_completions = timed
     torch.manual_seed(SEED)
     trainer.train()
-    return [dict(r, engine="transformers generate") for r in rows]
+    dtypes = "bf16 autocast (generate and train)" if grpo.bf16 else "float32"
+    return [dict(r, engine="transformers generate", dtypes=dtypes) for r in rows]
 
 
-SYSTEMS = {"rlvr": rlvr_steps, "trl": trl_steps}
+SYSTEMS = {"rlvr": rlvr_steps, "trl": trl_steps, "trl_fp32": trl_fp32_steps}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -152,6 +172,7 @@ def summarize(name: str, result: dict, warmup: int) -> dict:
     return {
         "system": name,
         "engine": result["rows"][0]["engine"],
+        "dtypes": result["rows"][0]["dtypes"],
         "s_per_step": step,
         "generate_s": statistics.median(r["generate"] for r in rows),
         "train_s": statistics.median(r["train"] for r in rows),
@@ -171,16 +192,27 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--rlvr-engine", default="auto", help="rollout.engine for rlvr (auto, vllm, transformers)")
     parser.add_argument("--rlvr-set", action="append", default=[], metavar="KEY=VALUE", help="more rlvr config overrides")
-    parser.add_argument("--systems", default="trl,rlvr")
+    parser.add_argument(
+        "--equal-lengths",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="every completion exactly --max-tokens long in both systems (--no-equal-lengths: where each model stops)",
+    )
+    parser.add_argument("--systems", default="trl,trl_fp32,rlvr")
     parser.add_argument("--system", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.system:
         return child(args)
 
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
+    from rlvr.hardware import cpu_description, dtype_support
+
+    bf16 = dtype_support("bfloat16")
+    print(f"# {cpu_description()}, {os.cpu_count()} cores, python {platform.python_version()}")
+    print(f"# bf16 {'native' if bf16.native else 'emulated'}: {bf16.reason}")
+    lengths = f"exactly {args.max_tokens}" if args.equal_lengths else f"<= {args.max_tokens}"
     print(
-        f"# SmolLM2-135M-Instruct, chain_sum, {args.prompts} prompts x {args.group} completions, <= {args.max_tokens} "
+        f"# SmolLM2-135M-Instruct, chain_sum, {args.prompts} prompts x {args.group} completions, {lengths} "
         f"tokens, T={TEMPERATURE}, lr={args.lr}, beta=0; {args.warmup} warm-up + {args.steps} timed steps each"
     )
     summaries = {}
@@ -188,21 +220,30 @@ def main() -> None:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             command = [sys.executable, __file__, "--system", name, "--out", out.name]
             passed = {k: v for k, v in vars(args).items() if k not in ("system", "out", "systems", "rlvr_set")}
-            command += [f"--{k.replace('_', '-')}={v}" for k, v in passed.items()]
+            for key, value in passed.items():
+                flag = key.replace("_", "-")
+                command.append((f"--{flag}" if value else f"--no-{flag}") if isinstance(value, bool) else f"--{flag}={value}")
             command += [f"--rlvr-set={item}" for item in args.rlvr_set]
             subprocess.run(command, check=True, stdout=sys.stderr)  # the children's chatter stays off stdout
             summaries[name] = summarize(name, json.loads(Path(out.name).read_text()), args.warmup)
     columns = ("s/step", 7), ("generate", 9), ("train", 7), ("tokens/step", 12), ("tokens/s", 9), ("peak RSS", 9)
-    print(f"{'system':<6} {'engine':<22} " + " ".join(f"{name:>{width}}" for name, width in columns))
+    print(f"{'system':<8} {'engine':<22} " + " ".join(f"{name:>{width}}" for name, width in columns))
     for s in summaries.values():
         print(
-            f"{s['system']:<6} {s['engine']:<22} {s['s_per_step']:>7.2f} {s['generate_s']:>9.2f} {s['train_s']:>7.2f} "
+            f"{s['system']:<8} {s['engine']:<22} {s['s_per_step']:>7.2f} {s['generate_s']:>9.2f} {s['train_s']:>7.2f} "
             f"{s['tokens_per_step']:>12.0f} {s['tokens_per_s']:>9.1f} {s['peak_rss_gb']:>7.2f}GB"
         )
-    if {"trl", "rlvr"} <= set(summaries):
-        trl, rlvr = summaries["trl"], summaries["rlvr"]
-        print(f"# tokens/s, rlvr / TRL: {rlvr['tokens_per_s'] / trl['tokens_per_s']:.2f} (generated tokens per second of step)")
-        print(f"ratio_vs_trl={summaries['trl']['s_per_step'] / summaries['rlvr']['s_per_step']:.2f}")
+    for s in summaries.values():
+        print(f"# {s['system']} dtypes: {s['dtypes']}")
+    if "rlvr" in summaries:
+        rlvr = summaries["rlvr"]
+        ratios = (("trl", "ratio_vs_trl"), ("trl_fp32", "ratio_vs_trl_fp32"))
+        for name, _ in ratios:
+            if name in summaries:
+                print(f"# tokens/s, rlvr / {name}: {rlvr['tokens_per_s'] / summaries[name]['tokens_per_s']:.2f}")
+        for name, line in ratios:
+            if name in summaries:
+                print(f"{line}={summaries[name]['s_per_step'] / rlvr['s_per_step']:.2f}")
 
 
 if __name__ == "__main__":

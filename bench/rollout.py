@@ -6,15 +6,16 @@ the very engine rlvr's vLLM engine wraps and with the seeds rlvr uses, so both g
 vllm" adds what training needs (each token's log-prob, the stop ids, episodes). "transformers generate" is
 `model.generate` on the fp32 model, padded batch; "rlvr transformers" is rlvr's own KV-cached loop. Each row is
 the median of --repeats timed calls after one warm-up call. Tokens/s counts generated tokens; ratios are against raw vLLM.
+vLLM runs in `--dtype` (default `auto`: bf16 where this CPU computes it natively, else fp32, as training does); the
+transformers rows run the fp32 model. The first lines say which CPU this is and what each system ran in.
 
-    .venv/bin/python bench/rollout.py [--prompts 8] [--group 8] [--max-tokens 128] [--repeats 3]
+    .venv/bin/python bench/rollout.py [--prompts 8] [--group 8] [--max-tokens 128] [--repeats 3] [--dtype auto]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -42,12 +43,14 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-transformers", action="store_true", help="only the two vLLM rows")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"], help="vLLM's dtype")
     args = parser.parse_args()
 
     from vllm import SamplingParams as VLLMSampling
 
-    from rlvr.config import load_config
+    from rlvr.config import VLLMConfig, load_config
     from rlvr.envs import make_env
+    from rlvr.hardware import cpu_description
     from rlvr.models import load_policy, load_tokenizer
     from rlvr.rollout import SamplingParams
     from rlvr.rollout.hf import TransformersEngine
@@ -60,7 +63,7 @@ def main() -> None:
     repeated = [p for p in prompts for _ in range(args.group)]
     sampling = SamplingParams(TEMPERATURE, max_new_tokens=args.max_tokens, seed=0)
 
-    engine = VLLMEngine(policy, tokenizer)
+    engine = VLLMEngine(policy, tokenizer, settings=VLLMConfig(dtype=args.dtype))
     # The same requests rlvr's engine makes (n samples per prompt, the same seeds), minus the log-probs and the
     # stop ids, so both rows generate the very same tokens.
     raw_params = [
@@ -98,7 +101,8 @@ def main() -> None:
         systems["transformers generate"] = hf_generate
         systems["rlvr transformers"] = rlvr_engine(TransformersEngine(policy, tokenizer, batch_size=len(repeated)))
 
-    print(f"# {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"# {cpu_description()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"# vLLM rows: {engine.precision}; transformers rows: float32")
     print(f"# SmolLM2-135M-Instruct, {args.prompts} prompts x {args.group} samples, <= {args.max_tokens} tokens, T={TEMPERATURE}")
     print(f"{'system':<22} {'seconds':>8} {'tokens':>7} {'tokens/s':>9} {'vs raw vLLM':>12}")
     reference = None

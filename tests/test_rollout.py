@@ -123,3 +123,25 @@ def test_inference_weights_merge_lora_without_touching_the_policy(tiny_model):
     )
     for name, p in model.named_parameters():
         assert torch.equal(p, before[name])  # merging for export leaves the trained model as it was
+
+
+def _min_new_tokens_hold_back_the_end_of_turn(engine, tokenizer):
+    """Shared by both engines' tests: greedy, the model ends its turn early; with min_new_tokens it may not."""
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 2 + 2? Reply with the number only."}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
+    )
+    (short,) = engine.generate([prompt], SamplingParams(greedy=True, max_new_tokens=24))
+    assert short.num_tokens < 12 and not short.truncated and short.completion_ids[-1] == tokenizer.eos_token_id
+    (held,) = engine.generate([prompt], SamplingParams(greedy=True, max_new_tokens=24, min_new_tokens=24))
+    assert held.num_tokens == 24 and tokenizer.eos_token_id not in held.completion_ids
+    assert held.completion_ids[: short.num_tokens - 1] == short.completion_ids[:-1]  # the same text until then
+    assert all(lp <= 0.0 for lp in held.logprobs)
+
+
+def test_min_new_tokens_hold_back_the_end_of_turn(tokenizer):
+    from rlvr.models import load_policy
+
+    _min_new_tokens_hold_back_the_end_of_turn(TransformersEngine(load_policy("smollm2-135m").eval(), tokenizer), tokenizer)

@@ -52,7 +52,7 @@ def test_samples_carry_the_learners_logprobs_and_are_reproducible(engine, policy
     for e in episodes:
         assert e.truncated == (e.num_tokens == 24 and e.completion_ids[-1] != tokenizer.eos_token_id)
         assert e.text == tokenizer.decode(e.completion_ids, skip_special_tokens=True)
-    # bf16 sampler vs fp32 learner: close, not equal.
+    # The engine's kernels (in bf16 where it is native) against the fp32 learner: close, not equal.
     gap = _mismatch(policy, episodes, tokenizer)
     assert gap.mean() < 0.05 and gap.max() < 1.0
 
@@ -117,13 +117,14 @@ def test_training_steps_with_the_vllm_engine(tmp_path):
         "train.group_size": 4,
         "sampling.max_new_tokens": 32,
         "env.eval_size": 4,
-        "model.autocast_bf16": "true",
     }
     train(load_config(None, [f"{k}={v}" for k, v in settings.items()]))
     rows = [json.loads(line) for line in (tmp_path / "vllm" / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2]
     for row in rows:
-        assert 0 < row["logprob_mismatch"] < 0.1  # bf16 sampler, bf16-autocast learner: a small, nonzero gap
+        # The sampler's and the learner's kernels differ (and so may their dtypes, chosen from the hardware): a
+        # small, nonzero gap.
+        assert 0 < row["logprob_mismatch"] < 0.1
         assert 1.0 <= row["mismatch_max_ratio"] and 0.0 <= row["tis_clip_frac"] <= 1.0
         assert math.isfinite(row["loss"]) and row["grad_norm"] > 0
 
@@ -183,3 +184,9 @@ def test_a_training_step_with_prompts_longer_than_the_token_budget(tmp_path):
     prompts = trainer.env.prompt_ids(trainer.tokenizer, trainer.env.train_problems(0, 4), trainer.chat)
     assert min(len(p) for p in prompts) > SMALL_BUDGET  # no prompt fits in one engine step
     assert metrics["episodes_trained"] == 16 and math.isfinite(metrics["loss"])
+
+
+def test_min_new_tokens_hold_back_the_end_of_turn(engine, tokenizer):
+    from test_rollout import _min_new_tokens_hold_back_the_end_of_turn
+
+    _min_new_tokens_hold_back_the_end_of_turn(engine, tokenizer)

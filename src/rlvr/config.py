@@ -90,6 +90,7 @@ class SamplingConfig(_Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0, description="0 = off")
     max_new_tokens: int = Field(96, ge=1)
+    min_new_tokens: int = Field(0, ge=0, description="no end-of-turn token before this many (benchmarks: equal lengths)")
 
 
 class VLLMConfig(_Strict):

@@ -137,7 +137,7 @@ class Trainer:
     def sampling(self, step: int) -> SamplingParams:
         s = self.config.sampling
         seed = self.config.seed * 1_000_003 + step
-        return SamplingParams(s.temperature, s.top_p, s.top_k, s.max_new_tokens, seed=seed)
+        return SamplingParams(s.temperature, s.top_p, s.top_k, s.max_new_tokens, seed=seed, min_new_tokens=s.min_new_tokens)
 
     def rollout(self, step: int) -> list[Episode]:
         t = self.config.train

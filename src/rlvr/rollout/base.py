@@ -23,6 +23,8 @@ class SamplingParams:
     seed: int = 0
     # Texts that end a completion like an end-of-turn token (kept in it), e.g. "</tool_call>".
     stop: tuple[str, ...] = ()
+    # End-of-turn tokens are suppressed until a completion has this many (benchmarks use it for equal lengths).
+    min_new_tokens: int = 0
 
 
 class RolloutEngine(ABC):

@@ -111,6 +111,8 @@ class TransformersEngine(RolloutEngine):
         stopped_by_text: set[int] = set()
         window = self._stop_window(sampling.stop)
         for step in range(sampling.max_new_tokens):
+            if step < sampling.min_new_tokens:  # the distribution sampled from, and so its log-probs, has no stop token
+                logits[:, self.stop_ids] = float("-inf")
             next_tokens, next_logprobs = sample_next(logits, sampling, generator)
             for row, token, logprob in zip(active.tolist(), next_tokens.tolist(), next_logprobs.tolist()):
                 tokens[row].append(token)

@@ -160,6 +160,7 @@ class VLLMEngine(RolloutEngine):
                     top_p=sampling.top_p,
                     top_k=sampling.top_k if sampling.top_k > 0 else -1,
                     max_tokens=sampling.max_new_tokens,
+                    min_tokens=sampling.min_new_tokens,
                     logprobs=0,
                     stop=list(sampling.stop),
                     include_stop_str_in_output=True,
