@@ -73,6 +73,12 @@ def test_stop_strings_end_a_completion_and_stay_in_it(engine, tokenizer):
     assert not episode.truncated
 
 
+def test_min_new_tokens_hold_back_the_end_of_turn(engine, tokenizer):
+    from test_rollout import _min_new_tokens_hold_back_the_end_of_turn
+
+    _min_new_tokens_hold_back_the_end_of_turn(engine, tokenizer)
+
+
 def test_new_weights_are_served_and_the_prefix_cache_forgets_the_old_ones(engine, policy, tokenizer):
     from rlvr.models import inference_weights, load_policy
 
@@ -103,6 +109,8 @@ def test_a_weight_load_that_misses_parameters_is_an_error(engine, policy):
         engine.update_weights(inference_weights(policy))
 
 
+# The tests below start engines of their own; vLLM's teardown of one resets process-wide state that the module's
+# `engine` still needs, so every test of `engine` comes before them.
 @pytest.mark.slow
 def test_training_steps_with_the_vllm_engine(tmp_path):
     from rlvr.config import load_config
@@ -138,7 +146,7 @@ SMALL_BUDGET = 128
 def small_budget_engine(policy, tokenizer):
     from rlvr.config import VLLMConfig
 
-    return VLLMEngine(policy, tokenizer, settings=VLLMConfig(max_num_batched_tokens=SMALL_BUDGET, kv_cache_gb=0.25))
+    return VLLMEngine(policy, tokenizer, settings=VLLMConfig(max_num_batched_tokens=SMALL_BUDGET))
 
 
 def test_sampled_evaluation_survives_prefills_split_across_engine_steps(small_budget_engine, tokenizer):
@@ -171,7 +179,6 @@ def test_a_training_step_with_prompts_longer_than_the_token_budget(tmp_path):
         "output_dir": tmp_path,
         "rollout.engine": "vllm",
         "rollout.vllm.max_num_batched_tokens": SMALL_BUDGET,
-        "rollout.vllm.kv_cache_gb": 0.25,
         "env.system_prompt": "'" + "Think about the numbers, add them carefully, then answer. " * 16 + "'",
         "train.prompts_per_step": 4,
         "train.group_size": 4,
@@ -184,9 +191,3 @@ def test_a_training_step_with_prompts_longer_than_the_token_budget(tmp_path):
     prompts = trainer.env.prompt_ids(trainer.tokenizer, trainer.env.train_problems(0, 4), trainer.chat)
     assert min(len(p) for p in prompts) > SMALL_BUDGET  # no prompt fits in one engine step
     assert metrics["episodes_trained"] == 16 and math.isfinite(metrics["loss"])
-
-
-def test_min_new_tokens_hold_back_the_end_of_turn(engine, tokenizer):
-    from test_rollout import _min_new_tokens_hold_back_the_end_of_turn
-
-    _min_new_tokens_hold_back_the_end_of_turn(engine, tokenizer)
