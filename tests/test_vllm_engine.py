@@ -45,7 +45,10 @@ def _mismatch(model, episodes, tokenizer) -> torch.Tensor:
 def test_samples_carry_the_learners_logprobs_and_are_reproducible(engine, policy, tokenizer):
     prompts = [_prompt(tokenizer, "What is 17 + 25?")] * 4 + [_prompt(tokenizer, "Name a colour.")] * 4
     sampling = SamplingParams(temperature=TEMPERATURE, max_new_tokens=24, seed=5)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
     episodes = engine.generate(prompts, sampling)
+    assert torch.equal(torch.get_rng_state(), state)  # the engine's seeding leaves the caller's random state alone
     assert [e.prompt_ids for e in episodes] == prompts
     assert len({tuple(e.completion_ids) for e in episodes}) > 2  # one random stream per prompt
     assert [e.completion_ids for e in engine.generate(prompts, sampling)] == [e.completion_ids for e in episodes]
@@ -86,6 +89,7 @@ def test_new_weights_are_served_and_the_prefix_cache_forgets_the_old_ones(engine
     sampling = SamplingParams(temperature=TEMPERATURE, max_new_tokens=16, seed=1)
     engine.generate(prompts, sampling)  # fills the prefix cache with the old weights' keys and values
     changed = load_policy("smollm2-135m")
+    torch.manual_seed(0)
     with torch.no_grad():
         for p in changed.parameters():
             p.add_(torch.randn_like(p) * 0.01)

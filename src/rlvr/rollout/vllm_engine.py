@@ -137,8 +137,6 @@ class VLLMEngine(RolloutEngine):
         self.update_weights(inference_weights(model))
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Episode]:
-        from vllm import SamplingParams as VLLMSampling
-
         # A group's copies of one prompt become one request for n samples: vLLM prefills the prompt once and
         # shares its KV cache (prefix caching cannot help requests that are prefilled in the same engine step).
         distinct: dict[tuple[int, ...], list[int]] = {}
@@ -150,33 +148,40 @@ class VLLMEngine(RolloutEngine):
         # use offset") on a seeded request whose prefill is split across engine steps, which chunked prefill does
         # as soon as a call's prompts exceed the batched-token budget. The same call with the same seed draws the
         # same samples (scheduling is deterministic), and the samples of one prompt draw different noise.
-        self.llm.collective_rpc(_seed_worker, args=(sampling.seed,))
-        for chunk in self._chunks(requests):
-            params = [
-                VLLMSampling(
-                    # Greedy samples of one prompt are all the same: vLLM makes one (it refuses n > 1 without sampling).
-                    n=1 if sampling.greedy else len(indices),
-                    temperature=0.0 if sampling.greedy else sampling.temperature,
-                    top_p=sampling.top_p,
-                    top_k=sampling.top_k if sampling.top_k > 0 else -1,
-                    max_tokens=sampling.max_new_tokens,
-                    min_tokens=sampling.min_new_tokens,
-                    logprobs=0,
-                    stop=list(sampling.stop),
-                    include_stop_str_in_output=True,
-                    stop_token_ids=self.stop_ids,
-                )
-                for _, indices in chunk
-            ]
-            try:
-                outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p, _ in chunk], params, use_tqdm=False)
-            except Exception as error:
-                raise EngineError(self._describe_failure(chunk, sampling, error)) from error
-            for (prompt, indices), output in zip(chunk, outputs):
-                samples = output.outputs * len(indices) if sampling.greedy else output.outputs
-                for index, sample in zip(indices, samples):
-                    episodes[index] = self._episode(prompt, sample)
+        with torch.random.fork_rng():  # an in-process worker's seeding leaves the caller's random state as it was
+            self.llm.collective_rpc(_seed_worker, args=(sampling.seed,))
+            for chunk in self._chunks(requests):
+                self._generate_chunk(chunk, sampling, episodes)
         return episodes  # type: ignore[return-value]
+
+    def _generate_chunk(self, chunk: list[Request], sampling: SamplingParams, episodes: list[Episode | None]) -> None:
+        """One `LLM.generate` call for `chunk`; its samples go to their positions in `episodes`."""
+        from vllm import SamplingParams as VLLMSampling
+
+        params = [
+            VLLMSampling(
+                # Greedy samples of one prompt are all the same: vLLM makes one (it refuses n > 1 without sampling).
+                n=1 if sampling.greedy else len(indices),
+                temperature=0.0 if sampling.greedy else sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k if sampling.top_k > 0 else -1,
+                max_tokens=sampling.max_new_tokens,
+                min_tokens=sampling.min_new_tokens,
+                logprobs=0,
+                stop=list(sampling.stop),
+                include_stop_str_in_output=True,
+                stop_token_ids=self.stop_ids,
+            )
+            for _, indices in chunk
+        ]
+        try:
+            outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p, _ in chunk], params, use_tqdm=False)
+        except Exception as error:
+            raise EngineError(self._describe_failure(chunk, sampling, error)) from error
+        for (prompt, indices), output in zip(chunk, outputs):
+            samples = output.outputs * len(indices) if sampling.greedy else output.outputs
+            for index, sample in zip(indices, samples):
+                episodes[index] = self._episode(prompt, sample)
 
     def _describe_failure(self, chunk: list[Request], sampling: SamplingParams, error: Exception) -> str:
         what = error.__class__.__name__ + (f": {str(error).strip().splitlines()[0]}" if str(error).strip() else "")
