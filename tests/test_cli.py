@@ -144,3 +144,68 @@ def test_eval_on_a_gsm8k_file_with_samples_and_a_paired_comparison(tiny_model_di
     assert "paired CI" in result.stderr
     bad = _run("eval", "--model", str(tiny_model_dir), "--data", str(data), "--n", "2", "--k", "4", "--set", TINY)
     assert bad.returncode == 2 and "k" in bad.stderr
+
+
+class _FailsOnCall:
+    """The transformers engine, except that its `fail_on`-th generate call fails the way a crashing engine does."""
+
+    def __init__(self, engine, fail_on: int) -> None:
+        self.engine, self.fail_on, self.calls = engine, fail_on, 0
+        self.shares_weights, self.precision = engine.shares_weights, engine.precision
+
+    def generate(self, prompts, sampling):
+        from rlvr.errors import EngineError
+
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise EngineError(f"test engine: generate failed on {len(prompts)} prompts: RuntimeError: boom")
+        return self.engine.generate(prompts, sampling)
+
+    def update_weights(self, weights):
+        self.engine.update_weights(weights)
+
+
+@pytest.fixture
+def failing_engine(monkeypatch):
+    """Registers `rollout.engine=fails-on-N` for N = 1..3, in this process."""
+    from rlvr.rollout import ENGINES, TransformersEngine
+
+    for n in (1, 2, 3):
+        factory = lambda policy, tokenizer, settings, batch_size, n=n: _FailsOnCall(  # noqa: E731
+            TransformersEngine(policy, tokenizer, batch_size), n
+        )
+        monkeypatch.setitem(ENGINES, f"fails-on-{n}", factory)
+
+
+def test_an_engine_failure_in_eval_is_one_line_and_keeps_the_samples_before_it(tiny_model_dir, tmp_path, failing_engine):
+    from typer.testing import CliRunner
+
+    from rlvr.cli import app
+
+    out = tmp_path / "eval"
+    args = ["eval", str(tiny_model_dir), "--set", "rollout.engine=fails-on-2", "--set", "env.eval_size=40"]
+    args += ["--set", "sampling.max_new_tokens=2", "--n", "2", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    (line,) = [line for line in result.output.splitlines() if line.strip()][-1:]
+    assert line.startswith("error: test engine: generate failed on 16 prompts: RuntimeError: boom; the 64 samples")
+    assert "Traceback" not in result.output
+    partial = (out / "samples.partial.jsonl").read_text().splitlines()
+    assert len(partial) == 64 and all("completion" in json.loads(row) for row in partial)  # the first call's 32 x 2
+
+
+def test_an_engine_failure_in_training_keeps_the_steps_before_it(tiny_model_dir, tmp_path, failing_engine):
+    from typer.testing import CliRunner
+
+    from rlvr.cli import app
+
+    settings = [f"model.path={tiny_model_dir}", "rollout.engine=fails-on-2", f"output_dir={tmp_path}", "name=crash"]
+    settings += ["train.steps=3", "train.save_every=1", "train.prompts_per_step=1", "train.group_size=2"]
+    settings += ["sampling.max_new_tokens=2", "eval.before=false", "eval.after=false", "scoring.workers=0"]
+    result = CliRunner().invoke(app, ["train", *(arg for s in settings for arg in ("--set", s))])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "test engine: generate failed on 2 prompts: RuntimeError: boom" in result.output
+    assert "continue with --resume" in result.output
+    rows = (tmp_path / "crash" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(row)["step"] for row in rows] == [1]
+    assert (tmp_path / "crash" / "checkpoints").is_dir()

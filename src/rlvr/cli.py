@@ -157,6 +157,7 @@ def _evaluate(config, settings, data_label: str, out: Path | None) -> dict:
         "data": data_label,
         "engine": f"{type(engine).__name__}, {engine.precision}",
     }
+    failure: EngineError | None = None
     with (
         Scorer(environment.rubric, config.scoring.workers, config.scoring.timeout_seconds) as scorer,
         _eval_progress() as progress,
@@ -164,7 +165,9 @@ def _evaluate(config, settings, data_label: str, out: Path | None) -> dict:
         try:
             summary, samples = run_eval(sampler, environment, tokenizer, scorer, settings, provenance, progress, chat)
         except EngineError as error:
-            _fail(f"{error}{_keep_partial(out, error.partial)}")
+            failure = error  # reported once the progress bar has closed, so that the error is the last line
+    if failure is not None:
+        _fail(f"{failure}{_keep_partial(out, failure.partial)}")
     if out is not None:
         from rlvr.eval.report import write_report
 
