@@ -75,9 +75,8 @@ def rlvr_steps(args: argparse.Namespace) -> list[dict]:
         tokens = m["response_length"] * args.prompts * args.group
         rows.append({"step": m["step_seconds"], "generate": m["generate_seconds"], "train": m["train_seconds"], "tokens": tokens})
         print(f"rlvr step {step + 1}: {m['step_seconds']:.1f}s, {tokens:.0f} tokens, reward {m['reward']:.3f}", file=sys.stderr)
-    precision = trainer.precision()
-    engine = f"{type(trainer.engine).__name__}"
-    dtypes = f"rollout {precision['rollout'].split(', ', 1)[1]}; learner {precision['learner']}"
+    engine = type(trainer.engine).__name__
+    dtypes = f"rollout {trainer.engine.precision}; learner {trainer.learner_precision}"
     return [dict(r, engine=engine, dtypes=dtypes) for r in rows]
 
 

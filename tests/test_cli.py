@@ -209,3 +209,20 @@ def test_an_engine_failure_in_training_keeps_the_steps_before_it(tiny_model_dir,
     rows = (tmp_path / "crash" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(row)["step"] for row in rows] == [1]
     assert (tmp_path / "crash" / "checkpoints").is_dir()
+
+
+def test_an_engine_failure_in_sample_is_one_line_and_keeps_the_lines_before_it(tiny_model_dir, tmp_path, failing_engine):
+    from typer.testing import CliRunner
+
+    from rlvr.cli import app
+
+    requests = tmp_path / "in.jsonl"
+    requests.write_text("".join(json.dumps({"question": f"What is {i} + 1?"}) + "\n" for i in range(4)))
+    out = tmp_path / "out.jsonl"
+    args = ["sample", str(tiny_model_dir), "-i", str(requests), "-o", str(out), "--batch-size", "2"]
+    args += ["--max-new-tokens", "2", "--set", "rollout.engine=fails-on-2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    last = [line for line in result.output.splitlines() if line.strip()][-1]
+    assert last.startswith("error: test engine: generate failed on 2 prompts: RuntimeError: boom; the 2 samples")
+    assert len(out.read_text().splitlines()) == 2

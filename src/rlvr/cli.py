@@ -300,6 +300,7 @@ def sample(
         _fail(error)
     sampling = assistant.sampling(temperature, max_new_tokens, seed)
     written = 0
+    failure: EngineError | None = None
     with output.open("w") as handle, _eval_progress() as progress:
         for start in range(0, len(requests), batch_size):
             batch = requests[start : start + batch_size]
@@ -307,14 +308,16 @@ def sample(
             try:
                 replies = assistant.reply(conversations, replace(sampling, seed=sampling.seed + start))
             except EngineError as error:
-                handle.close()
-                _fail(f"{error}; the {written} samples before it are in {output}")
+                failure = error  # reported once the file and the progress bar are closed
+                break
             for index, (conversation, episode) in enumerate(replies):
                 record = {**batch[index // n], "sample": index % n, "completion": episode.text}
                 record.update(messages=conversation.messages, tools=episode.meta.get("tools"))
                 handle.write(json.dumps(record) + "\n")
             written += len(replies)
             progress(len(replies), len(requests) * n, sum(e.generated_tokens for _, e in replies))
+    if failure is not None:
+        _fail(f"{failure}; the {written} samples before it are in {output}")
     console.print(f"wrote {written} samples to {output}")
 
 

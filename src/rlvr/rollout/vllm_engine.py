@@ -106,7 +106,7 @@ class VLLMEngine(RolloutEngine):
         self.precision = choose_dtype(settings.dtype, "rollout.vllm.dtype", device, "float16" if device == "cuda" else "float32")
         self.dtype = self.precision.torch_dtype
         # null = size the KV cache by gpu_memory_utilization, which only a GPU has; a CPU then gets 0.5 GB.
-        kv_gb = settings.kv_cache_gb if settings.kv_cache_gb is not None or torch.cuda.is_available() else 0.5
+        kv_gb = settings.kv_cache_gb if settings.kv_cache_gb is not None or device == "cuda" else 0.5
         kv_bytes = None if kv_gb is None else int(kv_gb * 2**30)
         # vLLM's CPU worker pins torch to its own thread count and replaces torch.set_num_threads with a no-op; the
         # learner in this same process needs both back.
