@@ -55,11 +55,13 @@ def main() -> None:
     from rlvr.rollout import SamplingParams
     from rlvr.rollout.hf import TransformersEngine
     from rlvr.rollout.vllm_engine import VLLMEngine
+    from rlvr.tools.protocol import ChatFormat
 
     config = load_config(None)
     tokenizer, policy = load_tokenizer(config.model.path), load_policy(config.model.path).eval()
     env = make_env(config.env)
-    prompts = env.prompt_ids(tokenizer, env.train_problems(0, args.prompts))
+    chat = ChatFormat(tokenizer)
+    prompts = [chat.prompt_ids(env.messages(p)) for p in env.train_problems(0, args.prompts)]
     repeated = [p for p in prompts for _ in range(args.group)]
     sampling = SamplingParams(TEMPERATURE, max_new_tokens=args.max_tokens, seed=0)
 

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TypeVar
 
-from rlvr.envs.base import Problem, Rubric, Score
+from rlvr.rewards import Rubric, Score
 from rlvr.scoring import Scorer
+from rlvr.types import Problem
 
 T = TypeVar("T")
 

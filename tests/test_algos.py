@@ -16,7 +16,7 @@ from rlvr.algos import (
     mask_truncated,
 )
 from rlvr.algos.losses import k3_kl
-from rlvr.episode import Episode
+from rlvr.types import Episode
 
 REWARDS = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5]])
 

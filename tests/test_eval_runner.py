@@ -78,8 +78,8 @@ def test_budgets_give_a_curve_and_never_overspend(setup):
 
 
 def test_no_majority_vote_where_answers_cannot_vote(setup):
-    from rlvr.envs import Problem
     from rlvr.eval.runner import _metrics
+    from rlvr.types import Problem
 
     problems = [Problem("q1", "2", verifier="math", subset="math"), Problem("q2", "", verifier="code", subset="code")]
     accounting = {

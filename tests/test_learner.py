@@ -1,7 +1,7 @@
 import torch
 
-from rlvr.episode import Episode
 from rlvr.learner import TokenBatch, completion_logprobs
+from rlvr.types import Episode
 
 
 def _episodes() -> list[Episode]:

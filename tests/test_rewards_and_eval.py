@@ -2,8 +2,8 @@
 
 import pytest
 
-from rlvr.envs.base import Problem, Rubric, Score
-from rlvr.rewards import extract_answer, format_reward, think_format_reward
+from rlvr.rewards import Rubric, Score, extract_answer, format_reward, think_format_reward
+from rlvr.types import Problem
 
 
 @pytest.mark.parametrize(

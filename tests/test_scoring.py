@@ -8,9 +8,9 @@ import signal
 
 import pytest
 
-from rlvr.envs.base import Problem, Rubric, Score
-from rlvr.episode import Episode
+from rlvr.rewards import Rubric, Score
 from rlvr.scoring import Scorer
+from rlvr.types import Episode, Problem
 
 # Slow for SymPy: math-verify's own budget is 5 s, so a 1 s pool timeout is what stops it.
 HOSTILE_MATH = "Answer: 9^{9^{9^{9^{9}}}}"

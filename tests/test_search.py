@@ -14,7 +14,6 @@ from rlvr.errors import ConfigError
 from rlvr.tools import search
 from rlvr.tools.index_cli import index_app
 from rlvr.tools.search import (
-    Document,
     SearchIndex,
     cached_index,
     load_search_index,
@@ -22,6 +21,7 @@ from rlvr.tools.search import (
     resolve_corpus,
     wiki_documents,
 )
+from rlvr.types import Document
 
 # Every document has four words, so BM25's length normalisation treats them alike. With Lucene's
 # idf = ln(1 + (N - df + 0.5) / (df + 0.5)) over N = 5: "orchard" (df 4) weighs 0.10, "jelly" (df 1) 1.20.

@@ -9,7 +9,6 @@ from functools import cache
 import pytest
 
 from rlvr.config import ConfigError, EnvConfig
-from rlvr.envs.base import Problem
 from rlvr.envs.searchqa import (
     SearchQAEnvironment,
     SearchQAOptions,
@@ -20,7 +19,7 @@ from rlvr.envs.searchqa import (
     world_facts,
 )
 from rlvr.rewards import REWARDS
-from rlvr.tools.search import Document
+from rlvr.types import Document, Problem
 
 
 def searchqa(eval_size: int = 200, **options: object) -> SearchQAEnvironment:

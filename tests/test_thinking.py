@@ -8,7 +8,6 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rlvr.episode import Episode
 from rlvr.eval.thinking import (
     CONTINUE_CUE,
     EFFORT_BUDGETS,
@@ -24,6 +23,7 @@ from rlvr.eval.thinking import (
 )
 from rlvr.rewards import extract_answer
 from rlvr.rollout import RolloutEngine, SamplingParams, TransformersEngine
+from rlvr.types import Episode
 
 GREEDY = SamplingParams(greedy=True)
 

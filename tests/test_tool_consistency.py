@@ -15,7 +15,7 @@ from rlvr.models import load_policy
 from rlvr.rollout.base import SamplingParams
 from rlvr.rollout.hf import TransformersEngine
 from rlvr.rollout.tool_loop import ToolLoop, ToolLoopSettings
-from rlvr.tools.base import build_tools
+from rlvr.tools import build_tools
 from rlvr.tools.protocol import ChatFormat
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def policy():
 def test_learner_rescoring_matches_the_sampler_on_multi_turn_tool_episodes(policy, tokenizer):
     env = make_env(EnvConfig(name="searchqa", eval_size=20))
     config = ToolsConfig(search=SearchToolConfig(corpus=["env"], top_k=2))
-    chat = ChatFormat(tokenizer, build_tools(["search", "python"], config, env))
+    chat = ChatFormat(tokenizer, build_tools(["search", "python"], config, env.documents()))
     python_demos = json.loads((RECIPES_DIR / "data" / "python_demos.json").read_text())
     system, *search_demos = env.messages(env.eval_problems()[0])[:-1]
     # Each question comes right after the demonstrations of the tool it needs: a 135M model copies the nearest.

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from rlvr.cli import app
 from rlvr.config import ConfigError, load_config
 from rlvr.envs.base import load_demos
-from rlvr.episode import Episode
 from rlvr.rollout.base import RolloutEngine, SamplingParams
 from rlvr.rollout.tool_loop import ToolLoop
 from rlvr.trainer import Trainer
+from rlvr.types import Episode
 
 # Tiny random models run on the transformers engine: vLLM has no kernels for their head size.
 TINY = "rollout.engine=transformers"

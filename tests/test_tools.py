@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from rlvr.config import ToolsConfig
-from rlvr.episode import Episode
 from rlvr.errors import ConfigError
 from rlvr.rollout.base import RolloutEngine, SamplingParams
 from rlvr.rollout.tool_loop import TRUNCATION_MARKER, ToolLoop, ToolLoopSettings
-from rlvr.tools.base import TOOLS, Tool, ToolError, build_tools, function_tool, tool
+from rlvr.tools import TOOLS, Tool, ToolError, build_tools, function_tool, tool
 from rlvr.tools.monitor import CollapseMonitor, tool_metrics
 from rlvr.tools.protocol import ChatFormat, call_text, find_call, has_open_call, parse_call
 from rlvr.tools.template_check import check_append_only
+from rlvr.types import Episode
 
 # A Hermes/Qwen2.5-style template with native tool support, written for these tests.
 NATIVE_TEMPLATE = (

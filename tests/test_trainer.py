@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlvr.config import load_config
-from rlvr.envs import Score
+from rlvr.rewards import Score
 from rlvr.trainer import Trainer
 
 
@@ -85,8 +85,8 @@ def test_a_batch_with_nothing_to_learn_is_skipped(tiny_model_dir, tmp_path):
 
 
 def test_metrics_are_split_per_subset_only_for_mixtures():
-    from rlvr.episode import Episode
     from rlvr.trainer import subset_metrics
+    from rlvr.types import Episode
 
     def episode(subset, correct, length):
         return Episode(

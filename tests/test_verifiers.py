@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from rlvr.envs.base import Problem
 from rlvr.rewards import REWARDS
 from rlvr.rewards.length import length_reward, overlong_penalty
 from rlvr.rewards.math import extract_math_answer, math_equal, math_reward, normalize_reference
 from rlvr.rewards.qa import exact_match, exact_match_reward, f1_reward, normalize_text, qa_prediction, token_f1
+from rlvr.types import Problem
 
 
 def problem(answer: str, **meta) -> Problem:

@@ -13,6 +13,7 @@ pytest.importorskip("vllm")
 from rlvr.learner import TokenBatch, completion_logprobs  # noqa: E402
 from rlvr.rollout.base import SamplingParams  # noqa: E402
 from rlvr.rollout.vllm_engine import VLLMEngine, WeightSyncError  # noqa: E402
+from rlvr.tools.protocol import ChatFormat  # noqa: E402
 
 TEMPERATURE = 0.8
 
@@ -161,7 +162,7 @@ def test_sampled_evaluation_survives_prefills_split_across_engine_steps(small_bu
 
     env = make_env(load_config(None, ["env.eval_size=12"]).env)
     settings = EvalSettings(n=4, ks=(1, 4), max_new_tokens=8, seed=3)
-    scheduled = sum(len(p) for p in env.prompt_ids(tokenizer, env.eval_problems())) * settings.n
+    scheduled = sum(len(ChatFormat(tokenizer).prompt_ids(env.messages(p))) for p in env.eval_problems()) * settings.n
     assert scheduled > 10 * SMALL_BUDGET  # every engine step is full and prefills are split
     with Scorer(env.rubric, workers=0) as scorer:
         first, samples = run_eval(small_budget_engine, env, tokenizer, scorer, settings)
@@ -192,6 +193,6 @@ def test_a_training_step_with_prompts_longer_than_the_token_budget(tmp_path):
     }
     trainer = Trainer(load_config(None, [f"{k}={v}" for k, v in settings.items()]))
     metrics = trainer.train_step(0)
-    prompts = trainer.env.prompt_ids(trainer.tokenizer, trainer.env.train_problems(0, 4), trainer.chat)
+    prompts = [trainer.chat.prompt_ids(trainer.env.messages(p)) for p in trainer.env.train_problems(0, 4)]
     assert min(len(p) for p in prompts) > SMALL_BUDGET  # no prompt fits in one engine step
     assert metrics["episodes_trained"] == 16 and math.isfinite(metrics["loss"])

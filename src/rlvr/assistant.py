@@ -17,12 +17,12 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from rlvr.config import ConfigError, RunConfig
-from rlvr.envs import Environment, Problem, make_env
-from rlvr.episode import Episode
+from rlvr.envs import Environment, make_env
 from rlvr.models import load_policy, load_tokenizer
 from rlvr.rollout import RolloutEngine, SamplingParams, make_engine
 from rlvr.rollout.hf import stop_token_ids
 from rlvr.trainer import make_sampler
+from rlvr.types import Episode, Problem
 
 
 @dataclass

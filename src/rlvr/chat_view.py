@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.padding import Padding
 
-from rlvr.episode import Episode
 from rlvr.tools.protocol import CALL_CLOSE, CALL_OPEN, ToolError, find_call, parse_call
+from rlvr.types import Episode
 
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from rlvr.episode import Episode
 from rlvr.lm_head import token_logprobs
+from rlvr.types import Episode
 
 
 @dataclass

@@ -28,8 +28,8 @@ from dataclasses import replace
 
 from pebble import ProcessExpired, ProcessPool
 
-from rlvr.envs.base import Problem, Rubric, Score
-from rlvr.episode import Episode
+from rlvr.rewards import Rubric, Score
+from rlvr.types import Episode, Problem
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,6 @@ def _warm_up() -> None:
     spent importing SymPy."""
     import math_verify  # noqa: F401
     import reasoning_gym  # noqa: F401
-
-    import rlvr.rewards  # noqa: F401
 
 
 def _score(rubric: Rubric, text: str, problem: Problem) -> Score:

@@ -26,7 +26,6 @@ from rlvr.algos import (
 from rlvr.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlvr.config import RunConfig
 from rlvr.envs import Environment, make_env
-from rlvr.episode import Episode
 from rlvr.hardware import cpu_description, learner_autocast
 from rlvr.learner import TokenBatch, completion_logprobs
 from rlvr.metrics import MetricsLog
@@ -34,9 +33,10 @@ from rlvr.models import inference_weights, load_policy, load_reference, load_tok
 from rlvr.rollout import RolloutEngine, SamplingParams, make_engine
 from rlvr.rollout.tool_loop import ToolLoop, ToolLoopSettings
 from rlvr.scoring import Scorer
-from rlvr.tools.base import build_tools
+from rlvr.tools import build_tools
 from rlvr.tools.monitor import CollapseMonitor, tool_metrics
 from rlvr.tools.protocol import ChatFormat
+from rlvr.types import Episode
 
 
 def seed_everything(seed: int) -> None:
@@ -88,7 +88,7 @@ def make_sampler(
     chat format that advertises the tools in prompts, and the tools' names. Training, evaluation, `rlvr chat` and
     `rlvr sample` all build it here, so they share one tool setup."""
     names = enabled_tools(config, env)
-    chat = ChatFormat(tokenizer, build_tools(names, config.tools, env))
+    chat = ChatFormat(tokenizer, build_tools(names, config.tools, env.documents()))
     if not names:
         return engine, chat, names
     settings = ToolLoopSettings(config.tools.max_turns, config.tools.max_result_tokens, config.tools.workers)
@@ -142,7 +142,7 @@ class Trainer:
     def rollout(self, step: int) -> list[Episode]:
         t = self.config.train
         problems = self.env.train_problems(step * t.prompts_per_step, t.prompts_per_step)
-        prompts = self.env.prompt_ids(self.tokenizer, problems, self.chat)
+        prompts = [self.chat.prompt_ids(self.env.messages(p)) for p in problems]
         episodes = self.sampler.generate([p for p in prompts for _ in range(t.group_size)], self.sampling(step))
         for index, episode in enumerate(episodes):
             episode.group = index // t.group_size

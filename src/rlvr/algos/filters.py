@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rlvr.episode import Episode
+from rlvr.types import Episode
 
 
 def drop_uniform_groups(groups: list[list[Episode]]) -> list[list[Episode]]:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from rlvr.config import EnvConfig
 from rlvr.data import GYM_PREFIX, HUMANEVAL, Source
-from rlvr.envs.base import Environment, Problem, Rubric, Score
+from rlvr.envs.base import Environment
 from rlvr.envs.mixture import MixtureEnvironment
 from rlvr.envs.searchqa import SearchQAEnvironment
 from rlvr.registry import Registry
@@ -45,4 +45,4 @@ def make_env(config: EnvConfig) -> Environment:
     return ENVIRONMENTS[config.name](config)
 
 
-__all__ = ["ENVIRONMENTS", "Environment", "MixtureEnvironment", "Problem", "Rubric", "Score", "make_env"]
+__all__ = ["ENVIRONMENTS", "Environment", "MixtureEnvironment", "make_env"]

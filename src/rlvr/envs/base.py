@@ -4,75 +4,14 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rlvr.rewards import REWARDS, Verdict
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
-
-    from rlvr.tools.protocol import ChatFormat
-    from rlvr.tools.search import Document
+from rlvr.errors import ConfigError
+from rlvr.rewards.rubric import Rubric
+from rlvr.types import Document, Problem
 
 # Short on purpose: every prompt token is paid for again in each forward and backward pass.
 DEFAULT_SYSTEM_PROMPT = "Think briefly, then give the final answer on the last line as 'Answer: <answer>'."
-
-
-@dataclass
-class Problem:
-    """One question and everything needed to check an answer to it.
-
-    Plain, picklable data (no callables): problems travel to scoring worker processes.
-    """
-
-    question: str
-    answer: str
-    # The registered reward that decides correctness (what `correct` calls): math, gym, code, exact_match, f1, ...
-    verifier: str = "math"
-    subset: str = "default"
-    # Overrides the environment's system prompt (a mixture of math and code needs two instructions).
-    system_prompt: str | None = None
-    # What the verifier needs beyond the answer: a gym entry, unit tests, aliases, the generation limit, ...
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Score:
-    """A rubric's verdict on one completion."""
-
-    total: float
-    components: dict[str, float]  # reward name -> value, before weighting
-    info: dict[str, float] = field(default_factory=dict)  # diagnostics, e.g. code/pass_fraction
-    error: str | None = None  # why the completion could not be scored (then every component is 0)
-
-
-@dataclass
-class Rubric:
-    """Weighted reward functions. `correct` is also the accuracy criterion (score == 1)."""
-
-    weights: dict[str, float]
-
-    def __post_init__(self) -> None:
-        unknown = set(self.weights) - set(REWARDS)
-        if unknown:
-            raise ValueError(f"unknown reward functions {sorted(unknown)} (registered: {sorted(REWARDS)})")
-
-    def score(self, text: str, problem: Problem) -> Score:
-        components: dict[str, float] = {}
-        info: dict[str, float] = {}
-        for name in self.weights:
-            result = REWARDS[name](text, problem)
-            if isinstance(result, Verdict):
-                info.update(result.info)
-                result = result.value
-            components[name] = float(result)
-        return Score(sum(self.weights[n] * v for n, v in components.items()), components, info)
-
-    def failed(self, reason: str) -> Score:
-        """The score of a completion whose scoring crashed or timed out: zero everywhere, with the reason."""
-        return Score(0.0, dict.fromkeys(self.weights, 0.0), error=reason)
 
 
 DEMO_ROLES = ("user", "assistant", "tool")
@@ -83,8 +22,6 @@ def load_demos(path: str | None) -> list[dict[str, Any]]:
     time with the message that is wrong rather than as a template error mid-run."""
     if path is None:
         return []
-    from rlvr.errors import ConfigError
-
     try:
         demos = json.loads(open(path, encoding="utf-8").read())
     except (OSError, json.JSONDecodeError) as error:
@@ -132,13 +69,3 @@ class Environment(ABC):
         """The prompt in chat format (OpenAI messages; demonstrations may hold tool calls and results)."""
         system = problem.system_prompt or self.system_prompt
         return [{"role": "system", "content": system}, *self.demos, {"role": "user", "content": problem.question}]
-
-    def prompt_ids(
-        self, tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem], chat: ChatFormat | None = None
-    ) -> list[list[int]]:
-        """Each problem rendered with the model's own chat template (and the tools of `chat`, if any), ready for
-        the assistant's turn."""
-        from rlvr.tools.protocol import ChatFormat
-
-        chat = chat or ChatFormat(tokenizer)
-        return [chat.prompt_ids(self.messages(p)) for p in problems]

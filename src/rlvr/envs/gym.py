@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from rlvr.data import Source
-from rlvr.envs.base import Problem
 from rlvr.errors import ConfigError
 from rlvr.rewards.gym import gym_dataset, gym_meta
+from rlvr.types import Problem
 
 # Procedural tasks are endless; this only bounds the index space of the training stream.
 _STREAM_SIZE = 10_000_000

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from rlvr.envs.base import Problem
+from rlvr.types import Problem
 
 # Short on purpose: every prompt token is paid for again in each forward and backward pass.
 CODE_SYSTEM_PROMPT = "Reply with the complete solution in a single ```python code block."

@@ -13,11 +13,13 @@ from dataclasses import replace
 
 from rlvr.config import EnvConfig
 from rlvr.data import Mixture, Row, Source, Stream, load_source, split_held_out
-from rlvr.envs.base import DEFAULT_SYSTEM_PROMPT, Environment, Problem, Rubric, load_demos
+from rlvr.envs.base import DEFAULT_SYSTEM_PROMPT, Environment, load_demos
 from rlvr.envs.gym import gym_split
 from rlvr.envs.humaneval import humaneval_problems
 from rlvr.errors import ConfigError
 from rlvr.rewards.gym import gym_meta
+from rlvr.rewards.rubric import Rubric
+from rlvr.types import Problem
 
 
 def eval_sizes(sources: Sequence[Source], total: int) -> list[int | None]:

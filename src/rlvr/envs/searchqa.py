@@ -21,9 +21,10 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rlvr.config import EnvConfig
-from rlvr.envs.base import Environment, Problem, Rubric
+from rlvr.envs.base import Environment
 from rlvr.errors import ConfigError
-from rlvr.tools.search import Document, format_hits
+from rlvr.rewards.rubric import Rubric
+from rlvr.types import Document, Problem, format_hits
 
 Subset = Literal["one_hop", "two_hop"]
 

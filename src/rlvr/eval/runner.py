@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from rlvr.envs import Environment, Problem
+from rlvr.envs import Environment
 from rlvr.eval.estimators import QuestionSamples, summarize
 from rlvr.eval.thinking import THINKING_SYSTEM_PROMPT, generate_with_budget
 from rlvr.registry import Registry
@@ -31,6 +31,7 @@ from rlvr.rollout import EngineError, RolloutEngine, SamplingParams
 from rlvr.scoring import Scorer
 from rlvr.tools.monitor import tool_rates
 from rlvr.tools.protocol import ChatFormat
+from rlvr.types import Problem
 
 # What counts as "the same answer" in a majority vote, per verifier. A verifier without one (code: two passing
 # programs are not one answer) gets no maj@k.
@@ -151,7 +152,7 @@ def _no_progress(done: int, total: int, tokens: int) -> None:
 
 
 def _generate(
-    engine, env, tokenizer, problems, settings: EvalSettings, budget: int | None, progress: Progress, total: int, chat=None
+    engine, env, tokenizer, problems, settings: EvalSettings, budget: int | None, progress: Progress, total: int, chat: ChatFormat
 ) -> list[dict]:
     """One dict per sample (n per problem, problem-major) with the completion and its token accounting."""
     repeated = [p for p in problems for _ in range(settings.n)]
@@ -171,10 +172,10 @@ def _generate(
 
 
 def _generate_chunk(
-    engine, env, tokenizer, repeated, settings: EvalSettings, budget: int | None, seed: int, chat=None
+    engine, env, tokenizer, repeated, settings: EvalSettings, budget: int | None, seed: int, chat: ChatFormat
 ) -> list[dict]:
     if not settings.budgets and settings.reasoning:  # plain generation: the environment's own prompt
-        prompts = env.prompt_ids(tokenizer, repeated, chat)
+        prompts = [chat.prompt_ids(env.messages(p)) for p in repeated]
         episodes = engine.generate(prompts, replace(settings.sampling(settings.max_new_tokens), seed=seed))
         samples = []
         for prompt, e in zip(prompts, episodes):
@@ -185,7 +186,8 @@ def _generate_chunk(
                 sample.update(tools=e.meta["tools"], messages=e.meta["messages"])
             samples.append(sample)
         return samples
-    prompts = env.prompt_ids(tokenizer, [replace(p, system_prompt=THINKING_SYSTEM_PROMPT) for p in repeated])
+    plain = ChatFormat(tokenizer)  # no tools: budget forcing runs without them
+    prompts = [plain.prompt_ids(env.messages(replace(p, system_prompt=THINKING_SYSTEM_PROMPT))) for p in repeated]
     sampling = replace(settings.sampling(budget or settings.max_new_tokens), seed=seed)
     results = generate_with_budget(
         engine, tokenizer, prompts, sampling, budget, settings.answer_tokens, settings.min_thinking, reasoning=settings.reasoning
@@ -281,7 +283,8 @@ def run_eval(
     """(summary, samples). The summary's top level holds the plain run's metrics, or the largest budget's when
     budgets are given (each budget's are under `budgets`). With tools, `engine` is the tool loop and `chat`
     the format that advertises its tools in the prompt."""
-    if chat is not None and chat.tools and (settings.budgets or not settings.reasoning):
+    chat = chat or ChatFormat(tokenizer)
+    if chat.tools and (settings.budgets or not settings.reasoning):
         raise ValueError("thinking budgets and --no-reasoning are not supported together with tools")
     problems = env.eval_problems()[: settings.limit]
     if not problems:

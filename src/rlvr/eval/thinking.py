@@ -45,8 +45,8 @@ from dataclasses import dataclass, field, replace
 
 from transformers import PreTrainedTokenizerBase
 
-from rlvr.episode import Episode
 from rlvr.rollout.base import RolloutEngine, SamplingParams
+from rlvr.types import Episode
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"

@@ -37,13 +37,10 @@ import json
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from rlvr.rewards import Verdict, register_verifier
+from rlvr.rewards.base import Verdict, register_verifier
 from rlvr.tools.sandbox import TAKE_STDIN_SOURCE, SandboxLimits, run_python
-
-if TYPE_CHECKING:
-    from rlvr.envs.base import Problem
+from rlvr.types import Problem
 
 # Per completion, program and all its tests together; `problem.meta["timeout_seconds"]` overrides both times.
 CODE_LIMITS = SandboxLimits(wall_seconds=10, cpu_seconds=10, memory_mb=512)

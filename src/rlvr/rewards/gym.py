@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rlvr.errors import ConfigError
-from rlvr.rewards import extract_answer, register_verifier
-
-if TYPE_CHECKING:
-    from rlvr.envs.base import Problem
+from rlvr.rewards.answers import extract_answer, squash
+from rlvr.rewards.base import register_verifier
+from rlvr.types import Problem
 
 
 def gym_dataset(task: str, task_config: dict[str, Any], seed: int, size: int, keys: tuple[str, str] = ("task", "task_config")):
@@ -50,7 +49,7 @@ def score_gym_answer(answer: str, meta: dict[str, Any]) -> float:
     return float(_scorer(meta["task"], config_json)(answer, meta["entry"]))
 
 
-@register_verifier("gym")
+@register_verifier("gym", vote=lambda text: squash(extract_answer(text)))
 def gym_reward(text: str, problem: Problem) -> float:
     """The task's own scorer on the extracted final answer (`extract_answer`: the `<answer>` tag, which may span
     lines for grid answers, else the `Answer:` line, else the last number); 1.0 is correct, and some tasks give

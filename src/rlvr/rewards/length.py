@@ -6,12 +6,8 @@ cliff at the length limit, the penalty ramps from 0 to -1 over the last `buffer`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from rlvr.rewards import register_reward
-
-if TYPE_CHECKING:
-    from rlvr.envs.base import Problem
+from rlvr.rewards.base import register_reward
+from rlvr.types import Problem
 
 # DAPO used a 4096-token buffer under a 20480-token limit; without an explicit buffer, keep that ratio.
 DEFAULT_BUFFER_FRACTION = 0.2

@@ -20,12 +20,10 @@ import math
 import re
 import threading
 import time
-from typing import TYPE_CHECKING
 
-from rlvr.rewards import _ANSWER_LINE, _NUMBER, answer_tag, register_verifier
-
-if TYPE_CHECKING:
-    from rlvr.envs.base import Problem
+from rlvr.rewards.answers import ANSWER_LINE, NUMBER, answer_tag, squash
+from rlvr.rewards.base import register_verifier
+from rlvr.types import Problem
 
 # A final answer (or reference) longer than this is not an answer but a runaway generation; refusing it up front
 # also bounds the cost of parsing, and math-verify logs the whole input on every timeout.
@@ -33,7 +31,6 @@ MAX_ANSWER_CHARS = 1000
 
 _BOXED = re.compile(r"\\boxed\s*\{")
 _GSM8K_MARK = re.compile(r"^\s*####\s*(.+?)\s*$", re.MULTILINE)
-_PLAIN_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
 def _matching_braces(text: str) -> dict[int, int]:
@@ -69,7 +66,7 @@ def _last_boxed(text: str) -> str | None:
 def _strip_number_commas(answer: str) -> str:
     """`1,234` -> `1234`, but only for a plain number: the commas in `\\{1,2\\}` or `(1, 2]` mean something."""
     answer = answer.strip().rstrip(".").strip()
-    return answer.replace(",", "") if _PLAIN_NUMBER.fullmatch(answer) else answer
+    return answer.replace(",", "") if NUMBER.fullmatch(answer) else answer
 
 
 def extract_math_answer(text: str) -> str | None:
@@ -89,13 +86,13 @@ def extract_math_answer(text: str) -> str | None:
     tagged = answer_tag(text)
     if tagged:
         return tagged
-    marked = [m.strip().strip("*").strip().rstrip(".") for m in _ANSWER_LINE.findall(text)]
+    marked = [m.strip().strip("*").strip().rstrip(".") for m in ANSWER_LINE.findall(text)]
     if marked and marked[-1]:
         return marked[-1]
     gsm8k = _GSM8K_MARK.findall(text)
     if gsm8k:
         return _strip_number_commas(gsm8k[-1])
-    numbers = _NUMBER.findall(text)
+    numbers = NUMBER.findall(text)
     return numbers[-1].replace(",", "") if numbers else None
 
 
@@ -167,7 +164,8 @@ def math_equal(prediction: str, reference: str, timeout_seconds: float = 5) -> b
         return False
 
 
-@register_verifier("math")
+# A math answer votes by the whitespace-insensitive text of its extracted answer.
+@register_verifier("math", vote=lambda text: squash(extract_math_answer(text)))
 def math_reward(text: str, problem: Problem) -> float:
     """1.0 when the extracted final answer equals the (GSM8K-normalised) reference under math-verify, else 0.0."""
     prediction = extract_math_answer(text)

@@ -5,12 +5,10 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from typing import TYPE_CHECKING
 
-from rlvr.rewards import _ANSWER_LINE, answer_tag, extract_answer, register_verifier
-
-if TYPE_CHECKING:
-    from rlvr.envs.base import Problem
+from rlvr.rewards.answers import ANSWER_LINE, answer_tag, extract_answer
+from rlvr.rewards.base import register_verifier
+from rlvr.types import Problem
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -53,19 +51,24 @@ def qa_prediction(text: str) -> str:
     `extract_answer` is used only when a marked answer exists: its last-number fallback suits arithmetic, but for
     a text answer it would turn "Paris, since 1889" into "1889".
     """
-    if answer_tag(text) or _ANSWER_LINE.search(text):
+    if answer_tag(text) or ANSWER_LINE.search(text):
         return extract_answer(text) or ""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
 
-@register_verifier("exact_match")
+def qa_vote(text: str) -> str | None:
+    """A short answer votes by its SQuAD-normalised text."""
+    return normalize_text(qa_prediction(text)) or None
+
+
+@register_verifier("exact_match", vote=qa_vote)
 def exact_match_reward(text: str, problem: Problem) -> float:
     prediction = qa_prediction(text)
     return max(exact_match(prediction, gold) for gold in golds(problem))
 
 
-@register_verifier("f1")
+@register_verifier("f1", vote=qa_vote)
 def f1_reward(text: str, problem: Problem) -> float:
     prediction = qa_prediction(text)
     return max(token_f1(prediction, gold) for gold in golds(problem))

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlvr.config import RolloutConfig
 from rlvr.errors import EngineError
 from rlvr.registry import Registry
 from rlvr.rollout.base import RolloutEngine, SamplingParams
 from rlvr.rollout.hf import TransformersEngine
 from rlvr.rollout.vllm_engine import VLLMEngine, vllm_available
 
-if TYPE_CHECKING:
-    from rlvr.config import RolloutConfig
-
 logger = logging.getLogger(__name__)
 
 # name -> factory(policy model, tokenizer, rollout settings, batch size) -> engine
-EngineFactory = Callable[[PreTrainedModel, PreTrainedTokenizerBase, "RolloutConfig", int], RolloutEngine]
+EngineFactory = Callable[[PreTrainedModel, PreTrainedTokenizerBase, RolloutConfig, int], RolloutEngine]
 ENGINES: Registry[EngineFactory] = Registry("rollout engine")
 
 

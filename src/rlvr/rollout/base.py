@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from rlvr.episode import Episode
 from rlvr.hardware import DtypeChoice
+from rlvr.types import Episode
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from rlvr.episode import Episode
 from rlvr.rollout.base import RolloutEngine, SamplingParams
+from rlvr.types import Episode
 
 
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:

@@ -28,11 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rlvr.episode import Episode
 from rlvr.rollout.base import RolloutEngine, SamplingParams
 from rlvr.rollout.hf import stop_token_ids
 from rlvr.tools.base import Session, ToolError
 from rlvr.tools.protocol import CALL_CLOSE, ChatFormat, find_call, has_open_call, parse_call
+from rlvr.types import Episode
 
 TRUNCATION_MARKER = "\n...[truncated]"
 

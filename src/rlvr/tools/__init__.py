@@ -2,6 +2,7 @@
 runs in."""
 
 from rlvr.tools.base import TOOLS, Tool, ToolError, function_tool, tool
+from rlvr.tools.builtin import build_tools
 from rlvr.tools.sandbox import IsolationInfo, SandboxLimits, SandboxResult, isolation, run_file, run_python
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "SandboxResult",
     "Tool",
     "ToolError",
+    "build_tools",
     "function_tool",
     "isolation",
     "run_file",

@@ -8,20 +8,17 @@ with `@tool`; its schema is read from the type hints and the Google-style docstr
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import jsonschema
 from transformers.utils import get_json_schema
 
+from rlvr.config import ToolsConfig
 from rlvr.errors import ConfigError
 from rlvr.registry import Registry
-
-if TYPE_CHECKING:
-    from rlvr.config import ToolsConfig
-    from rlvr.envs.base import Environment
+from rlvr.types import Document
 
 
 class ToolError(Exception):
@@ -75,8 +72,8 @@ def function_tool(fn: Callable[..., Any], name: str | None = None) -> Tool:
     return Tool(name or declared["name"], declared.get("description", ""), parameters, lambda: call)
 
 
-# name -> builder: the run's tool settings and its environment (whose documents the search tool may index).
-ToolBuilder = Callable[["ToolsConfig", "Environment | None"], Tool]
+# name -> builder: the run's tool settings and the environment's own documents (the search tool's `env` corpus), if any.
+ToolBuilder = Callable[[ToolsConfig, Sequence[Document] | None], Tool]
 TOOLS: Registry[ToolBuilder] = Registry("tool")
 
 
@@ -88,22 +85,7 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None) -> An
 
     def register(fn: Callable[..., Any]) -> Callable[[Any, Any], Tool]:
         built = function_tool(fn, name)  # fails at import time, not mid-run, when the schema cannot be read
-        TOOLS.register(built.name)(lambda config, env: built)
+        TOOLS.register(built.name)(lambda config, documents: built)
         return fn
 
     return register(fn) if fn is not None else register
-
-
-def build_tools(names: Sequence[str], config: ToolsConfig, env: Environment | None = None) -> list[Tool]:
-    """The named tools, after importing the modules that register user tools (`tools.modules`)."""
-    import rlvr.tools.builtin  # noqa: F401  (registers python and search; imported late, it imports this module)
-
-    for module in config.modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            raise ConfigError(f"tools.modules: cannot import {module!r}: {error}") from None
-    unknown = [name for name in names if name not in TOOLS]
-    if unknown:
-        raise ConfigError(f"tools.enabled: unknown tool {unknown[0]!r} (choices: {', '.join(sorted(TOOLS))})")
-    return [TOOLS[name](config, env) for name in names]

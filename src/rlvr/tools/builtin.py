@@ -1,23 +1,25 @@
-"""The tools rlvr ships: `python` (the sandbox, state kept within an episode) and `search` (BM25 over a corpus)."""
+"""The tools rlvr ships, `python` (the sandbox, state kept within an episode) and `search` (BM25 over a corpus), and
+`build_tools`, which builds a run's tools by name."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import importlib
+from collections.abc import Sequence
+from typing import Any
 
+from rlvr.config import ToolsConfig
+from rlvr.errors import ConfigError
 from rlvr.tools.base import TOOLS, Tool
 from rlvr.tools.python_session import PythonSession
 from rlvr.tools.sandbox import SandboxLimits
-from rlvr.tools.search import format_hits, load_search_index
-
-if TYPE_CHECKING:
-    from rlvr.config import ToolsConfig
-    from rlvr.envs.base import Environment
+from rlvr.tools.search import load_search_index
+from rlvr.types import Document, format_hits
 
 NO_OUTPUT = "(no output)"
 
 
 @TOOLS.register("python")
-def python_tool(config: ToolsConfig, env: Environment | None) -> Tool:
+def python_tool(config: ToolsConfig, documents: Sequence[Document] | None) -> Tool:
     settings = config.python
     seconds = settings.timeout_seconds
     limits = SandboxLimits(wall_seconds=seconds, cpu_seconds=seconds, memory_mb=settings.memory_mb)
@@ -42,9 +44,9 @@ def python_tool(config: ToolsConfig, env: Environment | None) -> Tool:
 
 
 @TOOLS.register("search")
-def search_tool(config: ToolsConfig, env: Environment | None) -> Tool:
+def search_tool(config: ToolsConfig, documents: Sequence[Document] | None) -> Tool:
     settings = config.search
-    index = load_search_index(settings.corpus, env.documents() if env is not None else None)
+    index = load_search_index(settings.corpus, documents)
 
     def search(arguments: dict[str, Any]) -> str:
         return format_hits(index.search(arguments["query"], settings.top_k))
@@ -60,3 +62,17 @@ def search_tool(config: ToolsConfig, env: Environment | None) -> Tool:
         },
         session=lambda: search,
     )
+
+
+def build_tools(names: Sequence[str], config: ToolsConfig, documents: Sequence[Document] | None = None) -> list[Tool]:
+    """The named tools: rlvr's own, any `@tool` function, and those the modules in `tools.modules` register (imported
+    here, so a recipe can bring its own tools)."""
+    for module in config.modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ConfigError(f"tools.modules: cannot import {module!r}: {error}") from None
+    unknown = [name for name in names if name not in TOOLS]
+    if unknown:
+        raise ConfigError(f"tools.enabled: unknown tool {unknown[0]!r} (choices: {', '.join(sorted(TOOLS))})")
+    return [TOOLS[name](config, documents) for name in names]

@@ -8,7 +8,8 @@ from typing import Annotated, NoReturn
 import typer
 
 from rlvr.errors import ConfigError
-from rlvr.tools.search import SearchIndex, format_hits, load_search_index, resolve_corpus
+from rlvr.tools.search import SearchIndex, load_search_index, resolve_corpus
+from rlvr.types import format_hits
 
 index_app = typer.Typer(help="Build and query BM25 indexes for the search tool.", no_args_is_help=True, add_completion=False)
 

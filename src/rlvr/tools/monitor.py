@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rlvr.episode import Episode
+from rlvr.types import Episode
 
 
 def tool_rates(stats: Sequence[dict], tools: Sequence[str], prefix: str = "") -> dict[str, float]:

@@ -15,7 +15,6 @@ import re
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from rlvr.cache import cache_dir
 from rlvr.errors import ConfigError
+from rlvr.types import Document
 
 if TYPE_CHECKING:
     import bm25s
@@ -35,21 +35,6 @@ _CORPUS_KEYWORDS = ("wiki", "env")
 _ANALYZER = {"lower": True, "stopwords": "en", "stemmer": None, "show_progress": False}
 _DOCUMENTS = "documents.jsonl"
 _META = "meta.json"
-
-
-@dataclass(frozen=True)
-class Document:
-    """One passage of a search corpus."""
-
-    title: str
-    text: str
-
-
-def format_hits(documents: Sequence[Document]) -> str:
-    """Retrieved passages as the model reads them: numbered, each with its title."""
-    if not documents:
-        return "No results."
-    return "\n".join(f"[{rank}] {doc.title}: {doc.text}" for rank, doc in enumerate(documents, start=1))
 
 
 def wiki_documents() -> list[Document]:
