@@ -10,8 +10,9 @@ from rlvr.config import EnvConfig
 from rlvr.data import Source
 from rlvr.envs import make_env
 from rlvr.eval.report import markdown, write_report
-from rlvr.eval.runner import VOTE_KEYS, EvalSettings, accuracy_by_tokens, compute_accounting, run_eval
+from rlvr.eval.runner import EvalSettings, accuracy_by_tokens, compute_accounting, run_eval
 from rlvr.models import load_policy, load_tokenizer
+from rlvr.rewards import REWARDS, VERIFIERS, VOTE_KEYS, register_verifier
 from rlvr.rollout import TransformersEngine
 from rlvr.scoring import Scorer
 
@@ -21,6 +22,19 @@ def test_vote_keys_group_what_counts_as_one_answer():
     assert VOTE_KEYS["gym"]("Answer: 42") == "42" and VOTE_KEYS["gym"]("no number") is None
     assert VOTE_KEYS["exact_match"]("Answer: The Eiffel Tower.") == "eiffel tower"
     assert "code" not in VOTE_KEYS  # two passing programs are not one answer: no maj@k for code
+
+
+def test_a_verifier_declares_its_vote_key_where_it_registers():
+    try:
+
+        @register_verifier("test_upper", vote=lambda text: text.strip().upper() or None)
+        def upper(text, problem):
+            return float(text.strip().upper() == problem.answer)
+
+        assert VERIFIERS["test_upper"] is upper and VOTE_KEYS["test_upper"](" yes ") == "YES"
+    finally:
+        for registry in (REWARDS, VERIFIERS, VOTE_KEYS):
+            del registry["test_upper"]
 
 
 def test_accuracy_by_tokens_and_compute_by_hand():

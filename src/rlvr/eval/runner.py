@@ -23,42 +23,12 @@ from transformers import PreTrainedTokenizerBase
 from rlvr.envs import Environment
 from rlvr.eval.estimators import QuestionSamples, summarize
 from rlvr.eval.thinking import THINKING_SYSTEM_PROMPT, generate_with_budget
-from rlvr.registry import Registry
-from rlvr.rewards import extract_answer
-from rlvr.rewards.math import extract_math_answer
-from rlvr.rewards.qa import normalize_text, qa_prediction
+from rlvr.rewards import VOTE_KEYS
 from rlvr.rollout import EngineError, RolloutEngine, SamplingParams
 from rlvr.scoring import Scorer
 from rlvr.tools.monitor import tool_rates
 from rlvr.tools.protocol import ChatFormat
 from rlvr.types import Problem
-
-# What counts as "the same answer" in a majority vote, per verifier. A verifier without one (code: two passing
-# programs are not one answer) gets no maj@k.
-VoteKey = Callable[[str], str | None]
-VOTE_KEYS: Registry[VoteKey] = Registry("vote key")
-
-
-def _squash(answer: str | None) -> str | None:
-    return "".join(answer.split()) if answer else None
-
-
-@VOTE_KEYS.register("math")
-def _math_vote(text: str) -> str | None:
-    # Whitespace-insensitive text of the extracted answer: `1/2` and `0.5` still vote apart (documented).
-    return _squash(extract_math_answer(text))
-
-
-@VOTE_KEYS.register("gym")
-def _gym_vote(text: str) -> str | None:
-    return _squash(extract_answer(text))
-
-
-@VOTE_KEYS.register("exact_match")
-@VOTE_KEYS.register("f1")
-def _qa_vote(text: str) -> str | None:
-    return normalize_text(qa_prediction(text)) or None
-
 
 PACKAGES = ("rlvr", "torch", "transformers", "math-verify", "reasoning-gym", "numpy")
 TOKEN_BINS = 4  # accuracy by tokens spent: quartiles of the per-sample token counts
