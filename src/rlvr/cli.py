@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -15,6 +16,7 @@ from rich.console import Console
 
 from rlvr.config import ConfigError, load_config
 from rlvr.errors import EngineError
+from rlvr.seeds import derive_seed
 from rlvr.tools.index_cli import index_app
 from rlvr.tools.sandbox_cli import sandbox_app
 
@@ -261,7 +263,7 @@ def chat(
     conversation = None
     sampling = assistant.sampling(temperature, max_new_tokens)
     interactive = sys.stdin.isatty()
-    while True:
+    for reply in itertools.count():
         try:
             question = console.input("[bold green]you>[/bold green] ") if interactive else sys.stdin.readline()
         except (EOFError, KeyboardInterrupt):
@@ -271,9 +273,8 @@ def chat(
         if not interactive:
             console.print(f"[bold green]you>[/bold green] {question.strip()}", highlight=False)
         start = assistant.start(question.strip()) if conversation is None else assistant.follow_up(conversation, question.strip())
-        ((conversation, episode),) = assistant.reply([start], sampling)
+        ((conversation, episode),) = assistant.reply([start], replace(sampling, seed=derive_seed(sampling.seed, reply)))
         show_reply(console, episode)
-        sampling = replace(sampling, seed=sampling.seed + 1)
 
 
 @app.command()
@@ -306,7 +307,7 @@ def sample(
             batch = requests[start : start + batch_size]
             conversations = [assistant.start(r.get("question"), r.get("messages")) for r in batch for _ in range(n)]
             try:
-                replies = assistant.reply(conversations, replace(sampling, seed=sampling.seed + start))
+                replies = assistant.reply(conversations, replace(sampling, seed=derive_seed(sampling.seed, start)))
             except EngineError as error:
                 failure = error  # reported once the file and the progress bar are closed
                 break

@@ -17,7 +17,6 @@ import csv
 import json
 import logging
 import math
-import random
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rlvr.errors import ConfigError
 from rlvr.registry import registered
+from rlvr.seeds import named_rng
 
 logger = logging.getLogger(__name__)
 
@@ -408,8 +408,7 @@ class Mixture(Generic[T]):
 
     def _block_draws(self, block: int) -> list[tuple[int, int]]:
         """(source, how many earlier positions of this block drew that source) for each position."""
-        # A string seed is hashed with SHA-512, so it is stable across processes (unlike hash()).
-        rng = random.Random(f"mixture:{self.seed}:{block}")
+        rng = named_rng("mixture", self.seed, block)
         total = self._cumulative[-1]
         counts = [0] * len(self._rows)
         draws = []
@@ -431,7 +430,7 @@ class Mixture(Generic[T]):
 
     def _epoch_order(self, source: int, epoch: int) -> list[int]:
         order = list(range(len(self._rows[source])))
-        random.Random(f"epoch:{self.seed}:{source}:{epoch}").shuffle(order)
+        named_rng("epoch", self.seed, source, epoch).shuffle(order)
         return order
 
 
@@ -446,7 +445,7 @@ def split_held_out(rows: Sequence[Row], size: int, seed: int) -> tuple[list[Row]
     questions = list(dict.fromkeys(row.question for row in rows))
     if size >= len(questions):
         raise ConfigError(f"held-out size {size}: only {len(questions)} distinct questions, none would be left to train on")
-    held_out = set(random.Random(f"held-out:{seed}").sample(questions, size))
+    held_out = set(named_rng("held-out", seed).sample(questions, size))
     train = [row for row in rows if row.question not in held_out]
     first: dict[str, Row] = {}
     for row in rows:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -33,16 +32,11 @@ from rlvr.models import inference_weights, load_policy, load_reference, load_tok
 from rlvr.rollout import RolloutEngine, SamplingParams, make_engine
 from rlvr.rollout.tool_loop import ToolLoop, ToolLoopSettings
 from rlvr.scoring import Scorer
+from rlvr.seeds import derive_seed, seed_everything
 from rlvr.tools import build_tools
 from rlvr.tools.monitor import CollapseMonitor, tool_metrics
 from rlvr.tools.protocol import ChatFormat
 from rlvr.types import Episode
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def subset_metrics(episodes: list[Episode], mixed: bool = False) -> dict[str, float]:
@@ -136,7 +130,7 @@ class Trainer:
     # ---- one step -------------------------------------------------------
     def sampling(self, step: int) -> SamplingParams:
         s = self.config.sampling
-        seed = self.config.seed * 1_000_003 + step
+        seed = derive_seed(self.config.seed, step)
         return SamplingParams(s.temperature, s.top_p, s.top_k, s.max_new_tokens, seed=seed, min_new_tokens=s.min_new_tokens)
 
     def rollout(self, step: int) -> list[Episode]:

@@ -24,6 +24,7 @@ from rlvr.config import EnvConfig
 from rlvr.envs.base import Environment
 from rlvr.errors import ConfigError
 from rlvr.rewards.rubric import Rubric
+from rlvr.seeds import named_rng
 from rlvr.types import Document, Problem, format_hits
 
 Subset = Literal["one_hop", "two_hop"]
@@ -232,7 +233,7 @@ class _Namer:
 
 def build_world(options: SearchQAOptions) -> KnowledgeBase:
     """The world for these options: a pure function of them (seeded by `kb_seed`)."""
-    rng = random.Random(f"searchqa-world:{options.kb_seed}")
+    rng = named_rng("searchqa-world", options.kb_seed)
     namer = _Namer(rng, _RESERVED)
     country_names = [namer.word("country") for _ in range(options.countries)]
     # The first cities go one to each country (its capital), so that no country is empty.
@@ -358,7 +359,7 @@ def split_facts(
     """(training facts, held-out facts) per subset. The slice grows city by city, in a seeded order, until it holds
     enough facts of each subset; training keeps the facts that touch no slice entity (mixed facts are dropped)."""
     order = [c.name for c in kb.cities]
-    random.Random(f"searchqa-held-out:{seed}").shuffle(order)
+    named_rng("searchqa-held-out", seed).shuffle(order)
     limit = max(1, int(len(order) * MAX_HELD_OUT_SHARE))
     for size in range(1, limit + 1):
         held = held_out_slice(kb, order[:size])
@@ -462,7 +463,7 @@ class SearchQAEnvironment(Environment):
 
     @staticmethod
     def _sample_held_out(facts: dict[Subset, list[Fact]], needed: dict[Subset, int], seed: int) -> list[Problem]:
-        rng = random.Random(f"searchqa-eval:{seed}")
+        rng = named_rng("searchqa-eval", seed)
         chosen = [fact for subset, count in needed.items() for fact in rng.sample(facts[subset], count)]
         rng.shuffle(chosen)
         return [make_problem(fact, rng) for fact in chosen]
@@ -477,7 +478,7 @@ class SearchQAEnvironment(Environment):
     def _train_problem(self, index: int) -> Problem:
         """Problem `index` of the training stream: a pure function of the index and the seeds, so a resumed run
         sees the same problems. Two-hop with probability `two_hop_fraction`, else one-hop."""
-        rng = random.Random(f"searchqa-train:{self._train_seed}:{index}")
+        rng = named_rng("searchqa-train", self._train_seed, index)
         subset: Subset = "two_hop" if rng.random() < self.options.two_hop_fraction else "one_hop"
         return make_problem(rng.choice(self._train[subset]), rng)
 

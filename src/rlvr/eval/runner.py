@@ -26,6 +26,7 @@ from rlvr.eval.thinking import THINKING_SYSTEM_PROMPT, generate_with_budget
 from rlvr.rewards import VOTE_KEYS
 from rlvr.rollout import EngineError, RolloutEngine, SamplingParams
 from rlvr.scoring import Scorer
+from rlvr.seeds import derive_seed
 from rlvr.tools.monitor import tool_rates
 from rlvr.tools.protocol import ChatFormat
 from rlvr.types import Problem
@@ -129,8 +130,7 @@ def _generate(
     size = max(1, GENERATE_CHUNK // settings.n) * settings.n  # a question's n samples stay in one call
     samples: list[dict] = []
     for index, start in enumerate(range(0, len(repeated), size)):
-        # A seed per call: one seed for every call would replay the same random draws in each.
-        seed = settings.seed * 1_000_003 + index
+        seed = derive_seed(settings.seed, index)
         try:
             chunk = _generate_chunk(engine, env, tokenizer, repeated[start : start + size], settings, budget, seed, chat)
         except EngineError as error:
