@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from rlvr.cache import cache_dir
 from rlvr.config import ConfigError, LoraConfig
@@ -128,10 +128,6 @@ def load_reference(name: str, dtype: torch.dtype = torch.float32) -> PreTrainedM
     model = load_policy(name, dtype=dtype)
     model.requires_grad_(False)
     return model.eval()
-
-
-def model_config(name: str):
-    return AutoConfig.from_pretrained(resolve_model_path(name))
 
 
 @torch.no_grad()

@@ -291,7 +291,7 @@ class Trainer:
         return True
 
     def save(self) -> None:
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "data_position": self.step}
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         save_checkpoint(self.checkpoint_dir(), self.step, self.policy, state, self.tokenizer)
 
     def fit(self, log: MetricsLog) -> None:
