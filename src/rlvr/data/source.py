@@ -1,0 +1,113 @@
+"""A recipe's data sources and the rows read from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rlvr.registry import registered
+
+Format = Literal["auto", "jsonl", "csv", "parquet", "datasets"]
+Record = dict[str, Any]
+
+GYM_PREFIX = "gym:"
+HUMANEVAL = "humaneval"
+# A skipped-rows summary quotes this many reasons: enough to spot a pattern, short enough to read.
+MAX_REASONS = 5
+
+
+class FieldMap(BaseModel):
+    """Which column of the file holds each part of a problem."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field("question", min_length=1)
+    answer: str = Field("answer", min_length=1)
+    tests: str | None = Field(None, description="column with test cases (a string or a list of strings); required if set")
+    subset: str | None = Field(None, description="column naming each row's subset; overrides Source.subset")
+
+
+SourceKind = Literal["gym", "humaneval", "file"]
+
+
+def source_kind(path: str) -> SourceKind:
+    """What a source path names: a reasoning-gym task (`gym:<task>`), the packaged HumanEval, or a file or folder."""
+    if path.startswith(GYM_PREFIX):
+        return "gym"
+    return "humaneval" if path == HUMANEVAL else "file"
+
+
+class Source(BaseModel):
+    """One dataset of a mixture, as written in a recipe: a file or folder, a reasoning-gym task, or a benchmark."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, description="a file or folder; `gym:<task>` for a reasoning-gym task; `humaneval`")
+    format: Format = "auto"
+    fields: FieldMap = FieldMap()
+    weight: float = Field(1.0, gt=0.0, description="relative share of this source in a Mixture")
+    subset: str | None = Field(None, description="subset tag of every row; defaults to the file stem or the task name")
+    split: str | None = Field(None, description="split of a saved DatasetDict; required when it has several")
+    skip_invalid: bool = Field(False, description="skip invalid rows (counted in the LoadReport) instead of failing")
+    task_config: dict[str, Any] = Field({}, description="the reasoning-gym task's config (gym:<task> only)")
+    verifier: Annotated[str, registered("rlvr.rewards", "VERIFIERS")] | None = Field(
+        None, description="the reward that decides correctness; default: gym, code for humaneval or rows with tests, else math"
+    )
+    use: Literal["both", "train", "eval"] = Field(
+        "both", description="both: hold out eval rows and train on the rest; train: no eval rows; eval: evaluation only"
+    )
+    eval_size: int | None = Field(
+        None, ge=0, description="held-out rows; default: all for use=eval, else a share of env.eval_size"
+    )
+    system_prompt: str | None = Field(None, description="instead of the environment's system prompt, for this source's rows")
+
+    @property
+    def kind(self) -> SourceKind:
+        return source_kind(self.path)
+
+    @property
+    def gym_task(self) -> str:
+        return self.path.removeprefix(GYM_PREFIX)
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Source:
+        if self.task_config and self.kind != "gym":
+            raise ValueError(f"task_config is for reasoning-gym sources (gym:<task>), not {self.path!r}")
+        if self.kind == "gym" and not self.gym_task:
+            raise ValueError("gym: needs a task name, e.g. gym:chain_sum")
+        if self.subset is None:
+            self.subset = {"gym": self.gym_task, "humaneval": HUMANEVAL}.get(self.kind) or Path(self.path).stem
+        if self.verifier is None:
+            by_kind = {"gym": "gym", "humaneval": "code"}
+            self.verifier = by_kind.get(self.kind) or ("code" if self.fields.tests else "math")
+        return self
+
+
+@dataclass(frozen=True)
+class Row:
+    question: str
+    answer: str
+    tests: list[str] | str | None
+    subset: str
+    source: str  # the Source.path it came from
+    line: int  # see the module docstring: JSONL/CSV line, or row index + 1
+    extra: dict[str, Any] = field(default_factory=dict)  # the record's unmapped columns
+
+
+@dataclass
+class LoadReport:
+    """What `load_source` kept and skipped; `reasons` holds the first MAX_REASONS error messages."""
+
+    source: str
+    rows: int
+    skipped: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = f"{self.source}: {self.rows} rows"
+        if self.skipped:
+            text += f", {self.skipped} invalid rows skipped (first: {'; '.join(self.reasons)})"
+        return text
