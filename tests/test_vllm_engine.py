@@ -88,7 +88,9 @@ def test_new_weights_are_served_and_the_prefix_cache_forgets_the_old_ones(engine
 
     prompts = [_prompt(tokenizer, "Write a short poem about the sea.")] * 4
     sampling = SamplingParams(temperature=TEMPERATURE, max_new_tokens=16, seed=1)
-    engine.generate(prompts, sampling)  # fills the prefix cache with the old weights' keys and values
+    # Fills the prefix cache with the old weights' keys and values, and measures the engine's own noise: the gap
+    # between its kernels (bf16 where that is native) and the fp32 learner on the very weights it serves.
+    floor = _mismatch(policy, engine.generate(prompts, sampling), tokenizer).mean()
     changed = load_policy("smollm2-135m")
     torch.manual_seed(0)
     with torch.no_grad():
@@ -97,8 +99,11 @@ def test_new_weights_are_served_and_the_prefix_cache_forgets_the_old_ones(engine
     try:
         engine.update_weights(inference_weights(changed))
         episodes = engine.generate(prompts, sampling)
-        assert _mismatch(changed, episodes, tokenizer).mean() < 0.05
-        assert _mismatch(policy, episodes, tokenizer).mean() > 0.1
+        new, old = _mismatch(changed, episodes, tokenizer).mean(), _mismatch(policy, episodes, tokenizer).mean()
+        # Served weights are the new ones: their gap is the engine's noise (0.045 against a floor of 0.047 here, in
+        # bf16), the old weights' is far above it (0.66). The absolute slack covers fp32 engines, whose floor is ~0.
+        assert new < 2 * floor + 0.02, (new, floor)
+        assert old > 5 * new, (old, new)
     finally:
         engine.update_weights(inference_weights(policy))
 
