@@ -2,13 +2,14 @@
 
 import pytest
 
-from rlvr.config import ConfigError, EnvConfig
+from rlvr.config import ConfigError
+from rlvr.env_config import GymEnvConfig
 from rlvr.envs import make_env
 from rlvr.rewards import REWARDS
 
 
 def test_held_out_split_is_fixed_and_disjoint_from_training():
-    config = EnvConfig(
+    config = GymEnvConfig(
         task="chain_sum", task_config={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}, eval_size=60
     )
     env = make_env(config)
@@ -20,7 +21,7 @@ def test_held_out_split_is_fixed_and_disjoint_from_training():
 
 
 def test_problems_are_scored_by_the_task():
-    env = make_env(EnvConfig(task="chain_sum", eval_size=3))
+    env = make_env(GymEnvConfig(task="chain_sum", eval_size=3))
     problem = env.eval_problems()[0]
     assert problem.verifier == "gym" and problem.subset == "chain_sum"
     assert REWARDS["correct"](f"Answer: {problem.answer}", problem) == 1.0
@@ -30,6 +31,6 @@ def test_problems_are_scored_by_the_task():
 
 def test_unknown_task_and_bad_task_config_are_named():
     with pytest.raises(ConfigError, match="env.task: unknown reasoning-gym task 'chain_summ'"):
-        make_env(EnvConfig(task="chain_summ"))
+        make_env(GymEnvConfig(task="chain_summ"))
     with pytest.raises(ConfigError, match="env.task_config: invalid for chain_sum"):
-        make_env(EnvConfig(task="chain_sum", task_config={"min_termz": 2}))
+        make_env(GymEnvConfig(task="chain_sum", task_config={"min_termz": 2}))

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from rlvr.config import EnvConfig
 from rlvr.data import Source
+from rlvr.env_config import MixtureEnvConfig
 from rlvr.envs import make_env
 from rlvr.eval.report import markdown, write_report
 from rlvr.eval.runner import EvalSettings, accuracy_by_tokens, compute_accounting, run_eval
@@ -57,7 +57,7 @@ def setup(tiny_model_dir, tmp_path_factory):
     path.write_text("".join(json.dumps({"question": f"{i} plus {i}?", "answer": f"#### {2 * i}"}) + "\n" for i in range(6)))
     tokenizer = load_tokenizer(str(tiny_model_dir))
     engine = TransformersEngine(load_policy(str(tiny_model_dir)), tokenizer, batch_size=16)
-    env = make_env(EnvConfig(name="mixture", sources=[Source(path=str(path), use="eval")]))
+    env = make_env(MixtureEnvConfig(sources=[Source(path=str(path), use="eval")]))
     return engine, env, tokenizer
 
 
@@ -116,7 +116,7 @@ def test_length_aware_rewards_see_the_limit_in_evaluation(setup, tiny_model_dir,
     engine, env, tokenizer = setup
     path = tmp_path / "gsm.jsonl"
     path.write_text("".join(json.dumps({"question": f"{i} plus {i}?", "answer": f"#### {2 * i}"}) + "\n" for i in range(3)))
-    shaped = make_env(EnvConfig(name="mixture", sources=[Source(path=str(path), use="eval")], rewards={"length": 1.0}))
+    shaped = make_env(MixtureEnvConfig(sources=[Source(path=str(path), use="eval")], rewards={"length": 1.0}))
     settings = EvalSettings(n=1, max_new_tokens=4, resamples=100)
     summary, samples = run_eval(engine, shaped, tokenizer, Scorer(shaped.rubric, workers=0), settings)
     assert summary["score_errors"] == 0 and not any("score_error" in s for s in samples)

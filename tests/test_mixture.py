@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rlvr.config import ConfigError, EnvConfig, load_config
+from rlvr.config import ConfigError, load_config
 from rlvr.data import Source
+from rlvr.env_config import GymEnvConfig, HumanEvalEnvConfig, MixtureEnvConfig
 from rlvr.envs import make_env
 from rlvr.envs.mixture import eval_sizes
 from rlvr.rewards import REWARDS
@@ -31,8 +32,8 @@ def gsm8k_file(tmp_path: Path, count: int = 40) -> str:
     return write_jsonl(tmp_path / "gsm.jsonl", rows)
 
 
-def mixture(*sources: dict, eval_size: int = 30) -> EnvConfig:
-    return EnvConfig(name="mixture", sources=[Source(**s) for s in sources], eval_size=eval_size)
+def mixture(*sources: dict, eval_size: int = 30) -> MixtureEnvConfig:
+    return MixtureEnvConfig(sources=[Source(**s) for s in sources], eval_size=eval_size)
 
 
 @pytest.mark.parametrize(
@@ -79,9 +80,9 @@ def test_sources_are_split_mixed_by_weight_and_verified_by_their_own_verifier(tm
 
 
 def test_the_gym_environment_is_a_one_source_mixture():
-    config = EnvConfig(task="chain_sum", task_config=CHAIN, eval_size=10)
+    config = GymEnvConfig(task="chain_sum", task_config=CHAIN, eval_size=10)
     single = make_env(config)
-    mixed = make_env(EnvConfig(name="mixture", sources=[Source(path="gym:chain_sum", task_config=CHAIN)], eval_size=10))
+    mixed = make_env(MixtureEnvConfig(sources=[Source(path="gym:chain_sum", task_config=CHAIN)], eval_size=10))
     assert [p.question for p in single.eval_problems()] == [p.question for p in mixed.eval_problems()]
     assert [p.question for p in single.train_problems(0, 50)] == [p.question for p in mixed.train_problems(0, 50)]
 
@@ -129,7 +130,7 @@ def test_data_errors_name_the_file_line_and_field(tmp_path):
     "overrides, message",
     [
         (["env.name=mixture"], "the mixture environment needs at least one entry in env.sources"),
-        (["env.sources=[{path: gym:chain_sum}]"], "env.sources is only read by the mixture environment, not by 'gym'"),
+        (["env.sources=[{path: gym:chain_sum}]"], "env.sources: unknown key (valid keys: name, system_prompt,"),
         (
             ["env.name=mixture", "env.sources=[{path: a.jsonl, wieght: 2}]"],
             "env.sources.0.wieght: unknown key (valid keys: path,",
@@ -159,7 +160,7 @@ def test_the_mixture_recipe_reads_its_data_next_to_it():
 
 
 def test_humaneval_is_an_evaluation_environment():
-    env = make_env(EnvConfig(name="humaneval"))
+    env = make_env(HumanEvalEnvConfig())
     problems = env.eval_problems()
     assert len(problems) == 164 and {p.verifier for p in problems} == {"code"}
     assert env.messages(problems[0])[0]["content"] == problems[0].system_prompt

@@ -8,10 +8,10 @@ from functools import cache
 
 import pytest
 
-from rlvr.config import ConfigError, EnvConfig
+from rlvr.config import ConfigError, parse_config
+from rlvr.env_config import SearchQAEnvConfig, SearchQAOptions
 from rlvr.envs.searchqa import (
     SearchQAEnvironment,
-    SearchQAOptions,
     build_world,
     demonstrations,
     held_out_slice,
@@ -23,8 +23,7 @@ from rlvr.types import Document, Problem
 
 
 def searchqa(eval_size: int = 200, **options: object) -> SearchQAEnvironment:
-    # name stays the default: the constructor reads only task_config, eval_size and the seeds.
-    return SearchQAEnvironment(EnvConfig(task_config=options, eval_size=eval_size))
+    return SearchQAEnvironment(SearchQAEnvConfig(task_config=SearchQAOptions(**options), eval_size=eval_size))
 
 
 @cache
@@ -139,7 +138,7 @@ def test_exact_match_scores_the_answer_line():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"peeple": 10}, r"env.task_config.peeple: unknown option for searchqa \(options: countries, cities, people,"),
+        ({"peeple": 10}, r"env.task_config.peeple: unknown key \(valid keys: countries, cities, people,"),
         ({"people": "many"}, r"env.task_config.people: Input should be a valid integer"),
         ({"people": True}, r"env.task_config.people: Input should be a valid integer"),
         ({"organisations": 0}, r"env.task_config.organisations: Input should be greater than or equal to 1"),
@@ -149,7 +148,7 @@ def test_exact_match_scores_the_answer_line():
 )
 def test_bad_options_are_named(options, message):
     with pytest.raises(ConfigError, match=message):
-        searchqa(**options)
+        parse_config({"env": {"name": "searchqa", "task_config": options}})
 
 
 def test_a_world_too_small_for_the_held_out_split_is_refused():
@@ -179,7 +178,7 @@ def test_prompt_is_system_then_two_demonstrations_then_the_question():
             assert set(call["function"]["arguments"]) == {"query"}
         elif message["role"] == "assistant":
             assert re.fullmatch(r"[^\n]+\nAnswer: \w+", message["content"])
-    custom = SearchQAEnvironment(EnvConfig(system_prompt="Search first.", eval_size=10))
+    custom = SearchQAEnvironment(SearchQAEnvConfig(system_prompt="Search first.", eval_size=10))
     assert custom.messages(problem)[0] == {"role": "system", "content": "Search first."}
 
 
@@ -203,7 +202,7 @@ def test_demonstration_names_are_not_in_the_world(kb_seed):
 
 
 def test_environment_declares_its_tools_subsets_and_rubric():
-    env = SearchQAEnvironment(EnvConfig(format_reward=0.2, rewards={"length": 0.5}, eval_size=10))
+    env = SearchQAEnvironment(SearchQAEnvConfig(format_reward=0.2, rewards={"length": 0.5}, eval_size=10))
     assert SearchQAEnvironment.default_tools == ("search",)
     assert env.subsets() == {"one_hop", "two_hop"}
     assert env.rubric.weights == {"correct": 1.0, "format": 0.2, "length": 0.5}

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from rlvr.config import RECIPES_DIR, EnvConfig, SearchToolConfig, ToolsConfig
+from rlvr.config import RECIPES_DIR, SearchToolConfig, ToolsConfig
+from rlvr.env_config import SearchQAEnvConfig
 from rlvr.envs import make_env
 from rlvr.learner import TokenBatch, completion_logprobs
 from rlvr.models import load_policy
@@ -29,7 +30,7 @@ def policy():
 
 
 def test_learner_rescoring_matches_the_sampler_on_multi_turn_tool_episodes(policy, tokenizer):
-    env = make_env(EnvConfig(name="searchqa", eval_size=20))
+    env = make_env(SearchQAEnvConfig(eval_size=20))
     config = ToolsConfig(search=SearchToolConfig(corpus=["env"], top_k=2))
     chat = ChatFormat(tokenizer, build_tools(["search", "python"], config, env.documents()))
     python_demos = json.loads((RECIPES_DIR / "data" / "python_demos.json").read_text())

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from rlvr.config import ConfigError, load_config
+from rlvr.config import ConfigError, load_config, with_environment
 from rlvr.errors import EngineError
 from rlvr.seeds import derive_seed
 from rlvr.tools.index_cli import index_app
@@ -131,11 +131,9 @@ def _eval_config(model: str, data: Path | None, env: str | None, recipe: str | N
     """The recipe's config with the model, and the environment replaced by `--data` (every row held out) or `--env`."""
     config = load_config(recipe, [*overrides, f"model.path={model}"])
     if data is not None:
-        from rlvr.data import Source
-
-        config.env = config.env.model_copy(update={"name": "mixture", "sources": [Source(path=str(data), use="eval")]})
+        config = with_environment(config, "mixture", "--data", sources=[{"path": str(data), "use": "eval"}])
     elif env is not None:
-        config.env = type(config.env).model_validate({**config.env.model_dump(), "name": env})
+        config = with_environment(config, env, "--env")
     return config
 
 

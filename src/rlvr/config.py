@@ -7,13 +7,15 @@ falls back to a default.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rlvr.data import Source, source_kind
+from rlvr.data import source_kind
+from rlvr.env_config import EnvCommon, EnvConfig, GymEnvConfig, env_config_type
 from rlvr.errors import ConfigError
 from rlvr.registry import registered
 
@@ -39,43 +41,6 @@ class ModelConfig(_Strict):
         "auto", description="bf16 autocast for the learner's forward/backward; auto: where the hardware has native bf16"
     )
     gradient_checkpointing: bool = False
-
-
-class EnvConfig(_Strict):
-    name: Annotated[str, registered("rlvr.envs", "ENVIRONMENTS")] = Field(
-        "gym",
-        description="gym: one reasoning-gym task; mixture: `sources`; humaneval: HumanEval (evaluation only); "
-        "searchqa: questions about a fictional world, answered with the search tool",
-    )
-    task: str = Field("basic_arithmetic", description="the reasoning-gym task of the gym environment")
-    task_config: dict[str, Any] = {}
-    sources: list[Source] = Field([], description="the mixture environment's datasets, gym tasks and benchmarks")
-    system_prompt: str | None = None
-    demos: str | None = Field(
-        None, description="a JSON file of chat messages shown before every question: demonstrations, tool calls included"
-    )
-    format_reward: float = Field(0.1, ge=0.0, description="reward for a well-formed final answer line")
-    rewards: dict[Annotated[str, registered("rlvr.rewards", "REWARDS")], float] = Field(
-        {}, description="more weighted reward terms next to correct and format, e.g. {length: 1.0}"
-    )
-    eval_size: int = Field(200, ge=1, description="held-out problems, shared by weight among the sources")
-    eval_seed: int = 1_000_003
-    train_seed: int = 17
-
-    @property
-    def label(self) -> str:
-        """`gym:chain_sum`, `humaneval`, or `mixture:<subset>+<subset>...`, for titles and summaries."""
-        if self.name == "gym":
-            return f"gym:{self.task}"
-        return f"{self.name}:{'+'.join(s.subset or s.path for s in self.sources)}" if self.sources else self.name
-
-    @model_validator(mode="after")
-    def _sources_belong_to_the_mixture(self) -> EnvConfig:
-        if self.name == "mixture" and not self.sources:
-            raise ValueError("the mixture environment needs at least one entry in env.sources")
-        if self.name != "mixture" and self.sources:
-            raise ValueError(f"env.sources is only read by the mixture environment, not by {self.name!r}")
-        return self
 
 
 class ScoringConfig(_Strict):
@@ -186,7 +151,7 @@ class RunConfig(_Strict):
     seed: int = 0
     output_dir: str = "runs"
     model: ModelConfig = ModelConfig()
-    env: EnvConfig = EnvConfig()
+    env: EnvConfig = GymEnvConfig()
     sampling: SamplingConfig = SamplingConfig()
     rollout: RolloutConfig = RolloutConfig()
     scoring: ScoringConfig = ScoringConfig()
@@ -201,18 +166,31 @@ class RunConfig(_Strict):
 
 
 def _describe(error: dict, root: type[BaseModel]) -> str:
-    loc = ".".join(str(part) for part in error["loc"])
-    if error["type"] == "extra_forbidden":
-        model: type[BaseModel] = root
-        for part in error["loc"][:-1]:
-            if isinstance(part, int):  # a list index: the list's item model is already in hand
-                continue
-            annotation = model.model_fields[str(part)].annotation
-            if get_origin(annotation) is list:
-                (annotation,) = get_args(annotation)
-            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-                break
-            model = annotation
+    """One validation error as `key: what is wrong`. The `env` union puts its tag in the error's location; the key
+    a user wrote has none, so the tag picks the environment's model and is left out of the key."""
+    parts = list(error["loc"])
+    model: type[BaseModel] | None = root
+    shown: list[str] = []
+    index = 0
+    while index < len(parts):
+        part = parts[index]
+        shown.append(str(part))
+        index += 1
+        if index == len(parts) or isinstance(part, int) or model is None:
+            continue  # the failing key itself, or a list index (the list's item model is already in hand)
+        if model is root and part == "env":
+            model = env_config_type(str(parts[index]))
+            index += 1
+            continue
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if get_origin(annotation) is list:
+            (annotation,) = get_args(annotation)
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    loc = ".".join(shown)
+    if error["type"] == "missing":
+        return f"{loc}: required"
+    if error["type"] == "extra_forbidden" and model is not None:
         return f"{loc}: unknown key (valid keys: {', '.join(model.model_fields)})"
     message = error["msg"].removeprefix("Value error, ")
     return f"{loc}: {message} (got {error['input']!r})"
@@ -224,6 +202,15 @@ def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     except ValidationError as exc:
         details = "; ".join(_describe(e, RunConfig) for e in exc.errors())
         raise ConfigError(f"{source}: {details}") from None
+
+
+def with_environment(config: RunConfig, name: str, source: str, **keys: Any) -> RunConfig:
+    """`config` with the environment `name` in place of its own, keeping the settings every environment shares;
+    `source` names where the switch came from in an error (e.g. `--env`)."""
+    data = config.model_dump()
+    shared = {key: value for key, value in data["env"].items() if key in EnvCommon.model_fields}
+    data["env"] = {**shared, "name": name, **keys}
+    return parse_config(data, source)
 
 
 def recipe_path(recipe: str | None) -> Path:
@@ -271,6 +258,17 @@ def _anchor_source_paths(data: dict[str, Any], folder: Path) -> None:
             source["path"] = str((folder / source["path"]).resolve())
 
 
+def _replace_environment(data: dict[str, Any], recipe_name: str, recipe_env: dict[str, Any], overrides: Sequence[str]) -> None:
+    """`--set env.name=X` replaces the recipe's environment: the keys only the old one reads (`task`, `sources`, ...)
+    go, the shared ones (prompt, rewards, held-out size, seeds) and the other `--set env.*` keys stay."""
+    env = data.get("env")
+    if not isinstance(env, dict) or env.get("name", "gym") == recipe_name:
+        return
+    given = {key.partition("=")[0].strip().split(".")[1] for key in overrides if key.strip().startswith("env.")}
+    stale = set(recipe_env) - set(EnvCommon.model_fields) - given
+    data["env"] = {key: value for key, value in env.items() if key not in stale}
+
+
 def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     path = recipe_path(recipe)
     try:
@@ -282,6 +280,8 @@ def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of sections")
     _anchor_source_paths(data, path.parent)
+    recipe_env = dict(data["env"]) if isinstance(data.get("env"), dict) else {}
     for assignment in overrides:
         set_override(data, assignment)
+    _replace_environment(data, recipe_env.get("name", "gym"), recipe_env, overrides)
     return parse_config(data, source=str(path))

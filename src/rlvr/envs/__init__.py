@@ -3,45 +3,47 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from rlvr.config import EnvConfig
 from rlvr.data import GYM_PREFIX, HUMANEVAL, Source
+from rlvr.env_config import EnvCommon, GymEnvConfig, HumanEvalEnvConfig, MixtureEnvConfig, SearchQAEnvConfig
 from rlvr.envs.base import Environment
 from rlvr.envs.mixture import MixtureEnvironment
 from rlvr.envs.searchqa import SearchQAEnvironment
 from rlvr.registry import Registry
 
-ENVIRONMENTS: Registry[Callable[[EnvConfig], Environment]] = Registry("environment")
+# name -> factory(the environment's config, one of rlvr.env_config's types; a plugin's gets PluginEnvConfig)
+ENVIRONMENTS: Registry[Callable[[Any], Environment]] = Registry("environment")
 
 
 @ENVIRONMENTS.register("mixture")
-def mixture(config: EnvConfig) -> Environment:
+def mixture(config: MixtureEnvConfig) -> Environment:
     """`env.sources`: files, `gym:<task>` tasks and benchmarks, drawn by weight."""
     return MixtureEnvironment(config, config.sources)
 
 
 @ENVIRONMENTS.register("gym")
-def gym(config: EnvConfig) -> Environment:
+def gym(config: GymEnvConfig) -> Environment:
     """One reasoning-gym task (`env.task`, `env.task_config`), scored by the task's own scorer."""
     source = Source(path=f"{GYM_PREFIX}{config.task}", task_config=config.task_config)
     return MixtureEnvironment(config, [source], keys=[("env.task", "env.task_config")])
 
 
 @ENVIRONMENTS.register("humaneval")
-def humaneval(config: EnvConfig) -> Environment:
+def humaneval(config: HumanEvalEnvConfig) -> Environment:
     """The 164 HumanEval problems, for evaluation only: to train on code, mix `humaneval` or a file with tests
     into `env.sources` with `use: both`."""
     return MixtureEnvironment(config, [Source(path=HUMANEVAL, use="eval")])
 
 
 @ENVIRONMENTS.register("searchqa")
-def searchqa(config: EnvConfig) -> Environment:
+def searchqa(config: SearchQAEnvConfig) -> Environment:
     """Questions about a generated fictional world, answered with the `search` tool (env.task_config: countries,
     cities, people, organisations, two_hop_fraction, kb_seed)."""
     return SearchQAEnvironment(config)
 
 
-def make_env(config: EnvConfig) -> Environment:
+def make_env(config: EnvCommon) -> Environment:
     return ENVIRONMENTS[config.name](config)
 
 

@@ -11,8 +11,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
-from rlvr.config import EnvConfig
 from rlvr.data import Mixture, Row, Source, Stream, load_source, split_held_out
+from rlvr.env_config import EnvCommon
 from rlvr.envs.base import DEFAULT_SYSTEM_PROMPT, Environment, load_demos
 from rlvr.envs.gym import gym_split
 from rlvr.envs.humaneval import humaneval_problems
@@ -92,7 +92,7 @@ def _finite_split(source: Source, eval_size: int | None, seed: int) -> tuple[lis
 
 
 class MixtureEnvironment(Environment):
-    def __init__(self, config: EnvConfig, sources: Sequence[Source], keys: Sequence[tuple[str, str]] | None = None) -> None:
+    def __init__(self, config: EnvCommon, sources: Sequence[Source], keys: Sequence[tuple[str, str]] | None = None) -> None:
         """`keys`: per source, the config keys that name its gym task and task config, for error messages."""
         keys = keys or [(f"env.sources.{i}.path", f"env.sources.{i}.task_config") for i in range(len(sources))]
         self.system_prompt = config.system_prompt or DEFAULT_SYSTEM_PROMPT

@@ -18,9 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from rlvr.config import EnvConfig
+from rlvr.env_config import SearchQAEnvConfig, SearchQAOptions
 from rlvr.envs.base import Environment
 from rlvr.errors import ConfigError
 from rlvr.rewards.rubric import Rubric
@@ -28,40 +26,6 @@ from rlvr.seeds import named_rng
 from rlvr.types import Document, Problem, format_hits
 
 Subset = Literal["one_hop", "two_hop"]
-
-
-class SearchQAOptions(BaseModel):
-    """`env.task_config` of the searchqa environment: the size and seed of the world, and the question mix."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    countries: int = Field(12, ge=1, le=200)
-    cities: int = Field(60, ge=1, le=2000)
-    people: int = Field(400, ge=1, le=5000)
-    organisations: int = Field(150, ge=1, le=2000)
-    two_hop_fraction: float = Field(0.5, ge=0.0, le=1.0, description="share of two-hop questions, in training and held out")
-    kb_seed: int = Field(0, description="seeds the world; the same options always build the same world")
-
-    @classmethod
-    def parse(cls, task_config: dict[str, Any]) -> SearchQAOptions:
-        """The options, or a one-line ConfigError naming the offending key."""
-        try:
-            options = cls.model_validate(task_config)
-        except ValidationError as exc:
-            raise ConfigError("; ".join(_option_error(error) for error in exc.errors())) from None
-        if options.cities < options.countries:
-            raise ConfigError(
-                f"env.task_config.cities: every country needs a city, so at least countries ({options.countries})"
-                f" (got {options.cities})"
-            )
-        return options
-
-
-def _option_error(error: Any) -> str:
-    key = ".".join(str(part) for part in error["loc"])
-    if error["type"] == "extra_forbidden":
-        return f"env.task_config.{key}: unknown option for searchqa (options: {', '.join(SearchQAOptions.model_fields)})"
-    return f"env.task_config.{key}: {error['msg']} (got {error['input']!r})"
 
 
 # ---------------------------------------------------------------- the world
@@ -444,8 +408,8 @@ class SearchQAEnvironment(Environment):
 
     default_tools: ClassVar[tuple[str, ...]] = ("search",)
 
-    def __init__(self, config: EnvConfig) -> None:
-        self.options = SearchQAOptions.parse(config.task_config)
+    def __init__(self, config: SearchQAEnvConfig) -> None:
+        self.options = config.task_config
         self.system_prompt = config.system_prompt or SYSTEM_PROMPT
         self.rubric = Rubric({"correct": 1.0, "format": config.format_reward, **config.rewards})
         self.world = build_world(self.options)

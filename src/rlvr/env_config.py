@@ -1,0 +1,148 @@
+"""`env:` in a recipe: one config type per environment, told apart by `name` (a discriminated union).
+
+Each environment reads only its own keys (`task` for gym, `sources` for mixture, the world's options for searchqa),
+so a key another environment reads is an unknown key here, with the valid ones listed. What every environment
+shares (prompt, rewards, held-out split, seeds) is `EnvCommon`. An environment registered by a plugin gets
+`PluginEnvConfig`: the shared keys, plus an `options` mapping for it to validate itself.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationInfo, field_validator
+
+from rlvr.data import Source
+from rlvr.registry import registered
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EnvCommon(_Strict):
+    name: str  # each environment's config narrows it to its own name: the union's tag
+    system_prompt: str | None = None
+    demos: str | None = Field(
+        None, description="a JSON file of chat messages shown before every question: demonstrations, tool calls included"
+    )
+    format_reward: float = Field(0.1, ge=0.0, description="reward for a well-formed final answer line")
+    rewards: dict[Annotated[str, registered("rlvr.rewards", "REWARDS")], float] = Field(
+        {}, description="more weighted reward terms next to correct and format, e.g. {length: 1.0}"
+    )
+    eval_size: int = Field(200, ge=1, description="held-out problems, shared by weight among the sources")
+    eval_seed: int = 1_000_003
+    train_seed: int = 17
+
+
+class GymEnvConfig(EnvCommon):
+    """One reasoning-gym task, scored by the task's own scorer."""
+
+    name: Literal["gym"] = "gym"
+    task: str = Field("basic_arithmetic", description="the reasoning-gym task")
+    task_config: dict[str, Any] = Field({}, description="the task's own options (reasoning-gym's dataset config)")
+
+    @property
+    def label(self) -> str:
+        """A short name for titles and summaries (`gym:chain_sum`, `mixture:<subset>+<subset>`, `humaneval`)."""
+        return f"gym:{self.task}"
+
+
+class MixtureEnvConfig(EnvCommon):
+    """Files, `gym:<task>` tasks and benchmarks, drawn by weight."""
+
+    name: Literal["mixture"] = "mixture"
+    sources: list[Source] = Field([], validate_default=True, description="the datasets, gym tasks and benchmarks")
+
+    @field_validator("sources")
+    @classmethod
+    def _not_empty(cls, sources: list[Source]) -> list[Source]:
+        if not sources:
+            raise ValueError("the mixture environment needs at least one entry in env.sources")
+        return sources
+
+    @property
+    def label(self) -> str:
+        return f"mixture:{'+'.join(s.subset or s.path for s in self.sources)}"
+
+
+class HumanEvalEnvConfig(EnvCommon):
+    """The 164 HumanEval problems, for evaluation only."""
+
+    name: Literal["humaneval"] = "humaneval"
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+class SearchQAOptions(BaseModel):
+    """The searchqa world: its size and seed, and the question mix."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    countries: int = Field(12, ge=1, le=200)
+    cities: int = Field(60, ge=1, le=2000)
+    people: int = Field(400, ge=1, le=5000)
+    organisations: int = Field(150, ge=1, le=2000)
+    two_hop_fraction: float = Field(0.5, ge=0.0, le=1.0, description="share of two-hop questions, in training and held out")
+    kb_seed: int = Field(0, description="seeds the world; the same options always build the same world")
+
+    @field_validator("cities")
+    @classmethod
+    def _a_city_per_country(cls, cities: int, info: ValidationInfo) -> int:
+        countries = info.data.get("countries", cities)
+        if cities < countries:
+            raise ValueError(f"every country needs a city, so at least countries ({countries})")
+        return cities
+
+
+class SearchQAEnvConfig(EnvCommon):
+    """Questions about a generated fictional world, answered with the `search` tool."""
+
+    name: Literal["searchqa"] = "searchqa"
+    task_config: SearchQAOptions = SearchQAOptions()
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+class PluginEnvConfig(EnvCommon):
+    """An environment a plugin registered: the shared keys, and options it validates itself."""
+
+    name: Annotated[str, registered("rlvr.envs", "ENVIRONMENTS")]
+    options: dict[str, Any] = {}
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+BUILTIN_ENVS: dict[str, type[EnvCommon]] = {
+    "gym": GymEnvConfig,
+    "mixture": MixtureEnvConfig,
+    "humaneval": HumanEvalEnvConfig,
+    "searchqa": SearchQAEnvConfig,
+}
+
+
+def _env_kind(value: Any) -> str:
+    name = value.get("name", "gym") if isinstance(value, dict) else getattr(value, "name", "gym")
+    return name if name in BUILTIN_ENVS else "plugin"
+
+
+EnvConfig = Annotated[
+    Annotated[GymEnvConfig, Tag("gym")]
+    | Annotated[MixtureEnvConfig, Tag("mixture")]
+    | Annotated[HumanEvalEnvConfig, Tag("humaneval")]
+    | Annotated[SearchQAEnvConfig, Tag("searchqa")]
+    | Annotated[PluginEnvConfig, Tag("plugin")],
+    Discriminator(_env_kind),
+]
+ENV_CONFIG: TypeAdapter[EnvConfig] = TypeAdapter(EnvConfig)
+
+
+def env_config_type(name: str) -> type[EnvCommon]:
+    """The config type of the environment called `name`."""
+    return BUILTIN_ENVS.get(name, PluginEnvConfig)
