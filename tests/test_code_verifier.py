@@ -13,7 +13,7 @@ from rlvr.envs.base import Problem
 from rlvr.envs.humaneval import CODE_SYSTEM_PROMPT, humaneval_problems
 from rlvr.rewards import REWARDS, Verdict
 from rlvr.rewards.code import CODE_LIMITS, extract_code, join_program, run_tests
-from rlvr.tools import SandboxLimits
+from rlvr.sandbox import SandboxLimits
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox is Linux-only")
 

@@ -15,8 +15,8 @@ from rich.console import Console
 
 from rlvr.config import ConfigError, load_config
 from rlvr.errors import EngineError
+from rlvr.sandbox.cli import sandbox_app
 from rlvr.tools.index_cli import index_app
-from rlvr.tools.sandbox_cli import sandbox_app
 
 app = typer.Typer(help="Reinforcement learning from verifiable rewards.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rlvr.sandbox import SandboxLimits
 from rlvr.tools.base import TOOLS, Tool
 from rlvr.tools.python_session import PythonSession
-from rlvr.tools.sandbox import SandboxLimits
 from rlvr.tools.search import format_hits, load_search_index
 
 if TYPE_CHECKING:
