@@ -2,8 +2,9 @@
 
 Stdin, after the nonce line: `{"program": ..., "tests": [...]}` as JSON. The report line is `<nonce> <one 0/1 per
 test> <hex of the program's error>`: plain str operations, nothing the program could have patched. The nonce and
-the report line follow `harness_protocol`, which travels beside this file. os._exit skips the program's atexit
-handlers and finalizers, which could otherwise hang or print after the report.
+the report line follow `harness_protocol`, which travels beside this file (so this is a program for the sandbox,
+not a module to import on the host). os._exit skips the program's atexit handlers and finalizers, which could
+otherwise hang or print after the report.
 """
 
 import json

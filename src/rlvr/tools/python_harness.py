@@ -4,7 +4,7 @@ Protocol on stdin, one item per line: the nonce; "<wall seconds> <chars to keep 
 <random seed>"; then one "<cell number> <hex of its UTF-8 source>" per cell, the earlier (replayed) cells first and
 the new cell last. On the original stdout: "<nonce> run <i>" when the i-th cell starts, and at the end one "<nonce>
 end key=value ..." line (text values hex-encoded). The nonce and the report lines follow `harness_protocol`, which
-travels beside this file.
+travels beside this file (so this is a program for the sandbox, not a module to import on the host).
 """
 
 import ast
