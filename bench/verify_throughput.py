@@ -410,7 +410,7 @@ def main() -> None:
     if args.items < 1 or args.workers < 1 or args.repeats < 1:
         parser.error("--items, --workers and --repeats must be positive")
 
-    from rlvr.tools import isolation
+    from rlvr.sandbox import isolation
 
     info = isolation()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -12,7 +12,7 @@ import pytest
 from rlvr.envs.humaneval import CODE_SYSTEM_PROMPT, humaneval_problems
 from rlvr.rewards import REWARDS, Verdict
 from rlvr.rewards.code import CODE_LIMITS, extract_code, join_program, run_tests
-from rlvr.tools import SandboxLimits
+from rlvr.sandbox import SandboxLimits
 from rlvr.types import Problem
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox is Linux-only")
@@ -206,6 +206,11 @@ HACKS = {
     "crashes at import (right function)": "import no_such_module_here\ndef add(a, b):\n    return a + b\n",
     # A harness that looked exec up in builtins after the program ran would run no test and count them all passed.
     "patches exec": WRONG + "import builtins\nbuiltins.exec = lambda *a, **k: None\n",
+    # The shared protocol writes the report with the os.write it bound before the program ran: were it looked up when
+    # writing, this would turn every failing test into a pass.
+    "patches os.write": WRONG
+    + "import os\n_write = os.write\ndef write(fd, data):\n    _write(fd, data.replace(b' 000 ', b' 111 '))\n"
+    + "    return len(data)\nos.write = write\n",
 }
 
 

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from rlvr.tools import SandboxLimits, isolation, python_session
+from rlvr.sandbox import SandboxLimits, isolation
+from rlvr.tools import python_session
 from rlvr.tools.python_session import CellResult, PythonSession
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox is Linux-only")

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rlvr.tools import SandboxLimits, SandboxResult, isolation, run_file, run_python
-from rlvr.tools.sandbox_cli import sandbox_app
+from rlvr.sandbox import SandboxLimits, SandboxResult, isolation, run_file, run_python
+from rlvr.sandbox.cli import sandbox_app
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox is Linux-only")
 

@@ -16,9 +16,9 @@ from rich.console import Console
 
 from rlvr.config import ConfigError, load_config, with_environment
 from rlvr.errors import EngineError
+from rlvr.sandbox.cli import sandbox_app
 from rlvr.seeds import derive_seed
 from rlvr.tools.index_cli import index_app
-from rlvr.tools.sandbox_cli import sandbox_app
 
 app = typer.Typer(help="Reinforcement learning from verifiable rewards.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)

@@ -1,7 +1,7 @@
 """Code answers: run the extracted program and its unit tests in the sandbox; the reward is 1 only if every test passes.
 
-One sandboxed interpreter per completion runs a small harness (`_HARNESS`, standard library only): it executes the
-program in a fresh namespace, then each test (an `assert` line, MBPP style, or a whole test program such as
+One sandboxed interpreter per completion runs a small harness (`code_harness.py`, standard library only): it executes
+the program in a fresh namespace, then each test (an `assert` line, MBPP style, or a whole test program such as
 HumanEval's `check(candidate)`) in that namespace, and reports pass/fail per test. Batching the tests into one run
 matters: starting a sandbox costs ~50 ms, running a test microseconds.
 
@@ -39,7 +39,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from rlvr.rewards.base import Verdict, register_verifier
-from rlvr.tools.sandbox import TAKE_STDIN_SOURCE, SandboxLimits, run_python
+from rlvr.sandbox import HARNESS_FILES, SandboxLimits, read_program, run_python
 from rlvr.types import Problem
 
 # Per completion, program and all its tests together; `problem.meta["timeout_seconds"]` overrides both times.
@@ -49,59 +49,8 @@ _PYTHON_TAGS = {"python", "py", "python3", "py3"}
 _FENCE = re.compile(r"^\s*```\s*([\w+-]*)[^`]*$")
 _STDERR_TAIL = 2000
 
-# Runs as main.py in the sandbox. The report line is `<nonce> <one 0/1 per test> <hex of the program's error>`:
-# plain str operations, nothing the program could have patched. os._exit skips the program's atexit handlers and
-# finalizers, which could otherwise hang or print after the report.
-_HARNESS = (
-    TAKE_STDIN_SOURCE
-    + r"""
-import json
-
-
-def _main():
-    # The nonce is in no file or descriptor the program can reach; the report goes to a duplicate of stdout, and
-    # fd 1 to /dev/null.
-    data, report_fd, null = _take_stdin()
-    os.dup2(null, 1)
-    os.close(null)
-    nonce, _, payload = data.decode("utf-8").partition("\n")
-    job = json.loads(payload)
-    program, tests = job["program"], job["tests"]
-    del data, payload, job
-    run, comp, write, exit_, base_exception, type_ = exec, compile, os.write, os._exit, BaseException, type
-    message, number = BaseException.__str__, enumerate
-
-    namespace = {"__name__": "solution"}
-    error = ""
-    try:
-        run(comp(program, "solution.py", "exec"), namespace)
-    except base_exception as exc:
-        try:
-            error = type_(exc).__name__ + ": " + message(exc)
-        except base_exception:
-            error = "an exception"
-        error = error or "an exception"
-    bits = []
-    if not error:
-        for index, test in number(tests):
-            try:
-                run(comp(test, "test_%d.py" % index, "exec"), namespace)
-            except base_exception:
-                bits.append("0")
-            else:
-                bits.append("1")
-    line = ("\n" + nonce + " " + "".join(bits) + " " + error[:500].encode("utf-8", "replace").hex() + "\n").encode()
-    try:
-        while line:
-            line = line[write(report_fd, line):]
-    except base_exception:
-        exit_(1)
-    exit_(0)
-
-
-_main()
-"""
-)
+# Runs as main.py in the sandbox, with the shared report protocol beside it (`HARNESS_FILES`).
+_HARNESS = read_program("rlvr.rewards", "code_harness.py")
 
 
 @dataclass
@@ -202,7 +151,7 @@ def run_tests(program: str, tests: list[str] | str, limits: SandboxLimits = CODE
         raise TypeError("tests must be a string or a list of strings")
     nonce = secrets.token_hex(16)
     payload = nonce + "\n" + json.dumps({"program": program, "tests": tests})
-    result = run_python(_HARNESS, stdin=payload, limits=limits)
+    result = run_python(_HARNESS, stdin=payload, limits=limits, files=HARNESS_FILES)
     stderr = result.stderr[-_STDERR_TAIL:]
     total = len(tests)
     report = _parse_report(result.stdout, nonce, total)

@@ -1,21 +1,7 @@
-"""Tools a model calls while it reasons (python, search, any `@tool` function), and the sandbox model-written code
-runs in."""
+"""Tools a model calls while it reasons (python, search, any `@tool` function); the sandbox the python tool runs
+code in is its own package, `rlvr.sandbox`."""
 
 from rlvr.tools.base import TOOLS, Tool, ToolError, function_tool, tool
 from rlvr.tools.builtin import build_tools
-from rlvr.tools.sandbox import IsolationInfo, SandboxLimits, SandboxResult, isolation, run_file, run_python
 
-__all__ = [
-    "TOOLS",
-    "IsolationInfo",
-    "SandboxLimits",
-    "SandboxResult",
-    "Tool",
-    "ToolError",
-    "build_tools",
-    "function_tool",
-    "isolation",
-    "run_file",
-    "run_python",
-    "tool",
-]
+__all__ = ["TOOLS", "Tool", "ToolError", "build_tools", "function_tool", "tool"]

@@ -9,9 +9,9 @@ from typing import Any
 
 from rlvr.config import ToolsConfig
 from rlvr.errors import ConfigError
+from rlvr.sandbox import SandboxLimits
 from rlvr.tools.base import TOOLS, Tool
 from rlvr.tools.python_session import PythonSession
-from rlvr.tools.sandbox import SandboxLimits
 from rlvr.tools.search import load_search_index
 from rlvr.types import Document, format_hits
 

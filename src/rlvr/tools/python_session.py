@@ -1,6 +1,6 @@
 """The `python` tool's state within one episode: a notebook-like session over the sandbox, by replay.
 
-Each sandboxed run starts a fresh interpreter (`rlvr.tools.sandbox`), so nothing survives from one call to the next
+Each sandboxed run starts a fresh interpreter (`rlvr.sandbox`), so nothing survives from one call to the next
 by itself. A `PythonSession` keeps the cells that ran successfully and, on every `run(code)`, replays them in one
 fresh sandbox with their output discarded, then runs the new cell with its output captured. Variables, functions
 and imports of earlier calls are therefore visible to later ones, and two sessions (episodes) share nothing. A cell
@@ -24,13 +24,14 @@ Semantics, where they differ from Jupyter:
   pickle); stdin is empty. Threads that earlier cells started run again during the replay, and what they print once
   the new cell has started is part of its output.
 
-The harness (`_HARNESS`) follows `rlvr.rewards.code`: it reads a random nonce from stdin before any cell runs and
-leaves it in no file or descriptor the cells can reach, binds everything it calls to locals first, and reports on
-a duplicate of the original stdout with str methods only, in lines that start with the nonce. The cells' own
-stdout and stderr go to /dev/null during the replay and to unlinked files while the new cell runs, so neither a
-cell's prints nor its writes to any descriptor can pass for the harness's report, and a cell that exits early,
-crashes or closes descriptors leaves no report, which reads as a failure. As there, a cell that reaches into the
-harness on purpose (its frames, `gc`, `ctypes`) can read the nonce; it runs in the sandbox all the same.
+The harness (`python_harness.py`) follows `rlvr.rewards.code` and shares its protocol (`rlvr.sandbox.harness_protocol`):
+it reads a random nonce from stdin before any cell runs and leaves it in no file or descriptor the cells can reach,
+binds everything it calls to locals first, and reports on a duplicate of the original stdout with str methods only,
+in lines that start with the nonce. The cells' own stdout and stderr go to /dev/null during the replay and to
+unlinked files while the new cell runs, so neither a cell's prints nor its writes to any descriptor can pass for the
+harness's report, and a cell that exits early, crashes or closes descriptors leaves no report, which reads as a
+failure. As there, a cell that reaches into the harness on purpose (its frames, `gc`, `ctypes`) can read the nonce;
+it runs in the sandbox all the same.
 
 Timeouts are enforced twice: the harness's own timer (wall clock, and SIGXCPU at the CPU limit) stops the cell and
 still reports what it printed; the sandbox kills the run `_GRACE_SECONDS` later if the cell blocked that.
@@ -44,7 +45,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from rlvr.tools.sandbox import TAKE_STDIN_SOURCE, SandboxLimits, SandboxResult, run_python
+from rlvr.sandbox import HARNESS_FILES, SandboxLimits, SandboxResult, read_program, run_python
 
 __all__ = ["SESSION_LIMITS", "CellResult", "PythonSession"]
 
@@ -59,197 +60,8 @@ _RANDOM_SEED = 0
 # UTF-8 (a backslash-escaped surrogate), hex-encoded as 2 digits per byte.
 _REPORT_BYTES_PER_CHAR = 128
 
-# Runs as main.py in the sandbox; standard library only. Protocol on stdin, one item per line: the nonce; "<wall
-# seconds> <chars to keep per text> <file size cap in bytes> <random seed>"; then one "<cell number> <hex of its
-# UTF-8 source>" per cell, the earlier (replayed) cells first and the new cell last. On the original stdout: "<nonce>
-# run <i>" when the i-th cell starts, and at the end one "<nonce> end key=value ..." line (text values hex-encoded).
-_HARNESS = (
-    TAKE_STDIN_SOURCE
-    + r"""
-import ast, builtins, codecs, random, signal, sys
-
-
-def _main():
-    # The nonce is in no file or descriptor the cells can reach.
-    data, report_fd, null = _take_stdin()
-    lines = data.decode("ascii").split("\n")
-    del data
-    nonce = lines[0]
-    seconds, keep, file_limit, seed = lines[1].split(" ")
-    seconds, keep, file_limit = float(seconds), int(keep), int(file_limit)
-    cells = []
-    for line in lines[2:]:
-        number, source = line.split(" ")
-        cells.append(("<cell %s>" % number, bytes.fromhex(source).decode("utf-8")))
-    del lines
-    *replay, (filename, source) = cells
-    sources = {name: text.split("\n") for name, text in cells}
-
-    # The new cell's output goes to files that no path leads to, read back at the end.
-    captures = []
-    for name in (".cell-stdout", ".cell-stderr"):
-        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        os.unlink(name)
-        captures.append(fd)
-
-    # Everything used once cells have run is bound here, out of their reach.
-    write, dup2, pread, fstat, getpid, exit_ = os.write, os.dup2, os.pread, os.fstat, os.getpid, os._exit
-    setitimer, real_timer, alarm = signal.setitimer, signal.ITIMER_REAL, signal.SIGALRM
-    decode, only_ast, Expr, Expression = codecs.utf_8_decode, ast.PyCF_ONLY_AST, ast.Expr, ast.Expression
-    run, comp, evaluate, represent, to_str = exec, compile, eval, repr, str
-    kind, is_a, size, base_exception, numbered = type, isinstance, len, BaseException, enumerate
-    streams = (sys.stdout, sys.stderr)
-    harness_pid = getpid()
-    state = {"cell": 0, "done": False}
-
-    def send(text):
-        data = ("\n" + nonce + " " + text + "\n").encode()
-        while data:
-            data = data[write(report_fd, data):]
-
-    def flush():
-        for stream in streams:
-            try:
-                stream.flush()
-            except base_exception:
-                pass
-
-    def hexed(text):
-        return text.encode("utf-8", "backslashreplace").hex()
-
-    def excerpt(name, head, tail, length):
-        return "%s=%s %s_tail=%s %s_len=%d" % (name, hexed(head), name, hexed(tail), name, length)
-
-    def read_capture(fd):
-        # First and last `keep` characters and the length in characters, decoding 1 MiB at a time.
-        head, tail, length, offset, pending = "", "", 0, 0, b""
-        end = fstat(fd).st_size
-        while True:
-            data = pread(fd, 1 << 20, offset) if offset < end else b""
-            offset += size(data)
-            text, used = decode(pending + data, "replace", not data)
-            pending = (pending + data)[used:]
-            length += size(text)
-            if size(head) < keep:
-                head += text[: keep - size(head)]
-            tail = (tail + text)[-keep:]
-            if not data:
-                return head, tail, length, end
-
-    def describe(exc):
-        try:
-            cls = kind(exc)
-            name = cls.__qualname__
-            if cls.__module__ not in ("builtins", "__main__"):
-                name = cls.__module__ + "." + name
-        except base_exception:
-            name = "Exception"
-        try:
-            message = to_str(exc)
-        except base_exception:
-            message = "<exception str() failed>"
-        return (name + ": " + message if message else name)[:keep]
-
-    def format_traceback(exc, summary):
-        # Only the cells' frames: the harness's own would only confuse, library internals rarely help.
-        # Only the cells' frames, the last few, repeats collapsed as Python does: the harness's own frames would only
-        # confuse, library internals rarely help.
-        groups = []
-        tb = exc.__traceback__
-        while tb is not None:
-            code = tb.tb_frame.f_code
-            frame = (code.co_filename, tb.tb_lineno, code.co_name)
-            if code.co_filename in sources:
-                if groups and groups[-1][0] == frame:
-                    groups[-1][1] += 1
-                else:
-                    groups.append([frame, 1])
-            tb = tb.tb_next
-        out = ["Traceback (most recent call last):"] if groups else []
-        omitted = 0
-        for _, repeats in groups[:-5]:
-            omitted += repeats
-        if omitted:
-            out.append("  ... %d earlier frames" % omitted)
-        for (name, lineno, function), repeats in groups[-5:]:
-            out.append('  File "%s", line %s, in %s' % (name, lineno, function))
-            lines = sources[name]
-            if is_a(lineno, int) and 0 < lineno <= size(lines) and lines[lineno - 1].strip():
-                out.append("    " + lines[lineno - 1].strip()[:200])
-            if repeats > 1:
-                out.append("  [Previous line repeated %d more times]" % (repeats - 1))
-        out.append(summary)
-        return "\n".join(out)
-
-    def finish(status, exc=None, result=None):
-        state["done"] = True
-        if getpid() != harness_pid:
-            exit_(0)  # a child the cell forked: only the harness reports
-        try:
-            setitimer(real_timer, 0)
-            flush()
-            fields = ["end", "status=" + status, "cell=%d" % state["cell"]]
-            for name, fd in (("stdout", captures[0]), ("stderr", captures[1])):
-                head, tail, length, end = read_capture(fd)
-                fields.append(excerpt(name, head, tail, length))
-                if end >= file_limit:
-                    fields.append("flooded=1")
-            if result is not None:
-                fields.append(excerpt("result", result[:keep], result[-keep:], size(result)))
-            if exc is not None:
-                summary = describe(exc)
-                fields.append("error=" + hexed(summary) + " traceback=" + hexed(format_traceback(exc, summary)))
-            send(" ".join(fields))
-        except base_exception:
-            exit_(1)
-        exit_(0)
-
-    def on_limit(signum, frame):
-        if not state["done"]:
-            finish("timeout" if signum == alarm else "cpu")
-
-    # The cells run in a fresh `__main__` module, as in a notebook (pickle and typing find what they define).
-    main = kind(sys)("__main__")
-    namespace = main.__dict__
-    namespace["__builtins__"] = builtins
-    sys.modules["__main__"] = main
-    random.seed(int(seed))
-    signal.signal(signal.SIGALRM, on_limit)
-    signal.signal(signal.SIGXCPU, on_limit)
-    setitimer(real_timer, seconds)
-
-    dup2(null, 1)
-    dup2(null, 2)
-    for index, (name, text) in numbered(replay):
-        state["cell"] = index
-        send("run %d" % index)
-        try:
-            run(comp(text, name, "exec", 0, True), namespace)
-        except base_exception as exc:
-            finish("replay", exc)
-    flush()  # what the replay left in the buffers goes to /dev/null, not into the new cell's output
-    dup2(captures[0], 1)
-    dup2(captures[1], 2)
-    state["cell"] = size(replay)
-    send("run %d" % size(replay))
-    result = None
-    try:
-        tree = comp(source, filename, "exec", only_ast, True)
-        last = tree.body.pop() if tree.body and is_a(tree.body[-1], Expr) else None
-        body = comp(tree, filename, "exec", 0, True)
-        final = None if last is None else comp(Expression(last.value), filename, "eval", 0, True)
-        run(body, namespace)
-        value = None if final is None else evaluate(final, namespace)
-        if value is not None:
-            result = represent(value)
-    except base_exception as exc:
-        finish("error", exc)
-    finish("ok", result=result)
-
-
-_main()
-"""
-)
+# Runs as main.py in the sandbox, with the shared report protocol beside it (`HARNESS_FILES`).
+_HARNESS = read_program("rlvr.tools", "python_harness.py")
 
 
 @dataclass
@@ -438,7 +250,7 @@ class PythonSession:
         except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
             return self._rejected(code, error, started)
         nonce = secrets.token_hex(16)
-        result = run_python(_HARNESS, stdin=self._job(nonce, cell), limits=self._sandbox_limits)
+        result = run_python(_HARNESS, stdin=self._job(nonce, cell), limits=self._sandbox_limits, files=HARNESS_FILES)
         if result.sandbox_error is not None:
             return self._failed(f"sandbox error: {result.sandbox_error}", [], started)
         try:

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from rlvr.tools.sandbox import SandboxLimits, run_file
+from rlvr.sandbox.limits import SandboxLimits
+from rlvr.sandbox.run import run_file
 
 sandbox_app = typer.Typer(help="Run untrusted Python in the hardened sandbox.", no_args_is_help=True, add_completion=False)
 
