@@ -10,20 +10,16 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from rlvr.episode import Episode
 from rlvr.eval.thinking import (
-    CONTINUE_CUE,
     EFFORT_BUDGETS,
-    FORCE_CLOSE_CUE,
-    NO_THINKING_BLOCK,
-    THINK_OPEN,
     THINKING_SYSTEM_PROMPT,
     ThinkingResult,
-    find_close,
     generate_with_budget,
     resolve_budget,
     split_thinking,
 )
 from rlvr.rewards import extract_answer
 from rlvr.rollout import RolloutEngine, SamplingParams, TransformersEngine
+from rlvr.rollout.budget_forcing import CONTINUE_CUE, FORCE_CLOSE_CUE, NO_THINKING_BLOCK, THINK_OPEN, find_close
 
 GREEDY = SamplingParams(greedy=True)
 

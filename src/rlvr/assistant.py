@@ -21,8 +21,8 @@ from rlvr.envs import Environment, Problem, make_env
 from rlvr.episode import Episode
 from rlvr.models import load_policy, load_tokenizer
 from rlvr.rollout import RolloutEngine, SamplingParams, make_engine
-from rlvr.rollout.hf import stop_token_ids
-from rlvr.trainer import make_sampler
+from rlvr.rollout.sampler import make_sampler
+from rlvr.rollout.stop_tokens import stop_token_ids
 
 
 @dataclass
