@@ -11,6 +11,7 @@ def test_derived_seeds_are_the_documented_formula_and_never_collide():
     assert derive_seed(3, 7) == 3 * 1_000_003 + 7
     seeds = {derive_seed(seed, index) for seed in range(20) for index in range(500)}
     assert len(seeds) == 20 * 500
+    assert derive_seed(derive_seed(10**15, 3), 2) < 2**63  # nested streams of a large seed stay in range
     with pytest.raises(ValueError, match="stream index"):
         derive_seed(1, 1_000_003)
 

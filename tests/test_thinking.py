@@ -9,20 +9,16 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from rlvr.eval.thinking import (
-    CONTINUE_CUE,
     EFFORT_BUDGETS,
-    FORCE_CLOSE_CUE,
-    NO_THINKING_BLOCK,
-    THINK_OPEN,
     THINKING_SYSTEM_PROMPT,
     ThinkingResult,
-    find_close,
     generate_with_budget,
     resolve_budget,
     split_thinking,
 )
 from rlvr.rewards import extract_answer
 from rlvr.rollout import RolloutEngine, SamplingParams, TransformersEngine
+from rlvr.rollout.budget_forcing import CONTINUE_CUE, FORCE_CLOSE_CUE, NO_THINKING_BLOCK, THINK_OPEN, find_close
 from rlvr.types import Episode
 
 GREEDY = SamplingParams(greedy=True)

@@ -126,7 +126,7 @@ def test_demos_file_errors_name_the_message(tmp_path):
 
 def test_python_math_recipe_shows_the_demos_and_the_tool(tokenizer):
     from rlvr.envs import make_env
-    from rlvr.trainer import enabled_tools
+    from rlvr.rollout.sampler import enabled_tools
 
     config = load_config("python-math")
     env = make_env(config.env)

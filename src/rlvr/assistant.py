@@ -20,8 +20,8 @@ from rlvr.config import ConfigError, RunConfig
 from rlvr.envs import Environment, make_env
 from rlvr.models import load_policy, load_tokenizer
 from rlvr.rollout import RolloutEngine, SamplingParams, make_engine
-from rlvr.rollout.hf import stop_token_ids
-from rlvr.trainer import make_sampler
+from rlvr.rollout.sampler import make_sampler
+from rlvr.rollout.stop_tokens import stop_token_ids
 from rlvr.types import Episode, Problem
 
 

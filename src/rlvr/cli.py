@@ -142,8 +142,8 @@ def _evaluate(config, settings, data_label: str, out: Path | None) -> dict:
     from rlvr.eval.runner import model_hash, run_eval
     from rlvr.models import load_policy, load_tokenizer, resolve_model_path
     from rlvr.rollout import make_engine
+    from rlvr.rollout.sampler import make_sampler
     from rlvr.scoring import Scorer
-    from rlvr.trainer import make_sampler
 
     tokenizer = load_tokenizer(config.model.path)
     policy = load_policy(config.model.path)

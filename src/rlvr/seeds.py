@@ -26,10 +26,11 @@ def seed_everything(seed: int) -> None:
 
 def derive_seed(seed: int, index: int) -> int:
     """The seed of call `index` of the stream seeded with `seed`: one seed for every call would replay the same
-    random draws in each. Nested streams (a tool turn within a training step) derive again."""
+    random draws in each. Nested streams (a tool turn within a training step) derive again; the result stays below
+    2**63, what torch's and vLLM's generators accept."""
     if not 0 <= index < _STRIDE:
         raise ValueError(f"stream index {index} outside [0, {_STRIDE})")
-    return seed * _STRIDE + index
+    return (seed * _STRIDE + index) % 2**63
 
 
 def named_rng(*keys: object) -> random.Random:

@@ -30,12 +30,10 @@ from rlvr.learner import TokenBatch, completion_logprobs
 from rlvr.metrics import MetricsLog
 from rlvr.models import inference_weights, load_policy, load_reference, load_tokenizer
 from rlvr.rollout import RolloutEngine, SamplingParams, make_engine
-from rlvr.rollout.tool_loop import ToolLoop, ToolLoopSettings
+from rlvr.rollout.sampler import make_sampler
 from rlvr.scoring import Scorer
 from rlvr.seeds import derive_seed, seed_everything
-from rlvr.tools import build_tools
 from rlvr.tools.monitor import CollapseMonitor, tool_metrics
-from rlvr.tools.protocol import ChatFormat
 from rlvr.types import Episode
 
 
@@ -67,26 +65,6 @@ def verifier_metrics(episodes: list[Episode]) -> dict[str, float]:
     metrics = {f"verify/{name}": float(np.mean(v)) for name, v in sorted(values.items())}
     metrics["score_errors"] = sum("score_error" in e.meta for e in episodes)
     return metrics
-
-
-def enabled_tools(config: RunConfig, env: Environment) -> list[str]:
-    """`tools.enabled`, or the tools the environment needs when the recipe does not say."""
-    names = config.tools.enabled if config.tools.enabled is not None else list(env.default_tools)
-    return list(dict.fromkeys(names))
-
-
-def make_sampler(
-    engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, config: RunConfig, env: Environment
-) -> tuple[RolloutEngine | ToolLoop, ChatFormat, list[str]]:
-    """What produces episodes (the engine itself, or the multi-turn loop that runs tools between its turns), the
-    chat format that advertises the tools in prompts, and the tools' names. Training, evaluation, `rlvr chat` and
-    `rlvr sample` all build it here, so they share one tool setup."""
-    names = enabled_tools(config, env)
-    chat = ChatFormat(tokenizer, build_tools(names, config.tools, env.documents()))
-    if not names:
-        return engine, chat, names
-    settings = ToolLoopSettings(config.tools.max_turns, config.tools.max_result_tokens, config.tools.workers)
-    return ToolLoop(engine, chat, settings), chat, names
 
 
 class Trainer:

@@ -1,9 +1,8 @@
-"""Multi-turn rollouts with tools, token in and token out.
+"""Multi-turn rollouts with tools, token in and token out: the tool policy of the turn loop.
 
-The loop, per turn: every unfinished episode continues from its own ids; generation stops at `</tool_call>` (or
-the end of the turn); a closed call is parsed, validated against the tool's schema and run; the ids of the
-template's tool message are appended; the next turn follows. Model tokens carry their sampler log-probs and a
-loss-mask of 1; tool-message tokens carry a mask of 0 (the model did not choose them) and a log-prob of 0.
+Per turn: every unfinished episode continues from its own ids; generation stops at `</tool_call>` (or the end
+of the turn); a closed call is parsed, validated against the tool's schema and run; the ids of the template's
+tool message are appended (as context: mask 0, log-prob 0); the next turn follows.
 
 Rules, exactly:
 - `max_new_tokens` caps the *model* tokens of an episode over all its turns; a turn that hits it ends the
@@ -29,7 +28,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rlvr.rollout.base import RolloutEngine, SamplingParams
-from rlvr.rollout.hf import stop_token_ids
+from rlvr.rollout.stop_tokens import stop_token_ids
+from rlvr.rollout.trajectory import Trajectory
+from rlvr.rollout.turn_loop import Request, Response, Turn, run_turns
+from rlvr.seeds import derive_seed
 from rlvr.tools.base import Session, ToolError
 from rlvr.tools.protocol import CALL_CLOSE, ChatFormat, find_call, has_open_call, parse_call
 from rlvr.types import Episode
@@ -52,40 +54,103 @@ class ToolOutcome:
 
 
 @dataclass
-class _Row:
-    prompt: list[int]
-    ids: list[int] = field(default_factory=list)
-    mask: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
+class ToolState:
+    """An episode's tools: its open sessions, the exchange in chat format, and what it called."""
+
     sessions: dict[str, Session] = field(default_factory=dict)
     messages: list[dict[str, Any]] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     errors: int = 0
-    tool_tokens: int = 0
-    turns: int = 0
-    model_tokens: int = 0
     last_text: str = ""
-    done: bool = False
-    truncated: bool = False
-    stop: str = "end_of_turn"
 
-    def context(self) -> list[int]:
-        return self.prompt + self.ids
 
-    def keep(self, ids: Sequence[int], logprobs: Sequence[float]) -> None:
-        self.ids += ids
-        self.mask += [1] * len(ids)
-        self.logprobs += logprobs
-        self.model_tokens += len(ids)
+class ToolPolicy:
+    """Runs the call a turn ends with and inserts its result; ends the episode when the model answers or a limit is
+    reached. One per `generate` call: it runs the calls of a turn in `pool`."""
 
-    def append_context(self, ids: Sequence[int]) -> None:
-        self.ids += ids
-        self.mask += [0] * len(ids)
-        self.logprobs += [0.0] * len(ids)
-        self.tool_tokens += len(ids)
+    def __init__(self, chat: ChatFormat, settings: ToolLoopSettings, stop_ids: set[int], pool: ThreadPoolExecutor) -> None:
+        self.chat = chat
+        self.tokenizer = chat.tokenizer
+        self.settings = settings
+        self.stop_ids = stop_ids
+        self.pool = pool
 
-    def finish(self, stop: str, truncated: bool = False) -> None:
-        self.done, self.stop, self.truncated = True, stop, truncated
+    def start(self, prompt: Sequence[int]) -> Trajectory[ToolState]:
+        return Trajectory(list(prompt), ToolState())
+
+    def requests(self, live: list[Trajectory[ToolState]], sampling: SamplingParams, turn: int) -> list[Request[ToolState]]:
+        budget = [sampling.max_new_tokens - trajectory.model_tokens for trajectory in live]
+        # One engine call for all episodes at the largest budget; cutting a sample at its own budget afterwards
+        # draws from the same distribution as generating with that limit.
+        turn_sampling = replace(
+            sampling, max_new_tokens=max(budget), stop=(*sampling.stop, CALL_CLOSE), seed=derive_seed(sampling.seed, turn)
+        )
+        return [Request(trajectory, turn_sampling, cut_at=left) for trajectory, left in zip(live, budget)]
+
+    def respond(self, turns: list[Turn[ToolState]], turn: int) -> list[Response]:
+        responses: list[Response | None] = [None] * len(turns)
+        calls: list[tuple[int, ToolState, str | None, str]] = []
+        for index, model_turn in enumerate(turns):
+            ids, state = model_turn.ids, model_turn.trajectory.state
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            state.last_text = text
+            state.messages.append({"role": "assistant", "content": text})
+            ended = bool(ids) and ids[-1] in self.stop_ids
+            body = find_call(text)
+            if body is None and not has_open_call(text):
+                responses[index] = Response(stop="end_of_turn" if ended else "length", truncated=not ended)
+            elif len(ids) >= model_turn.limit:  # the turn's limit is what was left of the episode's model tokens
+                responses[index] = Response(stop="length", truncated=True)
+            elif turn == self.settings.max_turns - 1:
+                responses[index] = Response(stop="max_turns")
+            else:
+                calls.append((index, state, body, self.tokenizer.decode(ids[-1:]) if ended else ""))
+        outcomes = self.pool.map(lambda call: self._run(call[1], call[2]), calls)
+        for (index, state, _, ended_with), outcome in zip(calls, outcomes):
+            state.calls[outcome.name] += 1
+            state.errors += outcome.error is not None
+            content = self._cut(outcome.content)  # here, not in the pool: one thread uses the tokenizer
+            state.messages.append(self.chat.result_message(outcome.name, content))
+            responses[index] = Response(insert=self.chat.result_ids(outcome.name, content, ended_with))
+        return responses  # type: ignore[return-value]
+
+    def _run(self, state: ToolState, body: str | None) -> ToolOutcome:
+        """One call, never raising: what went wrong becomes the message the model reads."""
+        name = "invalid"
+        try:
+            if body is None:
+                raise ToolError("the tool call was not closed with </tool_call>")
+            call = parse_call(body)
+            tool = self.chat.by_name.get(call.name)
+            if tool is None:
+                raise ToolError(f"unknown tool {call.name!r} (available: {', '.join(self.chat.by_name)})")
+            name = call.name
+            arguments = tool.validate(call.arguments)
+            session = state.sessions.get(name) or state.sessions.setdefault(name, tool.session())
+            return ToolOutcome(name, session(arguments))
+        except ToolError as error:
+            return ToolOutcome(name, f"Error: {error}", str(error))
+        except Exception as error:  # a tool's own bug must not end the run; the model sees that the call failed
+            message = f"{name} failed: {type(error).__name__}: {error}"
+            return ToolOutcome(name, f"Error: {message}", message)
+
+    def _cut(self, content: str) -> str:
+        ids = self.tokenizer.encode(content, add_special_tokens=False)
+        if len(ids) <= self.settings.max_result_tokens:
+            return content
+        return self.tokenizer.decode(ids[: self.settings.max_result_tokens]) + TRUNCATION_MARKER
+
+    def episode(self, trajectory: Trajectory[ToolState]) -> Episode:
+        state = trajectory.state
+        stats = {
+            "calls": dict(state.calls),
+            "errors": state.errors,
+            "turns": trajectory.turns,
+            "tool_tokens": trajectory.context_tokens,
+            "model_tokens": trajectory.model_tokens,
+            "stop": trajectory.stop,
+        }
+        return trajectory.to_episode(state.last_text, {"tools": stats, "messages": state.messages})
 
 
 class ToolLoop:
@@ -102,90 +167,7 @@ class ToolLoop:
         self.stop_ids = stop_token_ids(model, self.tokenizer) if model is not None else {self.tokenizer.eos_token_id}
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Episode]:
-        rows = [_Row(list(prompt)) for prompt in prompts]
         with ThreadPoolExecutor(max_workers=self.settings.workers) as pool:
-            for turn in range(self.settings.max_turns):
-                live = [row for row in rows if not row.done]
-                if not live:
-                    break
-                self._turn(live, turn, sampling, pool)
-        return [self._episode(row) for row in rows]
-
-    def _turn(self, live: list[_Row], turn: int, sampling: SamplingParams, pool: ThreadPoolExecutor) -> None:
-        budget = {id(row): sampling.max_new_tokens - row.model_tokens for row in live}
-        # One engine call for all rows at the largest budget; cutting a row's sample at its own budget afterwards
-        # draws from the same distribution as generating with that limit.
-        turn_sampling = replace(
-            sampling, max_new_tokens=max(budget.values()), stop=(*sampling.stop, CALL_CLOSE), seed=sampling.seed + 7919 * turn
-        )
-        produced = self.engine.generate([row.context() for row in live], turn_sampling)
-        calls: list[tuple[_Row, str | None, str]] = []
-        for row, episode in zip(live, produced):
-            ids, logprobs = episode.completion_ids[: budget[id(row)]], episode.logprobs[: budget[id(row)]]
-            row.keep(ids, logprobs)
-            row.turns += 1
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            row.last_text = text
-            row.messages.append({"role": "assistant", "content": text})
-            ended = bool(ids) and ids[-1] in self.stop_ids
-            body = find_call(text)
-            if body is None and not has_open_call(text):
-                row.finish("end_of_turn" if ended else "length", truncated=not ended)
-            elif row.model_tokens >= sampling.max_new_tokens:
-                row.finish("length", truncated=True)
-            elif turn == self.settings.max_turns - 1:
-                row.finish("max_turns")
-            else:
-                calls.append((row, body, self.tokenizer.decode(ids[-1:]) if ended else ""))
-        outcomes = pool.map(lambda call: self._run(call[0], call[1]), calls)
-        for (row, _, ended_with), outcome in zip(calls, outcomes):
-            row.calls[outcome.name] += 1
-            row.errors += outcome.error is not None
-            content = self._cut(outcome.content)  # here, not in the pool: one thread uses the tokenizer
-            row.messages.append(self.chat.result_message(outcome.name, content))
-            row.append_context(self.chat.result_ids(outcome.name, content, ended_with))
-
-    def _run(self, row: _Row, body: str | None) -> ToolOutcome:
-        """One call, never raising: what went wrong becomes the message the model reads."""
-        name = "invalid"
-        try:
-            if body is None:
-                raise ToolError("the tool call was not closed with </tool_call>")
-            call = parse_call(body)
-            tool = self.chat.by_name.get(call.name)
-            if tool is None:
-                raise ToolError(f"unknown tool {call.name!r} (available: {', '.join(self.chat.by_name)})")
-            name = call.name
-            arguments = tool.validate(call.arguments)
-            session = row.sessions.get(name) or row.sessions.setdefault(name, tool.session())
-            return ToolOutcome(name, session(arguments))
-        except ToolError as error:
-            return ToolOutcome(name, f"Error: {error}", str(error))
-        except Exception as error:  # a tool's own bug must not end the run; the model sees that the call failed
-            message = f"{name} failed: {type(error).__name__}: {error}"
-            return ToolOutcome(name, f"Error: {message}", message)
-
-    def _cut(self, content: str) -> str:
-        ids = self.tokenizer.encode(content, add_special_tokens=False)
-        if len(ids) <= self.settings.max_result_tokens:
-            return content
-        return self.tokenizer.decode(ids[: self.settings.max_result_tokens]) + TRUNCATION_MARKER
-
-    def _episode(self, row: _Row) -> Episode:
-        stats = {
-            "calls": dict(row.calls),
-            "errors": row.errors,
-            "turns": row.turns,
-            "tool_tokens": row.tool_tokens,
-            "model_tokens": row.model_tokens,
-            "stop": row.stop,
-        }
-        return Episode(
-            prompt_ids=row.prompt,
-            completion_ids=row.ids,
-            logprobs=row.logprobs,
-            loss_mask=row.mask,
-            truncated=row.truncated,
-            text=row.last_text,
-            meta={"tools": stats, "messages": row.messages},
-        )
+            policy = ToolPolicy(self.chat, self.settings, self.stop_ids, pool)
+            trajectories = run_turns(self.engine, policy, prompts, sampling)
+        return [policy.episode(trajectory) for trajectory in trajectories]

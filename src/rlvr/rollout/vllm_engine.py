@@ -30,7 +30,7 @@ from rlvr.errors import EngineError
 from rlvr.hardware import choose_dtype
 from rlvr.models import inference_weights
 from rlvr.rollout.base import RolloutEngine, SamplingParams
-from rlvr.rollout.hf import stop_token_ids
+from rlvr.rollout.stop_tokens import stop_token_ids
 from rlvr.types import Episode
 
 # One request to vLLM: a distinct prompt and the positions, in the call's list of prompts, of its samples.
