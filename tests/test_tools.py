@@ -11,8 +11,9 @@ from rlvr.config import ToolsConfig
 from rlvr.errors import ConfigError
 from rlvr.rollout.base import RolloutEngine, SamplingParams
 from rlvr.rollout.tool_loop import TRUNCATION_MARKER, ToolLoop, ToolLoopSettings
+from rlvr.step_metrics import call_rates, subsets_in, tool_metrics, tools_in
 from rlvr.tools import TOOLS, Tool, ToolError, build_tools, function_tool, tool
-from rlvr.tools.monitor import CollapseMonitor, tool_metrics
+from rlvr.tools.monitor import CollapseMonitor
 from rlvr.tools.protocol import ChatFormat, call_text, find_call, has_open_call, parse_call
 from rlvr.tools.template_check import check_append_only
 from rlvr.types import Episode
@@ -358,6 +359,10 @@ def test_tool_metrics_per_subset_and_collapse_warning():
     assert metrics["tools/search/call_rate"] == 0.5 and metrics["tools/python/call_rate"] == 0.25
     assert metrics["a/tools/error_rate"] == 0.5 and metrics["b/tools/python/call_rate"] == 0.5
     assert tool_metrics([Episode([1], [2], [0.0], [1])], ["search"]) == {}
+    # The readers the report, the progress bar and the monitor use find exactly what the builders wrote.
+    assert call_rates(metrics) == {"search": 0.5, "python": 0.25}
+    assert tools_in([metrics, {"tools/x/call_rate": 0.0}]) == ["python", "search", "x"]
+    assert subsets_in([{"a/accuracy": 0.5, "b/accuracy": 1.0, "accuracy": 0.7, "a/tools/search/call_rate": 1.0}]) == ["a", "b"]
 
     monitor = CollapseMonitor(["search"], threshold=0.1, patience=3)
     rates = [0.5, 0.05, 0.0, 0.02, 0.0, 0.3, 0.0]

@@ -85,7 +85,7 @@ def test_a_batch_with_nothing_to_learn_is_skipped(tiny_model_dir, tmp_path):
 
 
 def test_metrics_are_split_per_subset_only_for_mixtures():
-    from rlvr.trainer import subset_metrics
+    from rlvr.step_metrics import subset_metrics
     from rlvr.types import Episode
 
     def episode(subset, correct, length):

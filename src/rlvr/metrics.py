@@ -11,6 +11,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from rlvr.step_metrics import call_rates
+
 
 class MetricsLog:
     def __init__(self, path: Path, console: Console | None = None) -> None:
@@ -66,11 +68,7 @@ class StepProgress:
             tps=metrics["tokens_per_second"],
             notice=notice,
         )
-        tools = "".join(
-            f"  {key.removeprefix('tools/').removesuffix('/call_rate')} {value:.2f}"
-            for key, value in metrics.items()
-            if key.startswith("tools/") and key.endswith("/call_rate")
-        )
+        tools = "".join(f"  {tool} {rate:.2f}" for tool, rate in call_rates(metrics).items())
         self.bar.console.print(
             f"step {metrics['step']:>4}  reward {metrics['reward']:.3f}  acc {metrics['accuracy']:.3f}  "
             f"len {metrics['response_length']:.1f}{tools}  "

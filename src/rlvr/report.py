@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rlvr.step_metrics import subset_key, subsets_in, tool_rate_key, tools_in
+
 CURVES = [
     ("reward", "reward"),
     ("accuracy", "train accuracy"),
@@ -12,12 +14,6 @@ CURVES = [
     ("grad_norm", "grad norm"),
     ("tokens_per_second", "tokens/s"),
 ]
-# Per-subset keys are `<subset>/accuracy` (see trainer.subset_metrics).
-SUBSET_SUFFIX = "/accuracy"
-
-# Tool call rates are `tools/<name>/call_rate` (see tools.monitor.tool_metrics).
-TOOL_RATE = ("tools/", "/call_rate")
-
 SMOOTHING = 5
 
 
@@ -41,8 +37,7 @@ def plot_curves(rows: list[dict], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     present = [(key, title) for key, title in CURVES if any(key in row for row in rows)]
-    subsets = sorted({key.removesuffix(SUBSET_SUFFIX) for row in rows for key in row if key.endswith(SUBSET_SUFFIX)})
-    tools = sorted({key for row in rows for key in row if key.startswith(TOOL_RATE[0]) and key.endswith(TOOL_RATE[1])})
+    subsets, tools = subsets_in(rows), tools_in(rows)
     panels = len(present) + bool(subsets) + bool(tools)
     columns = (panels + 1) // 2
     fig, axes = plt.subplots(2, columns, figsize=(4 * columns, 6), squeeze=False)
@@ -56,16 +51,16 @@ def plot_curves(rows: list[dict], path: Path) -> Path | None:
     if subsets:
         ax = axes.flat[len(present)]
         for subset in subsets:
-            steps, values = _series(rows, subset + SUBSET_SUFFIX)
+            steps, values = _series(rows, subset_key(subset, "accuracy"))
             ax.plot(steps, moving_average(values) if len(values) >= 2 * SMOOTHING else values, lw=2, label=subset)
         ax.set_title(f"train accuracy per subset (mean of {SMOOTHING})")
         ax.set_xlabel("step")
         ax.legend(fontsize="small")
     if tools:
         ax = axes.flat[len(present) + bool(subsets)]
-        for key in tools:
-            steps, values = _series(rows, key)
-            ax.plot(steps, values, lw=2, label=key.removeprefix(TOOL_RATE[0]).removesuffix(TOOL_RATE[1]))
+        for tool in tools:
+            steps, values = _series(rows, tool_rate_key(tool))
+            ax.plot(steps, values, lw=2, label=tool)
         ax.set_title("tool call rate (episodes calling it)")
         ax.set_xlabel("step")
         ax.set_ylim(-0.02, 1.02)

@@ -33,38 +33,9 @@ from rlvr.rollout import RolloutEngine, SamplingParams, make_engine
 from rlvr.rollout.sampler import make_sampler
 from rlvr.scoring import Scorer
 from rlvr.seeds import derive_seed, seed_everything
-from rlvr.tools.monitor import CollapseMonitor, tool_metrics
+from rlvr.step_metrics import subset_metrics, tool_metrics, verifier_metrics
+from rlvr.tools.monitor import CollapseMonitor
 from rlvr.types import Episode
-
-
-def subset_metrics(episodes: list[Episode], mixed: bool = False) -> dict[str, float]:
-    """Reward, accuracy and length per data subset, when the data mixes several (`mixed`: the environment does,
-    even if this batch drew from one) or the batch does: a mixture can improve on average while one of its
-    subsets collapses."""
-    subsets: dict[str, list[Episode]] = defaultdict(list)
-    for episode in episodes:
-        subsets[episode.meta.get("subset", "default")].append(episode)
-    if len(subsets) < 2 and not mixed:
-        return {}
-    metrics = {}
-    for name, members in sorted(subsets.items()):
-        metrics[f"{name}/reward"] = float(np.mean([e.reward for e in members]))
-        metrics[f"{name}/accuracy"] = float(np.mean([e.rewards["correct"] == 1.0 for e in members]))
-        metrics[f"{name}/response_length"] = float(np.mean([e.num_tokens for e in members]))
-        metrics[f"{name}/episodes"] = len(members)
-    return metrics
-
-
-def verifier_metrics(episodes: list[Episode]) -> dict[str, float]:
-    """The verifiers' diagnostics (e.g. `verify/code/pass_fraction`), each averaged over the episodes that report
-    it, and how many completions could not be scored (timeouts, crashed workers)."""
-    values: dict[str, list[float]] = defaultdict(list)
-    for episode in episodes:
-        for name, value in episode.meta.get("score_info", {}).items():
-            values[name].append(value)
-    metrics = {f"verify/{name}": float(np.mean(v)) for name, v in sorted(values.items())}
-    metrics["score_errors"] = sum("score_error" in e.meta for e in episodes)
-    return metrics
 
 
 class Trainer:

@@ -27,7 +27,7 @@ from rlvr.rewards import VOTE_KEYS
 from rlvr.rollout import EngineError, RolloutEngine, SamplingParams
 from rlvr.scoring import Scorer
 from rlvr.seeds import derive_seed
-from rlvr.tools.monitor import tool_rates
+from rlvr.step_metrics import tool_rates
 from rlvr.tools.protocol import ChatFormat
 from rlvr.types import Problem
 

@@ -1,0 +1,118 @@
+"""The names of a run's per-step metrics, in one place: the trainer builds them with these functions, and the run
+report, the progress bar and the tool-use collapse monitor read them back with the readers at the bottom, instead
+of each re-deriving key names by string convention.
+
+A metrics.jsonl row is flat: `reward`, `accuracy`, ...; per data subset `<subset>/accuracy`, ...; the verifiers'
+diagnostics `verify/<name>`; tool use `tools/calls_per_episode`, `tools/<tool>/call_rate`, and per subset
+`<subset>/tools/...`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from rlvr.types import Episode
+
+_TOOLS = "tools/"
+_CALL_RATE = "/call_rate"
+_SUBSET_METRICS = ("reward", "accuracy", "response_length", "episodes")
+
+
+def subset_key(subset: str, metric: str) -> str:
+    return f"{subset}/{metric}"
+
+
+def tool_rate_key(tool: str, subset: str | None = None) -> str:
+    return f"{subset + '/' if subset else ''}{_TOOLS}{tool}{_CALL_RATE}"
+
+
+def _by_subset(episodes: Sequence[Episode]) -> dict[str, list[Episode]]:
+    subsets: dict[str, list[Episode]] = defaultdict(list)
+    for episode in episodes:
+        subsets[episode.meta.get("subset", "default")].append(episode)
+    return dict(sorted(subsets.items()))
+
+
+def subset_metrics(episodes: Sequence[Episode], mixed: bool = False) -> dict[str, float]:
+    """Reward, accuracy and length per data subset, when the data mixes several (`mixed`: the environment does,
+    even if this batch drew from one) or the batch does: a mixture can improve on average while one of its
+    subsets collapses."""
+    subsets = _by_subset(episodes)
+    if len(subsets) < 2 and not mixed:
+        return {}
+    metrics: dict[str, float] = {}
+    for name, members in subsets.items():
+        values = (
+            float(np.mean([e.reward for e in members])),
+            float(np.mean([e.rewards["correct"] == 1.0 for e in members])),
+            float(np.mean([e.num_tokens for e in members])),
+            len(members),
+        )
+        metrics.update({subset_key(name, metric): value for metric, value in zip(_SUBSET_METRICS, values)})
+    return metrics
+
+
+def verifier_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
+    """The verifiers' diagnostics (e.g. `verify/code/pass_fraction`), each averaged over the episodes that report
+    it, and how many completions could not be scored (timeouts, crashed workers)."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for episode in episodes:
+        for name, value in episode.meta.get("score_info", {}).items():
+            values[name].append(value)
+    metrics = {f"verify/{name}": float(np.mean(v)) for name, v in sorted(values.items())}
+    metrics["score_errors"] = sum("score_error" in e.meta for e in episodes)
+    return metrics
+
+
+def tool_rates(stats: Sequence[Mapping[str, Any]], tools: Sequence[str], subset: str | None = None) -> dict[str, float]:
+    """The metrics of episodes' tool statistics (`episode.meta["tools"]`, from the tool loop)."""
+    prefix = f"{subset}/{_TOOLS}" if subset else _TOOLS
+    calls = sum(sum(s["calls"].values()) for s in stats)
+    metrics = {
+        f"{prefix}calls_per_episode": calls / len(stats),
+        f"{prefix}error_rate": sum(s["errors"] for s in stats) / calls if calls else 0.0,
+        f"{prefix}turns": float(np.mean([s["turns"] for s in stats])),
+        f"{prefix}result_tokens": float(np.mean([s["tool_tokens"] for s in stats])),
+    }
+    for name in tools:  # the share of episodes that called the tool at least once
+        metrics[tool_rate_key(name, subset)] = float(np.mean([s["calls"].get(name, 0) > 0 for s in stats]))
+    return metrics
+
+
+def tool_metrics(episodes: Sequence[Episode], tools: Sequence[str], per_subset: bool = False) -> dict[str, float]:
+    """`tools/...` over the batch and, with `per_subset`, `<subset>/tools/...` for each data subset."""
+    episodes = [e for e in episodes if "tools" in e.meta]
+    if not episodes:
+        return {}
+    metrics = tool_rates([e.meta["tools"] for e in episodes], tools)
+    if per_subset:
+        for name, members in _by_subset(episodes).items():
+            metrics.update(tool_rates([e.meta["tools"] for e in members], tools, name))
+    return metrics
+
+
+# ---------------------------------------------------------------- readers
+
+
+def call_rates(row: Mapping[str, Any]) -> dict[str, float]:
+    """Tool name -> the share of the step's episodes that called it (overall, not per subset)."""
+    return {
+        key.removeprefix(_TOOLS).removesuffix(_CALL_RATE): value
+        for key, value in row.items()
+        if key.startswith(_TOOLS) and key.endswith(_CALL_RATE)
+    }
+
+
+def tools_in(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The tools whose call rates the rows log."""
+    return sorted({tool for row in rows for tool in call_rates(row)})
+
+
+def subsets_in(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The data subsets the rows log metrics for (a run on mixed data)."""
+    suffix = "/accuracy"
+    return sorted({key.removesuffix(suffix) for row in rows for key in row if key.endswith(suffix)})
