@@ -6,11 +6,13 @@ import json
 
 import pytest
 
+from rlvr.config import SamplingConfig
 from rlvr.data import Source
 from rlvr.env_config import MixtureEnvConfig
 from rlvr.envs import make_env
+from rlvr.eval import EvalSettings, Sample, run_eval
 from rlvr.eval.report import markdown, write_report
-from rlvr.eval.runner import EvalSettings, accuracy_by_tokens, compute_accounting, run_eval
+from rlvr.eval.summary import accuracy_by_tokens, compute_accounting
 from rlvr.models import load_policy, load_tokenizer
 from rlvr.rewards import REWARDS, VERIFIERS, VOTE_KEYS, register_verifier
 from rlvr.rollout import TransformersEngine
@@ -39,10 +41,7 @@ def test_a_verifier_declares_its_vote_key_where_it_registers():
 
 def test_accuracy_by_tokens_and_compute_by_hand():
     outcomes = [(1, True), (2, True), (3, False), (4, True), (5, False), (6, False), (7, False), (8, False)]
-    samples = [
-        {"tokens": t, "thinking_tokens": 0, "answer_tokens": t, "forced": False, "truncated": t == 8, "correct": c}
-        for t, c in outcomes
-    ]
+    samples = [Sample("q", "a", 0, t, forced=False, truncated=t == 8, mean_logprob=0.0, correct=c) for t, c in outcomes]
     bins = accuracy_by_tokens(samples, bins=2)
     assert [b["samples"] for b in bins] == [4, 4] and [b["accuracy"] for b in bins] == [0.75, 0.0]
     compute = compute_accounting(samples, n=4, seconds=2.0)
@@ -63,14 +62,14 @@ def setup(tiny_model_dir, tmp_path_factory):
 
 def test_n_samples_per_question_and_the_summary(setup, tmp_path):
     engine, env, tokenizer = setup
-    settings = EvalSettings(n=3, ks=(1, 3), max_new_tokens=5, resamples=500)
+    settings = EvalSettings(n=3, ks=(1, 3), sampling=SamplingConfig(max_new_tokens=5), resamples=500)
     summary, samples = run_eval(engine, env, tokenizer, Scorer(env.rubric, workers=0), settings, {"model": "tiny"})
-    assert len(samples) == 18 and [s["sample"] for s in samples[:6]] == [0, 1, 2, 0, 1, 2]
-    assert len({s["id"] for s in samples}) == 6 and all(s["tokens"] <= 5 for s in samples)
-    assert samples[0]["question"] in samples[0]["prompt"] and "completion" in samples[0] and "extracted" in samples[0]
+    assert len(samples) == 18 and [s.sample for s in samples[:6]] == [0, 1, 2, 0, 1, 2]
+    assert len({s.id for s in samples}) == 6 and all(s.tokens <= 5 for s in samples)
+    assert samples[0].question in samples[0].prompt and samples[0].completion
     assert summary["decoding"]["greedy"] is False and summary["model"] == "tiny"
     assert {"avg@n", "pass@1", "pass@3", "maj@3", "bo@3"} <= set(summary)
-    assert summary["avg@n"]["value"] == pytest.approx(sum(s["correct"] for s in samples) / 18)
+    assert summary["avg@n"]["value"] == pytest.approx(sum(s.correct for s in samples) / 18)
     # Seeded: the same settings give the same samples.
     again, _ = run_eval(engine, env, tokenizer, Scorer(env.rubric, workers=0), settings, {"model": "tiny"})
     assert again["avg@n"] == summary["avg@n"] and again["compute"]["tokens_per_sample"] == summary["compute"]["tokens_per_sample"]
@@ -86,27 +85,19 @@ def test_budgets_give_a_curve_and_never_overspend(setup):
     settings = EvalSettings(n=1, budgets=(2, 6), answer_tokens=3, resamples=200)
     summary, samples = run_eval(engine, env, tokenizer, Scorer(env.rubric, workers=0), settings)
     assert [row["budget"] for row in summary["budgets"]] == [2, 6] and summary["budget"] == 6
-    assert all(s["thinking_tokens"] <= s["budget"] and s["answer_tokens"] <= 3 for s in samples)
-    assert all("<think>" in s["prompt"] and "Answer:" in s["completion"] for s in samples if s["forced"])
+    assert all(s.thinking_tokens <= s.budget and s.answer_tokens <= 3 for s in samples)
+    assert all("<think>" in s.prompt and "Answer:" in s.completion for s in samples if s.forced)
     assert "thinking budget" in markdown(summary)
 
 
 def test_no_majority_vote_where_answers_cannot_vote(setup):
-    from rlvr.eval.runner import _metrics
+    from rlvr.eval.summary import metrics as summary_metrics
     from rlvr.types import Problem
 
     problems = [Problem("q1", "2", verifier="math", subset="math"), Problem("q2", "", verifier="code", subset="code")]
-    accounting = {
-        "mean_logprob": -1.0,
-        "tokens": 3,
-        "thinking_tokens": 0,
-        "answer_tokens": 3,
-        "forced": False,
-        "truncated": False,
-    }
     outcomes = [(True, "2"), (False, "3"), (False, None), (True, None)]
-    samples = [{"correct": correct, "extracted": answer, **accounting} for correct, answer in outcomes]
-    metrics = _metrics(problems, samples, EvalSettings(n=2, ks=(1, 2), resamples=100), seconds=1.0)
+    samples = [Sample("q", "a", 0, 3, False, False, -1.0, correct=correct, extracted=answer) for correct, answer in outcomes]
+    metrics = summary_metrics(problems, samples, EvalSettings(n=2, ks=(1, 2), resamples=100), seconds=1.0)
     assert "maj@2" not in metrics and "maj@2" not in metrics["subsets"]["code"]
     assert metrics["subsets"]["math"]["maj@2"]["value"] == 0.5  # a 1-1 tie between "2" (right) and "3" (wrong)
 
@@ -117,8 +108,8 @@ def test_length_aware_rewards_see_the_limit_in_evaluation(setup, tiny_model_dir,
     path = tmp_path / "gsm.jsonl"
     path.write_text("".join(json.dumps({"question": f"{i} plus {i}?", "answer": f"#### {2 * i}"}) + "\n" for i in range(3)))
     shaped = make_env(MixtureEnvConfig(sources=[Source(path=str(path), use="eval")], rewards={"length": 1.0}))
-    settings = EvalSettings(n=1, max_new_tokens=4, resamples=100)
+    settings = EvalSettings(n=1, sampling=SamplingConfig(max_new_tokens=4), resamples=100)
     summary, samples = run_eval(engine, shaped, tokenizer, Scorer(shaped.rubric, workers=0), settings)
-    assert summary["score_errors"] == 0 and not any("score_error" in s for s in samples)
+    assert summary["score_errors"] == 0 and not any(s.score_error for s in samples)
     # Truncated at the 4-token limit, a sample gets DAPO's full penalty: reward = correct + format - 1.
-    assert all(s["reward"] <= 0.1 for s in samples if s["truncated"])
+    assert all(s.reward <= 0.1 for s in samples if s.truncated)

@@ -187,18 +187,19 @@ def test_template_check_command(tiny_model_dir):
 
 
 def test_evaluation_runs_the_tool_loop_and_reports_tool_use(tiny_model_dir, tmp_path, tokenizer):
+    from rlvr.config import SamplingConfig
     from rlvr.eval.report import markdown
     from rlvr.eval.runner import evaluate
 
     trainer = _search_trainer(tiny_model_dir, tmp_path)
     problems = trainer.env.eval_problems()
     trainer.sampler.engine = SearchingEngine(tokenizer, {p.question: p.answer for p in problems})
-    result = evaluate(trainer.sampler, trainer.env, tokenizer, 40, trainer.scorer, trainer.chat)
+    result = evaluate(trainer.sampler, trainer.env, tokenizer, SamplingConfig(max_new_tokens=40), trainer.scorer, trainer.chat)
     assert result["tools"]["search/call_rate"] == 1.0 and result["tools"]["turns"] == 2.0
     # Greedy n=1 runs the rows in order, so rows 0 and 2 answer right (the engine's rule), 1 and 3 wrong.
-    assert [s["correct"] for s in result["samples"]] == [True, False, True, False]
+    assert [s.correct for s in result["samples"]] == [True, False, True, False]
     sample = result["samples"][0]
-    assert sample["tokens"] == sample["tools"]["model_tokens"] and [m["role"] for m in sample["messages"]] == [
+    assert sample.tokens == sample.tools["model_tokens"] and [m["role"] for m in sample.messages] == [
         "assistant",
         "tool",
         "assistant",

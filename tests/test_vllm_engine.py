@@ -160,21 +160,21 @@ def small_budget_engine(policy, tokenizer):
 
 
 def test_sampled_evaluation_survives_prefills_split_across_engine_steps(small_budget_engine, tokenizer):
-    from rlvr.config import load_config
+    from rlvr.config import SamplingConfig, load_config
     from rlvr.envs import make_env
-    from rlvr.eval.runner import EvalSettings, run_eval
+    from rlvr.eval import EvalSettings, run_eval
     from rlvr.scoring import Scorer
 
     env = make_env(load_config(None, ["env.eval_size=12"]).env)
-    settings = EvalSettings(n=4, ks=(1, 4), max_new_tokens=8, seed=3)
+    settings = EvalSettings(n=4, ks=(1, 4), sampling=SamplingConfig(max_new_tokens=8), seed=3)
     scheduled = sum(len(ChatFormat(tokenizer).prompt_ids(env.messages(p))) for p in env.eval_problems()) * settings.n
     assert scheduled > 10 * SMALL_BUDGET  # every engine step is full and prefills are split
     with Scorer(env.rubric, workers=0) as scorer:
         first, samples = run_eval(small_budget_engine, env, tokenizer, scorer, settings)
         again, samples_again = run_eval(small_budget_engine, env, tokenizer, scorer, settings)
     assert first["questions"] == 12 and len(samples) == 48
-    completions = [s["completion"] for s in samples]
-    assert completions == [s["completion"] for s in samples_again]  # the same seed, the same samples
+    completions = [s.completion for s in samples]
+    assert completions == [s.completion for s in samples_again]  # the same seed, the same samples
     assert first["avg@n"] == again["avg@n"] and first["pass@4"] == again["pass@4"]
     # The n samples of a question are distinct draws, not n copies of one.
     assert any(len(set(completions[i : i + 4])) > 1 for i in range(0, 48, 4))

@@ -101,17 +101,22 @@ def eval_(
         if not model:
             raise ConfigError("give the model to evaluate: rlvr eval --model MODEL (or a --compare A B)")
         config = _eval_config(model, data, env, recipe, overrides or [])
-        from rlvr.eval.runner import EvalSettings
+        from rlvr.eval import EvalSettings
         from rlvr.eval.thinking import resolve_budget
 
+        sampling = config.sampling.model_copy(
+            update={
+                # --temperature 0 is greedy decoding; the recipe's temperature stays in the record.
+                "temperature": temperature or config.sampling.temperature,
+                "max_new_tokens": max_new_tokens or config.eval.max_new_tokens or config.sampling.max_new_tokens,
+            }
+        )
         settings = EvalSettings(
             n=n,
             ks=_numbers(k, "--k"),
             limit=limit,
-            temperature=config.sampling.temperature if temperature is None else temperature,
             greedy=True if temperature == 0 else None,
-            top_p=config.sampling.top_p,
-            max_new_tokens=max_new_tokens or config.eval.max_new_tokens or config.sampling.max_new_tokens,
+            sampling=sampling,
             seed=seed,
             budgets=_numbers(budgets, "--budgets") or tuple(b for b in [resolve_budget(None, effort)] if b is not None),
             reasoning=reasoning,
@@ -139,7 +144,8 @@ def _eval_config(model: str, data: Path | None, env: str | None, recipe: str | N
 
 def _evaluate(config, settings, data_label: str, out: Path | None) -> dict:
     from rlvr.envs import make_env
-    from rlvr.eval.runner import model_hash, run_eval
+    from rlvr.eval.provenance import model_hash
+    from rlvr.eval.runner import run_eval
     from rlvr.models import load_policy, load_tokenizer, resolve_model_path
     from rlvr.rollout import make_engine
     from rlvr.rollout.sampler import make_sampler

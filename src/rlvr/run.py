@@ -27,11 +27,12 @@ def _write_json(path: Path, data: dict) -> None:
 
 def _evaluate(trainer: Trainer, path: Path, console: Console, label: str) -> dict:
     """Held-out accuracy; the per-question samples go next to the summary."""
-    max_tokens = trainer.config.eval.max_new_tokens or trainer.config.sampling.max_new_tokens
+    sampling = trainer.config.sampling
+    sampling = sampling.model_copy(update={"max_new_tokens": trainer.config.eval.max_new_tokens or sampling.max_new_tokens})
     with console.status(f"evaluating {label} on {trainer.config.env.eval_size} held-out problems"):
-        result = evaluate(trainer.sampler, trainer.env, trainer.tokenizer, max_tokens, trainer.scorer, trainer.chat)
+        result = evaluate(trainer.sampler, trainer.env, trainer.tokenizer, sampling, trainer.scorer, trainer.chat)
     samples = result.pop("samples")
-    path.with_suffix(".samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    path.with_suffix(".samples.jsonl").write_text("".join(json.dumps(s.to_dict()) + "\n" for s in samples))
     _write_json(path, result)
     return result
 

@@ -78,9 +78,7 @@ class Trainer:
 
     # ---- one step -------------------------------------------------------
     def sampling(self, step: int) -> SamplingParams:
-        s = self.config.sampling
-        seed = derive_seed(self.config.seed, step)
-        return SamplingParams(s.temperature, s.top_p, s.top_k, s.max_new_tokens, seed=seed, min_new_tokens=s.min_new_tokens)
+        return SamplingParams.from_config(self.config.sampling, derive_seed(self.config.seed, step))
 
     def rollout(self, step: int) -> list[Episode]:
         t = self.config.train

@@ -1,5 +1,7 @@
 """Evaluation: avg@n, pass@k, maj@k and best-of-k with confidence intervals, compute and thinking budgets."""
 
-from rlvr.eval.runner import EvalSettings, evaluate, run_eval
+from rlvr.eval.runner import evaluate, run_eval
+from rlvr.eval.sample import Sample
+from rlvr.eval.settings import EvalSettings
 
-__all__ = ["EvalSettings", "evaluate", "run_eval"]
+__all__ = ["EvalSettings", "Sample", "evaluate", "run_eval"]

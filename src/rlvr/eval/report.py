@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
+
+from rlvr.eval.sample import Sample
 
 METRIC_PREFIXES = ("avg@", "pass@", "maj@", "bo@")
 
@@ -81,7 +84,7 @@ def _error_bars(values: list[float], metrics: list[dict]) -> list[list[float]]:
     return [[v - m["ci95"][0] for v, m in zip(values, metrics)], [m["ci95"][1] - v for v, m in zip(values, metrics)]]
 
 
-def plots(summary: dict, samples: list[dict]) -> dict[str, str]:
+def plots(summary: dict, samples: Sequence[Sample]) -> dict[str, str]:
     """Base64 PNGs: accuracy vs k, accuracy vs thinking budget, token histogram, per-subset bars."""
     import matplotlib
 
@@ -114,9 +117,9 @@ def plots(summary: dict, samples: list[dict]) -> dict[str, str]:
         figures[title] = _finish(fig, ax, title, "thinking budget (tokens)", "avg@n", log2_x=True)
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.hist([s["tokens"] for s in samples], bins=30, alpha=0.7, label="all tokens")
-    if any(s["thinking_tokens"] for s in samples):
-        ax.hist([s["thinking_tokens"] for s in samples], bins=30, alpha=0.5, label="thinking")
+    ax.hist([s.tokens for s in samples], bins=30, alpha=0.7, label="all tokens")
+    if any(s.thinking_tokens for s in samples):
+        ax.hist([s.thinking_tokens for s in samples], bins=30, alpha=0.5, label="thinking")
     figures["tokens spent"] = _finish(fig, ax, "tokens spent", "tokens per sample", "samples")
 
     subsets = summary.get("subsets", {})
@@ -128,7 +131,7 @@ def plots(summary: dict, samples: list[dict]) -> dict[str, str]:
     return figures
 
 
-def html(summary: dict, samples: list[dict]) -> str:
+def html(summary: dict, samples: Sequence[Sample]) -> str:
     from markdown_it import MarkdownIt
 
     body = MarkdownIt("commonmark").enable("table").render(markdown(summary))
@@ -144,9 +147,9 @@ def html(summary: dict, samples: list[dict]) -> str:
     return f"<!doctype html><html><head>{head}</head><body>{body}{images}</body></html>\n"
 
 
-def write_report(out: Path, summary: dict, samples: list[dict]) -> None:
+def write_report(out: Path, summary: dict, samples: Sequence[Sample]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    (out / "samples.jsonl").write_text("".join(json.dumps(s.to_dict()) + "\n" for s in samples))
     (out / "report.md").write_text(markdown(summary))
     (out / "report.html").write_text(html(summary, samples))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rlvr.config import SamplingConfig
 from rlvr.hardware import DtypeChoice
 from rlvr.types import Episode
 
@@ -25,6 +26,18 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     # End-of-turn tokens are suppressed until a completion has this many (benchmarks use it for equal lengths).
     min_new_tokens: int = 0
+
+    @staticmethod
+    def from_config(config: SamplingConfig, seed: int, max_new_tokens: int | None = None) -> SamplingParams:
+        """A recipe's `sampling:` section as one call's parameters (training and evaluation alike)."""
+        return SamplingParams(
+            config.temperature,
+            config.top_p,
+            config.top_k,
+            max_new_tokens or config.max_new_tokens,
+            seed=seed,
+            min_new_tokens=config.min_new_tokens,
+        )
 
 
 class RolloutEngine(ABC):

@@ -1,0 +1,88 @@
+"""An evaluation's numbers from its verified samples: the estimators per subset and overall, and the compute spent."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from rlvr.eval.estimators import QuestionSamples, summarize
+from rlvr.eval.sample import Sample
+from rlvr.eval.settings import EvalSettings
+from rlvr.rewards import VOTE_KEYS
+from rlvr.step_metrics import tool_rates
+from rlvr.types import Problem
+
+TOKEN_BINS = 4  # accuracy by tokens spent: quartiles of the per-sample token counts
+
+
+def _distribution(values: Sequence[float]) -> dict:
+    array = np.asarray(values, dtype=float)
+    if array.size == 0:
+        return {"mean": 0.0, "median": 0.0, "p95": 0.0}
+    return {"mean": float(array.mean()), "median": float(np.median(array)), "p95": float(np.percentile(array, 95))}
+
+
+def accuracy_by_tokens(samples: Sequence[Sample], bins: int = TOKEN_BINS) -> list[dict]:
+    """Accuracy of the samples in each token-count quantile bin: does spending more tokens pay?"""
+    tokens = np.asarray([s.tokens for s in samples], dtype=float)
+    correct = np.asarray([s.correct for s in samples], dtype=float)
+    if tokens.size == 0:
+        return []
+    edges = np.unique(np.percentile(tokens, np.linspace(0, 100, bins + 1)))
+    rows = []
+    for i, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+        inside = (tokens >= low) & ((tokens <= high) if i == len(edges) - 2 else (tokens < high))
+        if inside.any():
+            rows.append(
+                {"tokens": [float(low), float(high)], "accuracy": float(correct[inside].mean()), "samples": int(inside.sum())}
+            )
+    if not rows:  # every sample has the same length
+        rows.append({"tokens": [float(tokens[0])] * 2, "accuracy": float(correct.mean()), "samples": int(tokens.size)})
+    return rows
+
+
+def compute_accounting(samples: Sequence[Sample], n: int, seconds: float) -> dict:
+    per_question = [sum(s.tokens for s in samples[i : i + n]) for i in range(0, len(samples), n)]
+    total = sum(s.tokens for s in samples)
+    return {
+        "tokens_per_sample": _distribution([s.tokens for s in samples]),
+        "thinking_tokens_per_sample": _distribution([s.thinking_tokens for s in samples]),
+        "answer_tokens_per_sample": _distribution([s.answer_tokens for s in samples]),
+        "tokens_per_question": _distribution(per_question),
+        "seconds": seconds,
+        "tokens_per_second": total / seconds if seconds > 0 else 0.0,
+        "forced_rate": float(np.mean([s.forced for s in samples])) if samples else 0.0,
+        "truncated_rate": float(np.mean([s.truncated for s in samples])) if samples else 0.0,
+        "accuracy_by_tokens": accuracy_by_tokens(samples),
+    }
+
+
+def _questions(problems: Sequence[Problem], samples: Sequence[Sample], n: int) -> list[QuestionSamples]:
+    return [
+        QuestionSamples(
+            correct=[s.correct for s in samples[i * n : (i + 1) * n]],
+            answers=[s.extracted for s in samples[i * n : (i + 1) * n]],
+            scores=[s.mean_logprob for s in samples[i * n : (i + 1) * n]],
+            subset=problem.subset,
+        )
+        for i, problem in enumerate(problems)
+    ]
+
+
+def metrics(problems: Sequence[Problem], samples: Sequence[Sample], settings: EvalSettings, seconds: float) -> dict:
+    """avg@n, pass@k, maj@k and best-of-k with intervals, overall and per subset; compute; tool use; score errors."""
+    ks = tuple(k for k in settings.ks if k <= settings.n)
+    result = summarize(_questions(problems, samples, settings.n), ks, resamples=settings.resamples, seed=settings.seed)
+    # A vote means nothing where answers have no vote key (code): no maj@k there, nor overall if it mixes them in.
+    unvoted = {problem.subset for problem in problems if problem.verifier not in VOTE_KEYS}
+    for part in [result] * bool(unvoted) + [result.get("subsets", {}).get(name, {}) for name in unvoted]:
+        for key in [key for key in part if key.startswith("maj@")]:
+            del part[key]
+    result["compute"] = compute_accounting(samples, settings.n, seconds)
+    stats = [s.tools for s in samples if s.tools is not None]
+    if stats:
+        names = sorted({name for stat in stats for name in stat["calls"]})
+        result["tools"] = {key.removeprefix("tools/"): value for key, value in tool_rates(stats, names).items()}
+    result["score_errors"] = sum(s.score_error is not None for s in samples)
+    return result
