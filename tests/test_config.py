@@ -1,5 +1,7 @@
 """Recipes, overrides and the one-line errors a user sees."""
 
+from pathlib import Path
+
 import pytest
 
 from rlvr.config import ConfigError, load_config, parse_config, set_override
@@ -64,3 +66,27 @@ def test_missing_model_path_is_named(tmp_path):
     config = parse_config({"model": {"path": str(tmp_path / "nope")}})
     with pytest.raises(ConfigError, match=r"model.path: .*nope: no such folder"):
         resolve_model_path(config.model.path)
+
+
+def test_switching_the_environment_keeps_shared_keys_and_replays_the_new_ones():
+    # --set env.name=X drops what only the recipe's environment reads (the gym task) and keeps what all share.
+    config = load_config(None, ["env.name=searchqa", "env.task_config.cities=100", "env.eval_size=20"])
+    assert config.env.name == "searchqa" and config.env.task_config.cities == 100 and config.env.eval_size == 20
+    assert config.env.format_reward == 0.1  # from the recipe
+    whole = load_config(None, ["env={name: searchqa, task_config: {cities: 90}}"])
+    assert whole.env.task_config.cities == 90
+    # The same name is no switch: the recipe's environment stays as it is, overrides on top.
+    same = load_config("search-qa", ["env.name=searchqa", "env.task_config.kb_seed=3"])
+    assert same.env.task_config.two_hop_fraction == 0.3 and same.env.task_config.kb_seed == 3
+
+
+def test_eval_env_and_data_switch_like_set():
+    from rlvr.cli import _eval_config
+
+    assert _eval_config("smollm2-135m", None, "gym", None, []).env.label == "gym:chain_sum"  # the recipe's own
+    assert _eval_config("smollm2-135m", None, "humaneval", None, []).env.name == "humaneval"
+    data = _eval_config("smollm2-135m", Path("my data.jsonl"), None, None, ["env.eval_size=7"]).env
+    assert data.name == "mixture" and data.sources[0].path == "my data.jsonl" and data.sources[0].use == "eval"
+    assert data.eval_size == 7
+    with pytest.raises(ConfigError, match="env.name: unknown environment 'nope'"):
+        _eval_config("smollm2-135m", None, "nope", None, [])

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from rlvr.config import ConfigError, load_config, with_environment
+from rlvr.config import ConfigError, load_config
 from rlvr.errors import EngineError
 from rlvr.sandbox.cli import sandbox_app
 from rlvr.seeds import derive_seed
@@ -104,11 +104,12 @@ def eval_(
         from rlvr.eval import EvalSettings
         from rlvr.eval.thinking import resolve_budget
 
-        sampling = config.sampling.model_copy(
+        sampling = config.eval_sampling()
+        # --temperature 0 is greedy decoding (the recipe's temperature stays in the record, unused).
+        sampling = sampling.model_copy(
             update={
-                # --temperature 0 is greedy decoding; the recipe's temperature stays in the record.
-                "temperature": temperature or config.sampling.temperature,
-                "max_new_tokens": max_new_tokens or config.eval.max_new_tokens or config.sampling.max_new_tokens,
+                "temperature": temperature or sampling.temperature,
+                "max_new_tokens": max_new_tokens or sampling.max_new_tokens,
             }
         )
         settings = EvalSettings(
@@ -133,13 +134,14 @@ def eval_(
 
 
 def _eval_config(model: str, data: Path | None, env: str | None, recipe: str | None, overrides: list[str]):
-    """The recipe's config with the model, and the environment replaced by `--data` (every row held out) or `--env`."""
-    config = load_config(recipe, [*overrides, f"model.path={model}"])
-    if data is not None:
-        config = with_environment(config, "mixture", "--data", sources=[{"path": str(data), "use": "eval"}])
+    """The recipe's config with the model, and the environment replaced by `--data` (every row held out) or `--env`
+    (as `--set env.name=...` would: the settings every environment shares stay, and the `--set env...` after it)."""
+    switch = []
+    if data is not None:  # a JSON string is a YAML string: any path, quoted
+        switch = ["env.name=mixture", f"env.sources=[{{path: {json.dumps(str(data))}, use: eval}}]"]
     elif env is not None:
-        config = with_environment(config, env, "--env")
-    return config
+        switch = [f"env.name={env}"]
+    return load_config(recipe, [*switch, *overrides, f"model.path={model}"])
 
 
 def _evaluate(config, settings, data_label: str, out: Path | None) -> dict:
@@ -311,7 +313,7 @@ def sample(
             batch = requests[start : start + batch_size]
             conversations = [assistant.start(r.get("question"), r.get("messages")) for r in batch for _ in range(n)]
             try:
-                replies = assistant.reply(conversations, replace(sampling, seed=derive_seed(sampling.seed, start)))
+                replies = assistant.reply(conversations, replace(sampling, seed=derive_seed(sampling.seed, start // batch_size)))
             except EngineError as error:
                 failure = error  # reported once the file and the progress bar are closed
                 break

@@ -7,6 +7,7 @@ falls back to a default.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -164,6 +165,10 @@ class RunConfig(_Strict):
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
 
+    def eval_sampling(self) -> SamplingConfig:
+        """Training's sampling settings with the evaluation's generation limit (`eval.max_new_tokens`, if set)."""
+        return self.sampling.model_copy(update={"max_new_tokens": self.eval.max_new_tokens or self.sampling.max_new_tokens})
+
 
 def _describe(error: dict, root: type[BaseModel]) -> str:
     """One validation error as `key: what is wrong`. The `env` union puts its tag in the error's location; the key
@@ -202,15 +207,6 @@ def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     except ValidationError as exc:
         details = "; ".join(_describe(e, RunConfig) for e in exc.errors())
         raise ConfigError(f"{source}: {details}") from None
-
-
-def with_environment(config: RunConfig, name: str, source: str, **keys: Any) -> RunConfig:
-    """`config` with the environment `name` in place of its own, keeping the settings every environment shares;
-    `source` names where the switch came from in an error (e.g. `--env`)."""
-    data = config.model_dump()
-    shared = {key: value for key, value in data["env"].items() if key in EnvCommon.model_fields}
-    data["env"] = {**shared, "name": name, **keys}
-    return parse_config(data, source)
 
 
 def recipe_path(recipe: str | None) -> Path:
@@ -258,15 +254,16 @@ def _anchor_source_paths(data: dict[str, Any], folder: Path) -> None:
             source["path"] = str((folder / source["path"]).resolve())
 
 
-def _replace_environment(data: dict[str, Any], recipe_name: str, recipe_env: dict[str, Any], overrides: Sequence[str]) -> None:
-    """`--set env.name=X` replaces the recipe's environment: the keys only the old one reads (`task`, `sources`, ...)
-    go, the shared ones (prompt, rewards, held-out size, seeds) and the other `--set env.*` keys stay."""
-    env = data.get("env")
-    if not isinstance(env, dict) or env.get("name", "gym") == recipe_name:
-        return
-    given = {key.partition("=")[0].strip().split(".")[1] for key in overrides if key.strip().startswith("env.")}
-    stale = set(recipe_env) - set(EnvCommon.model_fields) - given
-    data["env"] = {key: value for key, value in env.items() if key not in stale}
+def _switched_environment(recipe_env: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """`--set env.name=X` replaces the recipe's environment: the keys only the old one reads (`task`, `sources`,
+    ...) go, the ones every environment shares (prompt, rewards, held-out size, seeds) stay, and the `--set env...`
+    assignments apply again on top, to the new environment alone."""
+    data = {"env": {key: value for key, value in recipe_env.items() if key in EnvCommon.model_fields}}
+    for assignment in overrides:
+        key = assignment.partition("=")[0].strip()
+        if key == "env" or key.startswith("env."):
+            set_override(data, assignment)
+    return data["env"]
 
 
 def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -280,8 +277,10 @@ def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of sections")
     _anchor_source_paths(data, path.parent)
-    recipe_env = dict(data["env"]) if isinstance(data.get("env"), dict) else {}
+    recipe_env = copy.deepcopy(data["env"]) if isinstance(data.get("env"), dict) else {}
     for assignment in overrides:
         set_override(data, assignment)
-    _replace_environment(data, recipe_env.get("name", "gym"), recipe_env, overrides)
+    env = data.get("env")
+    if isinstance(env, dict) and env.get("name", "gym") != recipe_env.get("name", "gym"):
+        data["env"] = _switched_environment(recipe_env, overrides)
     return parse_config(data, source=str(path))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
 
 from rlvr.data import Source
 from rlvr.registry import registered
@@ -34,6 +34,11 @@ class EnvCommon(_Strict):
     eval_seed: int = 1_000_003
     train_seed: int = 17
 
+    @property
+    def label(self) -> str:
+        """A short name for titles and summaries (`gym:chain_sum`, `mixture:<subset>+<subset>`, `humaneval`)."""
+        return self.name
+
 
 class GymEnvConfig(EnvCommon):
     """One reasoning-gym task, scored by the task's own scorer."""
@@ -44,7 +49,6 @@ class GymEnvConfig(EnvCommon):
 
     @property
     def label(self) -> str:
-        """A short name for titles and summaries (`gym:chain_sum`, `mixture:<subset>+<subset>`, `humaneval`)."""
         return f"gym:{self.task}"
 
 
@@ -70,10 +74,6 @@ class HumanEvalEnvConfig(EnvCommon):
     """The 164 HumanEval problems, for evaluation only."""
 
     name: Literal["humaneval"] = "humaneval"
-
-    @property
-    def label(self) -> str:
-        return self.name
 
 
 class SearchQAOptions(BaseModel):
@@ -103,10 +103,6 @@ class SearchQAEnvConfig(EnvCommon):
     name: Literal["searchqa"] = "searchqa"
     task_config: SearchQAOptions = SearchQAOptions()
 
-    @property
-    def label(self) -> str:
-        return self.name
-
 
 class PluginEnvConfig(EnvCommon):
     """An environment a plugin registered: the shared keys, and options it validates itself."""
@@ -114,16 +110,10 @@ class PluginEnvConfig(EnvCommon):
     name: Annotated[str, registered("rlvr.envs", "ENVIRONMENTS")]
     options: dict[str, Any] = {}
 
-    @property
-    def label(self) -> str:
-        return self.name
 
-
+# The tag of each built-in config is the name it narrows `name` to.
 BUILTIN_ENVS: dict[str, type[EnvCommon]] = {
-    "gym": GymEnvConfig,
-    "mixture": MixtureEnvConfig,
-    "humaneval": HumanEvalEnvConfig,
-    "searchqa": SearchQAEnvConfig,
+    cls.model_fields["name"].default: cls for cls in (GymEnvConfig, MixtureEnvConfig, HumanEvalEnvConfig, SearchQAEnvConfig)
 }
 
 
@@ -140,7 +130,6 @@ EnvConfig = Annotated[
     | Annotated[PluginEnvConfig, Tag("plugin")],
     Discriminator(_env_kind),
 ]
-ENV_CONFIG: TypeAdapter[EnvConfig] = TypeAdapter(EnvConfig)
 
 
 def env_config_type(name: str) -> type[EnvCommon]:

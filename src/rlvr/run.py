@@ -11,7 +11,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from rlvr.config import ConfigError, RunConfig
+from rlvr.config import ConfigError, RunConfig, parse_config
 from rlvr.eval import evaluate
 from rlvr.metrics import MetricsLog
 from rlvr.models import resolve_model_path
@@ -27,8 +27,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 def _evaluate(trainer: Trainer, path: Path, console: Console, label: str) -> dict:
     """Held-out accuracy; the per-question samples go next to the summary."""
-    sampling = trainer.config.sampling
-    sampling = sampling.model_copy(update={"max_new_tokens": trainer.config.eval.max_new_tokens or sampling.max_new_tokens})
+    sampling = trainer.config.eval_sampling()
     with console.status(f"evaluating {label} on {trainer.config.env.eval_size} held-out problems"):
         result = evaluate(trainer.sampler, trainer.env, trainer.tokenizer, sampling, trainer.scorer, trainer.chat)
     samples = result.pop("samples")
@@ -47,8 +46,11 @@ def _prepare_run_dir(config: RunConfig, resume: bool, overwrite: bool) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / "config.yaml"
     if resume and saved.exists():
-        previous = yaml.safe_load(saved.read_text())
-        if previous != config.model_dump(mode="json"):
+        try:
+            previous = parse_config(yaml.safe_load(saved.read_text()) or {}, source=str(saved))
+        except ConfigError as error:  # written by a version of rlvr whose config keys differ
+            raise ConfigError(f"--resume: the saved config does not load with this version of rlvr: {error}") from None
+        if previous != config:
             raise ConfigError(f"{saved}: --resume with a different config; start a new run name instead")
     return run_dir
 

@@ -13,7 +13,8 @@ import random
 import numpy as np
 import torch
 
-# A prime larger than any index a stream reaches (steps, chunks, turns), so (seed, index) pairs map one to one.
+# A prime larger than any index a stream reaches (steps, chunks, turns): pairs of a non-negative seed and an index
+# map one to one, as long as the result stays below 2**63 (past it, it wraps around).
 _STRIDE = 1_000_003
 
 

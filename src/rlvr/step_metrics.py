@@ -114,5 +114,5 @@ def tools_in(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def subsets_in(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """The data subsets the rows log metrics for (a run on mixed data)."""
-    suffix = "/accuracy"
+    suffix = subset_key("", "accuracy")
     return sorted({key.removesuffix(suffix) for row in rows for key in row if key.endswith(suffix)})

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rlvr.errors import ConfigError
 from rlvr.eval.estimators import paired_difference
+from rlvr.eval.sample import Sample
 
 
 def per_question_accuracy(run: Path) -> dict[str, float]:
@@ -22,9 +23,9 @@ def per_question_accuracy(run: Path) -> dict[str, float]:
     budget = json.loads(summary_path.read_text()).get("budget")
     correct: dict[str, list[bool]] = defaultdict(list)
     for line in samples_path.read_text().splitlines():
-        sample = json.loads(line)
-        if sample.get("budget") == budget:
-            correct[sample["id"]].append(bool(sample["correct"]))
+        sample = Sample.from_dict(json.loads(line))
+        if sample.budget == budget:
+            correct[sample.id].append(sample.correct)
     return {qid: sum(values) / len(values) for qid, values in correct.items()}
 
 

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 # Written only when present, so files without tools or scoring errors stay as short as they were.
-_OPTIONAL = ("tools", "messages", "score_error")
-_VERIFICATION = ("id", "subset", "question", "reference", "sample", "correct", "reward", "extracted", "score_error", "budget")
+_OPTIONAL = {"tools", "messages", "score_error"}
+# What verification adds; a sample kept from a run that failed before verifying it has none of these.
+_VERIFICATION = {"id", "subset", "question", "reference", "sample", "correct", "reward", "extracted", "score_error", "budget"}
 
 
 @dataclass
@@ -55,10 +56,9 @@ class Sample:
     def to_dict(self, verified: bool = True) -> dict[str, Any]:
         """The samples.jsonl line, `tokens` included for readers of the file; without `verified`, what generation
         alone knows (samples kept from a run that failed before verifying them)."""
-        row = asdict(self)
-        for key in (*_OPTIONAL, *(() if verified else _VERIFICATION)):
-            if key in row and (row[key] is None or not verified and key in _VERIFICATION):
-                del row[key]
+        dropped = _VERIFICATION if not verified else set()
+        row = {key: value for key, value in asdict(self).items() if key not in dropped}
+        row = {key: value for key, value in row.items() if not (key in _OPTIONAL and value is None)}
         return {"prompt": row.pop("prompt"), "completion": row.pop("completion"), "tokens": self.tokens, **row}
 
     @classmethod

@@ -40,6 +40,8 @@ def register_verifier(name: str, vote: VoteKey | None = None) -> Callable[[Rewar
     """Register a reward that is also a verifier (1.0 means correct), with the vote key of its answers if any."""
 
     def add(fn: RewardFn) -> RewardFn:
+        if name in REWARDS or name in VERIFIERS or name in VOTE_KEYS:  # checked first: all three tables or none
+            raise ValueError(f"reward function {name!r} is already registered")
         if vote is not None:
             VOTE_KEYS.register(name)(vote)
         return VERIFIERS.register(name)(REWARDS.register(name)(fn))

@@ -26,8 +26,9 @@ class CollapseMonitor:
     def update(self, metrics: dict[str, float]) -> list[str]:
         """The warnings raised by this step's metrics (each tool warns once per run of low steps)."""
         warnings = []
+        rates = call_rates(metrics)
         for name in self.tools:
-            rate = call_rates(metrics).get(name)
+            rate = rates.get(name)
             if rate is None:
                 continue
             self.low_steps[name] = self.low_steps[name] + 1 if rate < self.threshold else 0
