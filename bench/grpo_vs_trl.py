@@ -60,7 +60,7 @@ def rlvr_steps(args: argparse.Namespace) -> list[dict]:
         "train.group_size": args.group,
         "train.micro_batch_size": args.prompts * args.group,
         "train.lr": args.lr,
-        "algo.kl_coef": 0.0,
+        "algo.kl.coef": 0.0,
         "sampling.temperature": TEMPERATURE,
         "sampling.max_new_tokens": args.max_tokens,
         "rollout.engine": args.rlvr_engine,

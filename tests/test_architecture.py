@@ -16,7 +16,16 @@ LAYERS = [
     ("types", ["rlvr.types", "rlvr.errors", "rlvr.registry", "rlvr.cache"]),
     (
         "config",
-        ["rlvr.config", "rlvr.env_config", "rlvr.data", "rlvr.step_metrics", "rlvr.seeds", "rlvr.hardware", "rlvr.models"],
+        [
+            "rlvr.config",
+            "rlvr.env_config",
+            "rlvr.algo_config",
+            "rlvr.data",
+            "rlvr.step_metrics",
+            "rlvr.seeds",
+            "rlvr.hardware",
+            "rlvr.models",
+        ],
     ),
     ("sandbox", ["rlvr.sandbox"]),
     ("rewards", ["rlvr.rewards", "rlvr.scoring"]),

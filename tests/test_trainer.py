@@ -36,7 +36,12 @@ def _trainer(tiny_model_dir, tmp_path, *overrides):
         ["algo.advantage=dr_grpo", "algo.aggregation=constant"],
         ["algo.advantage=rloo", "algo.aggregation=sequence"],
         ["train.epochs=2"],
-        ["algo.kl_coef=0.1"],
+        ["algo.kl.coef=0.1"],
+        ["algo.kl={coef: 0.1, estimator: k1, in_reward: true}"],
+        ["algo.loss=gspo", "algo.correction=icepop"],
+        ["algo.loss=cispo", "algo.correction=seq_mask"],
+        ["algo.loss=reinforce", "algo.advantage=reinforce_pp", "algo.correction=none"],
+        ["algo.advantage=reinforce_pp_baseline"],
         ["algo.dynamic_sampling=true"],
         ["model.gradient_checkpointing=true"],
         ["model.autocast_bf16=true"],
@@ -55,8 +60,10 @@ def test_a_step_updates_the_policy(tiny_model_dir, tmp_path, overrides):
         assert math.isfinite(metrics[key]), key
     assert metrics["episodes_trained"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, after))
-    if "algo.kl_coef=0.1" in overrides:
+    if "algo.kl.coef=0.1" in overrides:
         assert trainer.reference is not None and "kl" in metrics
+    elif any("in_reward" in o for o in overrides):
+        assert trainer.reference is not None and "reward/kl" in metrics and "kl" not in metrics
     else:
         assert trainer.reference is None
     if "model.lora.rank=2" in overrides:

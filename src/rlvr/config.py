@@ -8,13 +8,23 @@ falls back to a default.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rlvr.algo_config import (
+    CORRECTIONS,
+    LOSSES,
+    CorrectionConfig,
+    KLConfig,
+    LossConfig,
+    PluginLossConfig,
+    PPOClipLoss,
+    TISCorrection,
+)
 from rlvr.data import source_kind
 from rlvr.env_config import EnvCommon, EnvConfig, GymEnvConfig, env_config_type
 from rlvr.errors import ConfigError
@@ -109,20 +119,33 @@ class ToolsConfig(_Strict):
     python: PythonToolConfig = PythonToolConfig()
 
 
+# Keys that moved into a loss's or a correction's own settings, and where they went.
+_MOVED = {
+    "clip_low": "algo.loss: {name: ppo_clip, clip_low: ...}",
+    "clip_high": "algo.loss: {name: ppo_clip, clip_high: ...}",
+    "kl_coef": "algo.kl: {coef: ...}",
+    "tis_cap": "algo.correction: {name: tis, cap: ...} (or algo.correction: none)",
+}
+
+
 class AlgoConfig(_Strict):
     advantage: Annotated[str, registered("rlvr.algos", "ADVANTAGES")] = "grpo"
-    loss: Annotated[str, registered("rlvr.algos", "POLICY_LOSSES")] = "ppo_clip"
-    clip_low: float = Field(0.2, ge=0.0)
-    clip_high: float = Field(0.28, ge=0.0, description="clip-higher: > clip_low lets rare tokens grow")
+    loss: LossConfig = Field(PPOClipLoss(), description="a name (its defaults) or {name: ..., its own keys}")
+    correction: CorrectionConfig = Field(TISCorrection(), description="for a sampler that is not the learner")
+    kl: KLConfig = KLConfig()
     aggregation: Literal["token", "sequence", "constant"] = Field(
         "token", description="token: mean over tokens; sequence: mean per sequence; constant: Dr. GRPO"
     )
-    kl_coef: float = Field(0.0, ge=0.0)
     overlong_filter: bool = Field(True, description="truncated completions get no gradient")
     dynamic_sampling: bool = Field(False, description="drop groups whose rewards are all equal")
-    tis_cap: float | None = Field(
-        2.0, gt=0.0, description="truncated importance sampling: cap on learner/sampler token ratios; null = off"
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        moved = [key for key in _MOVED if isinstance(data, dict) and key in data]
+        if moved:
+            raise ValueError(f"{moved[0]} is now a setting of its own: write {_MOVED[moved[0]]}")
+        return data
 
 
 class TrainConfig(_Strict):
@@ -170,9 +193,16 @@ class RunConfig(_Strict):
         return self.sampling.model_copy(update={"max_new_tokens": self.eval.max_new_tokens or self.sampling.max_new_tokens})
 
 
+_TAGGED_UNIONS: dict[tuple[str, ...], Callable[[str], type[BaseModel]]] = {
+    ("env",): env_config_type,
+    ("algo", "loss"): lambda tag: LOSSES.get(tag, PluginLossConfig),
+    ("algo", "correction"): lambda tag: CORRECTIONS[tag],
+}
+
+
 def _describe(error: dict, root: type[BaseModel]) -> str:
-    """One validation error as `key: what is wrong`. The `env` union puts its tag in the error's location; the key
-    a user wrote has none, so the tag picks the environment's model and is left out of the key."""
+    """One validation error as `key: what is wrong`. A tagged union (`env`, `algo.loss`, `algo.correction`) puts its
+    tag in the error's location; the key a user wrote has none, so the tag picks the model and is left out."""
     parts = list(error["loc"])
     model: type[BaseModel] | None = root
     shown: list[str] = []
@@ -183,8 +213,8 @@ def _describe(error: dict, root: type[BaseModel]) -> str:
         index += 1
         if index == len(parts) or isinstance(part, int) or model is None:
             continue  # the failing key itself, or a list index (the list's item model is already in hand)
-        if model is root and part == "env":
-            model = env_config_type(str(parts[index]))
+        if tuple(shown) in _TAGGED_UNIONS and isinstance(parts[index], str):
+            model = _TAGGED_UNIONS[tuple(shown)](parts[index])
             index += 1
             continue
         field = model.model_fields.get(str(part))
@@ -198,7 +228,8 @@ def _describe(error: dict, root: type[BaseModel]) -> str:
     if error["type"] == "extra_forbidden" and model is not None:
         return f"{loc}: unknown key (valid keys: {', '.join(model.model_fields)})"
     message = error["msg"].removeprefix("Value error, ")
-    return f"{loc}: {message} (got {error['input']!r})"
+    got = "" if isinstance(error["input"], dict) else f" (got {error['input']!r})"  # a whole section says nothing
+    return f"{loc}: {message}{got}"
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +11,13 @@ from transformers import PreTrainedTokenizerBase
 
 from rlvr.algos import (
     ADVANTAGES,
-    POLICY_LOSSES,
-    LossInputs,
-    LossSettings,
-    aggregate,
+    KL_ESTIMATORS,
+    Objective,
+    Stat,
+    StatSums,
     drop_uniform_groups,
     loss_normalizer,
     mask_truncated,
-    mismatch_stats,
-    tis_weights,
 )
 from rlvr.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlvr.config import RunConfig
@@ -50,7 +47,8 @@ class Trainer:
         if config.model.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.learner_precision = learner_autocast(config.model.autocast_bf16)
-        self.reference = load_reference(config.model.path) if config.algo.kl_coef > 0 else None
+        self.objective = Objective(config.algo)
+        self.reference = load_reference(config.model.path) if self.objective.needs_reference else None
         self.env: Environment = make_env(config.env)
         self.scorer = Scorer(self.env.rubric, config.scoring.workers, config.scoring.timeout_seconds)
         self.mixed_subsets = len(self.env.subsets()) > 1  # fixed by the data: asked once, not every step
@@ -63,8 +61,6 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, foreach=False)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / (t.warmup_steps + 1)))
         self.advantage_fn = ADVANTAGES[config.algo.advantage]
-        self.loss_fn = POLICY_LOSSES[config.algo.loss]
-        self.loss_settings = LossSettings(config.algo.clip_low, config.algo.clip_high, config.algo.kl_coef)
         self.step = 0
         self.score_seconds = 0.0
 
@@ -107,19 +103,11 @@ class Trainer:
         return [e for e in kept if any(e.loss_mask)]
 
     def update(self, episodes: list[Episode]) -> dict[str, float]:
-        """PPO epochs over the batch: one optimiser step per epoch, micro-batches accumulate."""
+        """Epochs over the batch: one optimiser step per epoch, micro-batches accumulate. What is optimised is the
+        objective's business (`rlvr.algos.objective`); this loop only feeds it log-probs."""
         cfg, t = self.config, self.config.train
         if not episodes:  # every episode was filtered out: nothing to learn from this batch
-            return {
-                "loss": 0.0,
-                "grad_norm": 0.0,
-                "entropy": 0.0,
-                "clip_frac": 0.0,
-                "ratio": 1.0,
-                "logprob_mismatch": 0.0,
-                "mismatch_max_ratio": 1.0,
-                "skipped_update": 1.0,
-            }
+            return {"loss": 0.0, "grad_norm": 0.0, "entropy": 0.0, "skipped_update": 1.0}
         num_tokens = float(sum(sum(e.loss_mask) for e in episodes))
         normalizer = loss_normalizer(num_tokens, len(episodes), cfg.algo.aggregation, cfg.sampling.max_new_tokens)
         # A group stays together (packed into one row, its prompt computed once).
@@ -128,60 +116,51 @@ class Trainer:
             TokenBatch.from_episodes(ordered[i : i + t.micro_batch_size], self.tokenizer.pad_token_id)
             for i in range(0, len(ordered), t.micro_batch_size)
         ]
-        cap = cfg.algo.tis_cap
-        sums: dict[str, float] = defaultdict(float)
-        grad_norms, max_ratio = [], 1.0
-        learner_old: list[torch.Tensor] = []  # the learner's log-probs before this update, per micro-batch
+        stats, loss_sum, grad_norms, skipped = StatSums(), 0.0, [], 0
+        proximal: list[torch.Tensor] = []  # the learner's log-probs before this update, per micro-batch
         for epoch in range(t.epochs):
             self.optimizer.zero_grad(set_to_none=True)
             for index, batch in enumerate(batches):
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.learner_precision.dtype == "bfloat16"):
                     logprobs, entropy = completion_logprobs(self.policy, batch, cfg.sampling.temperature, epoch == 0)
-                    ref = None
-                    if self.reference is not None:
-                        with torch.no_grad():
-                            ref, _ = completion_logprobs(self.reference, batch, cfg.sampling.temperature)
-                mask = batch.loss_mask
-                if epoch == 0:  # the weights are still those that sampled: their log-probs are the learner's "old" ones
-                    learner_old.append(logprobs.detach())
-                    sums["entropy"] += float((entropy * mask).sum())
-                    mismatch = mismatch_stats(learner_old[index], batch.old_logprobs, mask, cap)
-                    max_ratio = max(max_ratio, mismatch.pop("mismatch_max_ratio"))
-                    for name, value in mismatch.items():
-                        sums[name] += value
-                # With TIS the PPO ratio is against the learner's own old log-probs and the sampler's are corrected
-                # for by importance weights; without it the sampler's log-probs serve as the old policy directly.
-                old = learner_old[index] if cap is not None else batch.old_logprobs
-                inputs = LossInputs(logprobs, old, batch.advantages, mask, ref)
-                per_token, stats = self.loss_fn(inputs, self.loss_settings)
-                if cap is not None:
-                    per_token = per_token * tis_weights(learner_old[index], batch.old_logprobs, cap)
-                loss = aggregate(per_token, mask, cfg.algo.aggregation, normalizer)
+                    ref = self._reference_logprobs(batch) if self.objective.kl is not None else None
+                if epoch == 0:  # the weights are still those that sampled: their log-probs are the proximal policy's
+                    proximal.append(logprobs.detach())
+                    stats.add({"entropy": Stat(entropy)}, batch.loss_mask)
+                version_gap = torch.zeros(batch.advantages.shape, dtype=torch.long)  # rollouts are never stale yet
+                out = self.objective(
+                    logprobs, batch.old_logprobs, proximal[index], batch.advantages, batch.loss_mask, ref, version_gap
+                )
+                loss = self.objective.reduce(out.per_token, batch.loss_mask, normalizer)
                 loss.backward()
-                sums["loss"] += loss.item()
-                for name, value in stats.items():
-                    sums[name] += float((value * mask).sum())
+                loss_sum += loss.item()
+                stats.add(out.stats, batch.loss_mask)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm)
             grad_norms.append(float(grad_norm))
             if torch.isfinite(grad_norm):
                 self.optimizer.step()
             else:  # a non-finite gradient would poison the weights: skip this batch
-                sums["skipped_update"] += 1
+                skipped += 1
         # Gradients are not needed until the next update: free them before the next rollout.
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        per_token_stats = {
-            k: v / (num_tokens * (t.epochs if k in ("clip_frac", "ratio", "kl") else 1))
-            for k, v in sums.items()
-            if k not in ("loss", "skipped_update")
-        }
-        return {
-            **per_token_stats,
-            "loss": sums["loss"] / t.epochs,
-            "grad_norm": float(np.mean(grad_norms)),
-            "mismatch_max_ratio": max_ratio,
-            "skipped_update": sums["skipped_update"],
-        }
+        return {**stats.result(), "loss": loss_sum / t.epochs, "grad_norm": float(np.mean(grad_norms)), "skipped_update": skipped}
+
+    @torch.no_grad()
+    def _reference_logprobs(self, batch: TokenBatch) -> torch.Tensor:
+        return completion_logprobs(self.reference, batch, self.config.sampling.temperature)[0]
+
+    def _kl_in_reward(self, episodes: list[Episode]) -> None:
+        """KL folded into the reward: each episode's reward loses coef x its summed KL to the reference, measured on
+        the sampler's own log-probs, before advantages are computed."""
+        kl = KL_ESTIMATORS[self.config.algo.kl.estimator]
+        for start in range(0, len(episodes), self.config.train.micro_batch_size):
+            chunk = episodes[start : start + self.config.train.micro_batch_size]
+            batch = TokenBatch.from_episodes(chunk, self.tokenizer.pad_token_id)
+            per_sequence = (kl(batch.old_logprobs, self._reference_logprobs(batch)) * batch.loss_mask).sum(-1)
+            for episode, value in zip(chunk, per_sequence.tolist()):
+                episode.rewards["kl"] = value
+                episode.reward -= self.config.algo.kl.coef * value
 
     def sync_weights(self) -> None:
         """Hand the learner's weights to an engine that keeps its own copy."""
@@ -191,6 +170,8 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, float]:
         started = time.perf_counter()
         episodes = self.rollout(step)
+        if self.config.algo.kl.in_reward and self.reference is not None:
+            self._kl_in_reward(episodes)
         generated = time.perf_counter()
         trained_on = self.assign_advantages(episodes)
         stats = self.update(trained_on)

@@ -42,3 +42,22 @@ def rloo(rewards: torch.Tensor) -> torch.Tensor:
     if size < 2:
         return torch.zeros_like(rewards)
     return (rewards - rewards.mean(dim=1, keepdim=True)) * size / (size - 1)
+
+
+def _batch_normalised(advantages: torch.Tensor) -> torch.Tensor:
+    """Whitened over the whole batch: zero mean, unit (unbiased) std."""
+    flat = advantages.flatten()
+    std = flat.std() if flat.numel() > 1 else torch.zeros(())
+    return (advantages - flat.mean()) / (std + EPS)
+
+
+@register_advantage("reinforce_pp")
+def reinforce_pp(rewards: torch.Tensor) -> torch.Tensor:
+    """REINFORCE++ (Hu 2025): the reward normalised over the whole batch, no per-prompt baseline."""
+    return _batch_normalised(rewards)
+
+
+@register_advantage("reinforce_pp_baseline")
+def reinforce_pp_baseline(rewards: torch.Tensor) -> torch.Tensor:
+    """REINFORCE++ with a baseline: the group mean subtracted, then normalised over the whole batch."""
+    return _batch_normalised(rewards - rewards.mean(dim=1, keepdim=True))

@@ -1,20 +1,23 @@
-"""Policy losses: per-token loss from new/old log-probs and advantages, plus how to average it.
+"""Policy losses: each one owns its objective, from everything a loss may use to a per-token loss and its stats.
 
-All tensors are [sequences, tokens]; `mask` is 1 on tokens the model produced
-(and that carry gradient). A loss returns a per-token loss and statistics; the
-trainer reduces it with `aggregate`, which knows the normaliser of the whole
-batch so that gradient accumulation over micro-batches gives the same gradient
-as one big batch.
+All tensors are [sequences, tokens]; `mask` is 1 on tokens the model produced (and that carry gradient). A loss
+takes its ratio against `correction.anchor` (the learner's own log-probs before the update when a correction
+accounts for the sampler, the sampler's otherwise) and multiplies by `correction.weights` (1, or the correction's
+importance weights and masks: 0 where a token or a sequence is dropped). The trainer reduces the per-token loss
+with `aggregate`, which knows the normaliser of the whole batch, so that gradient accumulation over micro-batches
+gives the same gradient as one big batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
+from rlvr.algos.corrections import Correction
+from rlvr.algos.stats import Stat
 from rlvr.registry import Registry
 
 Aggregation = Literal["token", "sequence", "constant"]
@@ -22,47 +25,75 @@ Aggregation = Literal["token", "sequence", "constant"]
 
 @dataclass(frozen=True)
 class LossInputs:
-    logprobs: torch.Tensor  # current policy, with grad
-    old_logprobs: torch.Tensor  # policy that sampled (no grad)
+    logprobs: torch.Tensor  # the policy being trained, with grad
+    behaviour_logprobs: torch.Tensor  # the sampler's, that drew the tokens (no grad)
+    proximal_logprobs: torch.Tensor  # the learner's own before this update (no grad)
     advantages: torch.Tensor  # [sequences], broadcast over tokens
     mask: torch.Tensor
-    ref_logprobs: torch.Tensor | None = None
+    correction: Correction  # what the configured correction made of the sampler/learner gap
+    ref_logprobs: torch.Tensor | None = None  # the reference model's, when there is one
+    version_gap: torch.Tensor | None = None  # [sequences]: policy versions between sampler and learner (0 on-policy)
 
 
 @dataclass(frozen=True)
-class LossSettings:
-    clip_low: float = 0.2
-    clip_high: float = 0.28
-    kl_coef: float = 0.0
+class LossOutputs:
+    per_token: torch.Tensor
+    stats: dict[str, Stat]
 
 
-LossFn = Callable[[LossInputs, LossSettings], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+# name -> loss(inputs, its settings from `algo.loss`)
+LossFn = Callable[[LossInputs, Any], LossOutputs]
 POLICY_LOSSES: Registry[LossFn] = Registry("policy loss")
 register_policy_loss = POLICY_LOSSES.register
 
 
-def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    """Schulman's k3 estimator of KL(policy || ref): exp(d) - d - 1 with d = ref - policy; >= 0, unbiased."""
-    delta = ref_logprobs - logprobs
-    return torch.exp(delta) - delta - 1
+def _clipped_surrogate(
+    ratio: torch.Tensor, advantages: torch.Tensor, low: float, high: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """-min(r A, clip(r, 1 - low, 1 + high) A) and where the clip is the smaller (the clipped fraction)."""
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1 - low, 1 + high) * advantages
+    return -torch.min(unclipped, clipped), (clipped < unclipped).float()
 
 
 @register_policy_loss("ppo_clip")
-def ppo_clip(x: LossInputs, s: LossSettings) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO's clipped surrogate with separate low/high clip ranges (DAPO's clip-higher)."""
-    ratio = torch.exp(x.logprobs - x.old_logprobs)
-    advantages = x.advantages.unsqueeze(-1)
-    unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1 - s.clip_low, 1 + s.clip_high) * advantages
-    loss = -torch.min(unclipped, clipped)
-    stats = {"clip_frac": (clipped < unclipped).float(), "ratio": ratio.detach()}
-    if s.kl_coef > 0:
-        if x.ref_logprobs is None:
-            raise ValueError("kl_coef > 0 needs reference log-probs")
-        kl = k3_kl(x.logprobs, x.ref_logprobs)
-        loss = loss + s.kl_coef * kl
-        stats["kl"] = kl.detach()
-    return loss, stats
+def ppo_clip(x: LossInputs, s: Any) -> LossOutputs:
+    """PPO's clipped surrogate on token ratios, with separate low/high clip ranges (DAPO's clip-higher)."""
+    ratio = torch.exp(x.logprobs - x.correction.anchor)
+    loss, clipped = _clipped_surrogate(ratio, x.advantages.unsqueeze(-1), s.clip_low, s.clip_high)
+    return LossOutputs(loss * x.correction.weights, {"clip_frac": Stat(clipped), "ratio": Stat(ratio.detach())})
+
+
+@register_policy_loss("gspo")
+def gspo(x: LossInputs, s: Any) -> LossOutputs:
+    """GSPO: the sequence's ratio is the geometric mean of its token ratios, clipped as one; each of its tokens
+    carries the sequence's loss (as TRL's `importance_sampling_level="sequence"`)."""
+    log_ratio = (x.logprobs - x.correction.anchor) * x.mask
+    ratio = torch.exp(log_ratio.sum(-1) / x.mask.sum(-1).clamp(min=1)).unsqueeze(-1)  # [sequences, 1]
+    loss, clipped = _clipped_surrogate(ratio, x.advantages.unsqueeze(-1), s.clip_low, s.clip_high)
+    per_token = loss.expand_as(x.logprobs) * x.correction.weights
+    return LossOutputs(
+        per_token,
+        {"clip_frac": Stat(clipped.squeeze(-1), "sequence_mean"), "ratio": Stat(ratio.squeeze(-1).detach(), "sequence_mean")},
+    )
+
+
+@register_policy_loss("cispo")
+def cispo(x: LossInputs, s: Any) -> LossOutputs:
+    """CISPO: -sg(clip(r)) A log p. The clipped weight has no gradient, so every token keeps its gradient."""
+    ratio = torch.exp(x.logprobs - x.correction.anchor)
+    weight = torch.clamp(ratio, min=s.min_weight, max=s.max_weight).detach()
+    loss = -weight * x.advantages.unsqueeze(-1) * x.logprobs
+    clipped = ((ratio > s.max_weight) | (ratio < s.min_weight)).float()
+    return LossOutputs(loss * x.correction.weights, {"clip_frac": Stat(clipped), "ratio": Stat(ratio.detach())})
+
+
+@register_policy_loss("reinforce")
+def reinforce(x: LossInputs, s: Any) -> LossOutputs:
+    """Plain policy gradient, importance-weighted: -r A, whose gradient is r A grad log p (A grad log p on-policy)."""
+    ratio = torch.exp(x.logprobs - x.correction.anchor)
+    loss = -ratio * x.advantages.unsqueeze(-1)
+    return LossOutputs(loss * x.correction.weights, {"ratio": Stat(ratio.detach())})
 
 
 def loss_normalizer(num_tokens: float, num_sequences: int, aggregation: Aggregation, max_tokens: int) -> float:
