@@ -202,6 +202,7 @@ def test_tis_weights_are_capped_ratios_by_hand():
     sums.add({**correction.stats, **mismatch_stats(LEARNER, SAMPLER)}, TOKENS)
     stats = sums.result()
     assert stats["correction/capped_tokens"] == pytest.approx(1 / 3)  # one of three real tokens above the cap
+    assert stats["correction/capped_sequences"] == 1.0  # the one sequence has a capped token (its ratio-3 one)
     assert stats["logprob_mismatch"] == pytest.approx((math.log(3.0) + math.log(2.0)) / 3)
     assert stats["mismatch_max_ratio"] == pytest.approx(3.0) and stats["mismatch_min_ratio"] == pytest.approx(0.5)
 
@@ -213,6 +214,7 @@ def test_icepop_drops_tokens_outside_the_band_and_weights_the_rest():
     sums = StatSums()
     sums.add(correction.stats, TOKENS)
     assert sums.result()["correction/masked_tokens"] == pytest.approx(2 / 3)
+    assert sums.result()["correction/sequences_with_masked"] == 1.0
 
 
 def test_seq_mask_drops_whole_sequences_by_their_geometric_mean():

@@ -48,17 +48,28 @@ def _ratio(proximal: torch.Tensor, behaviour: torch.Tensor) -> torch.Tensor:
     return torch.exp(proximal - behaviour).detach()
 
 
+def _per_sequence(hit: torch.Tensor, mask: torch.Tensor) -> Stat:
+    """The share of sequences with at least one of their own tokens hit."""
+    return Stat((hit.float() * mask).amax(dim=-1), "sequence_mean")
+
+
 @CORRECTIONS.register("tis")
 def tis(proximal: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor, s: Any) -> Correction:
     ratio = _ratio(proximal, behaviour)
-    return Correction(proximal, ratio.clamp(max=s.cap), {"correction/capped_tokens": Stat((ratio > s.cap).float())})
+    capped = ratio > s.cap
+    stats = {"correction/capped_tokens": Stat(capped.float()), "correction/capped_sequences": _per_sequence(capped, mask)}
+    return Correction(proximal, ratio.clamp(max=s.cap), stats)
 
 
 @CORRECTIONS.register("icepop")
 def icepop(proximal: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor, s: Any) -> Correction:
     ratio = _ratio(proximal, behaviour)
     inside = (ratio >= s.low) & (ratio <= s.high)
-    return Correction(proximal, ratio * inside, {"correction/masked_tokens": Stat((~inside).float())})
+    stats = {
+        "correction/masked_tokens": Stat((~inside).float()),
+        "correction/sequences_with_masked": _per_sequence(~inside, mask),
+    }
+    return Correction(proximal, ratio * inside, stats)
 
 
 @CORRECTIONS.register("seq_mask")
