@@ -28,8 +28,12 @@ VARIANTS = {
 }
 
 
+def _folder(name: str) -> str:
+    return name.replace(" + ", "-").replace(" ", "-")
+
+
 def run(name: str, overrides: list[str], out: Path, first: bool) -> Path:
-    folder = name.replace(" + ", "-").replace(" ", "-")
+    folder = _folder(name)
     settings = [f"output_dir={out}", f"name={folder}", *([] if first else ["eval.before=false"]), *overrides]
     command = [sys.executable, "-m", "rlvr.cli", "train", "default", "--overwrite", *[f"--set={s}" for s in settings]]
     print(f"# {name}: {' '.join(command[2:])}", file=sys.stderr, flush=True)
@@ -37,9 +41,11 @@ def run(name: str, overrides: list[str], out: Path, first: bool) -> Path:
     return out / folder
 
 
-def per_question(run_dir: Path) -> dict[str, float]:
+def correctness(run_dir: Path) -> tuple[list[str], list[float]]:
+    """Each held-out sample's question id and whether it was right, in evaluation order (the same in every run: a
+    question may appear twice in a generated split, so samples are paired by position, not by id)."""
     rows = [json.loads(line) for line in (run_dir / "eval_after.samples.jsonl").read_text().splitlines()]
-    return {row["id"]: float(row["correct"]) for row in rows}
+    return [row["id"] for row in rows], [float(row["correct"]) for row in rows]
 
 
 def reward_curve(run_dir: Path, parts: int = 5) -> list[float]:
@@ -53,14 +59,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/algorithms"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every variant")
     parser.add_argument("--only", nargs="*", default=None, help="variants to run after the first (default: all)")
+    parser.add_argument("--reuse", action="store_true", help="report the finished runs in --out instead of running them")
     args = parser.parse_args()
     names = list(VARIANTS)
     names = names[:1] + [n for n in names[1:] if args.only is None or n in args.only]
-    folders = {name: run(name, [*args.overrides, *VARIANTS[name]], args.out, index == 0) for index, name in enumerate(names)}
+    folders = {
+        name: args.out / _folder(name) if args.reuse else run(name, [*args.overrides, *VARIANTS[name]], args.out, index == 0)
+        for index, name in enumerate(names)
+    }
 
     summaries = {name: json.loads((folder / "summary.json").read_text()) for name, folder in folders.items()}
     base_name = names[0]
-    base = per_question(folders[base_name])
+    base_ids, base = correctness(folders[base_name])
     before = summaries[base_name]["eval_before"]
     print(f"CPU: {cpu_description()}")
     print(f"Starting model: {before['accuracy']:.1%} [{before['ci95'][0]:.1%}, {before['ci95'][1]:.1%}] (n = {before['n']})\n")
@@ -68,9 +78,10 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- |")
     for name, folder in folders.items():
         after = summaries[name]["eval_after"]
-        scores = per_question(folder)
-        shared = sorted(set(scores) & set(base))
-        diff = paired_difference([scores[q] for q in shared], [base[q] for q in shared])
+        ids, scores = correctness(folder)
+        if ids != base_ids:
+            raise SystemExit(f"{folder}: evaluated other questions than {folders[base_name]}")
+        diff = paired_difference(scores, base)
         curve = " / ".join(f"{value:.2f}" for value in reward_curve(folder))
         steps = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
         seconds = sum(step["step_seconds"] for step in steps) / len(steps)
