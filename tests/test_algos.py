@@ -258,3 +258,13 @@ def test_reinforce_pp_advantages_by_hand():
     # Group means 0.5 and 1 subtracted -> [0.5, -0.5, 0, 0]; their unbiased std over the batch is sqrt(1/6).
     expected = torch.tensor([[0.5, -0.5], [0.0, 0.0]]) / (math.sqrt(1 / 6) + 1e-4)
     torch.testing.assert_close(ADVANTAGES["reinforce_pp_baseline"](rewards), expected)
+
+
+def test_icepop_through_the_objective_zeroes_the_gradient_of_dropped_tokens():
+    """The learner/sampler ratios are 1, 4 and 1/4; with [0.5, 2] only the first token keeps its gradient, and
+    it is weighted by its ratio (1). PPO's ratio is against the learner's own log-probs, so it is 1 and unclipped."""
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
+    sampler = logprobs.detach() - torch.tensor([[0.0, math.log(4.0), -math.log(4.0)]])
+    objective = Objective(AlgoConfig(correction=IcePopCorrection(low=0.5, high=2.0)))
+    objective(logprobs, sampler, logprobs.detach(), torch.tensor([2.0]), torch.ones(1, 3)).per_token.sum().backward()
+    torch.testing.assert_close(logprobs.grad, torch.tensor([[-2.0, 0.0, 0.0]]))
