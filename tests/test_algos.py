@@ -234,10 +234,9 @@ def test_no_correction_anchors_at_the_sampler():
 
 
 def test_the_registered_choices_are_the_configs():
-    from rlvr.algo_config import CORRECTIONS as CORRECTION_CONFIGS
-    from rlvr.algo_config import LOSSES
+    from rlvr.algo_config import CORRECTION_CONFIGS, LOSS_CONFIGS
 
-    assert set(CORRECTIONS) == set(CORRECTION_CONFIGS) and set(LOSSES) <= set(POLICY_LOSSES)
+    assert set(CORRECTIONS) == set(CORRECTION_CONFIGS) and set(LOSS_CONFIGS) <= set(POLICY_LOSSES)
 
 
 def test_tis_scales_each_token_gradient_by_its_weight():

@@ -98,3 +98,19 @@ def test_eval_env_and_data_switch_like_set():
     assert data.eval_size == 7
     with pytest.raises(ConfigError, match="env.name: unknown environment 'nope'"):
         _eval_config("smollm2-135m", None, "nope", None, [])
+
+
+def test_choosing_another_loss_or_correction_drops_the_old_ones_keys():
+    # The default recipe spells out ppo_clip's clip range and tis's cap; another choice must not inherit them.
+    assert load_config(None, ["algo.loss.name=gspo"]).algo.loss.clip_high == 4e-4
+    cispo = load_config(None, ["algo.loss.name=cispo", "algo.loss.max_weight=3"]).algo.loss
+    assert cispo.name == "cispo" and cispo.max_weight == 3
+    assert load_config(None, ["algo.correction.name=none"]).algo.correction.name == "none"
+    assert load_config(None, ["algo.loss.clip_high=0.3"]).algo.loss.clip_low == 0.2  # the same loss: keys stay
+    assert load_config(None, ["algo={loss: gspo}"]).algo.loss.name == "gspo"  # a whole section as written
+    with pytest.raises(ConfigError, match=r"algo.loss: a loss by name, or \{name: ..., its keys\}"):
+        load_config(None, ["algo.loss={clip_low: 0.1}"])
+    with pytest.raises(ConfigError, match="k1 as a loss term has no expected gradient"):
+        load_config(None, ["algo.kl={coef: 0.1, estimator: k1}"])
+    with pytest.raises(ConfigError, match="min_weight"):
+        load_config(None, ["algo.loss={name: cispo, min_weight: 6}"])

@@ -16,8 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlvr.algo_config import (
-    CORRECTIONS,
-    LOSSES,
+    CORRECTION_CONFIGS,
+    LOSS_CONFIGS,
     CorrectionConfig,
     KLConfig,
     LossConfig,
@@ -195,8 +195,8 @@ class RunConfig(_Strict):
 
 _TAGGED_UNIONS: dict[tuple[str, ...], Callable[[str], type[BaseModel]]] = {
     ("env",): env_config_type,
-    ("algo", "loss"): lambda tag: LOSSES.get(tag, PluginLossConfig),
-    ("algo", "correction"): lambda tag: CORRECTIONS[tag],
+    ("algo", "loss"): lambda tag: LOSS_CONFIGS.get(tag, PluginLossConfig),
+    ("algo", "correction"): lambda tag: CORRECTION_CONFIGS[tag],
 }
 
 
@@ -285,16 +285,41 @@ def _anchor_source_paths(data: dict[str, Any], folder: Path) -> None:
             source["path"] = str((folder / source["path"]).resolve())
 
 
-def _switched_environment(recipe_env: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """`--set env.name=X` replaces the recipe's environment: the keys only the old one reads (`task`, `sources`,
-    ...) go, the ones every environment shares (prompt, rewards, held-out size, seeds) stay, and the `--set env...`
-    assignments apply again on top, to the new environment alone."""
-    data = {"env": {key: value for key, value in recipe_env.items() if key in EnvCommon.model_fields}}
-    for assignment in overrides:
-        key = assignment.partition("=")[0].strip()
-        if key == "env" or key.startswith("env."):
-            set_override(data, assignment)
-    return data["env"]
+# Sections chosen by their `name`: the keys every choice shares (kept when the name changes), and the default name.
+_NAMED_SECTIONS: dict[tuple[str, ...], tuple[set[str], str]] = {
+    ("env",): (set(EnvCommon.model_fields) - {"name"}, "gym"),
+    ("algo", "loss"): (set(), "ppo_clip"),
+    ("algo", "correction"): (set(), "tis"),
+}
+
+
+def _section(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for part in path:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def _name_of(section: Any, default: str) -> Any:
+    return section if isinstance(section, str) else section.get("name", default) if isinstance(section, dict) else default
+
+
+def _switch_named_sections(data: dict[str, Any], recipe: dict[str, Any], overrides: Sequence[str]) -> None:
+    """`--set env.name=X` (or `algo.loss.name=X`, ...) replaces what the recipe chose: the keys only the old choice
+    reads (the gym task, ppo_clip's clip range) go, the ones every choice shares (an environment's prompt, rewards,
+    held-out size and seeds) stay, and the `--set` assignments under the section apply again, to the new choice."""
+    keys = [tuple(assignment.partition("=")[0].strip().split(".")) for assignment in overrides]
+    for path, (shared, default) in _NAMED_SECTIONS.items():
+        before, after = _section(recipe, path), _section(data, path)
+        if _name_of(after, default) == _name_of(before, default) or any(path[: len(k)] == k for k in keys if len(k) < len(path)):
+            continue  # the same choice, or a section above it written whole (`--set algo={...}`): nothing to switch
+        rebuilt: dict[str, Any] = {path[-1]: {k: v for k, v in before.items() if k in shared} if isinstance(before, dict) else {}}
+        prefix = ".".join(path)
+        for assignment in overrides:
+            key = assignment.partition("=")[0].strip()
+            if key == prefix or key.startswith(prefix + "."):
+                set_override(rebuilt, assignment.removeprefix(".".join(path[:-1]) + "." if len(path) > 1 else ""))
+        parent = _section(data, path[:-1]) if len(path) > 1 else data
+        parent[path[-1]] = rebuilt[path[-1]]
 
 
 def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -308,10 +333,8 @@ def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of sections")
     _anchor_source_paths(data, path.parent)
-    recipe_env = copy.deepcopy(data["env"]) if isinstance(data.get("env"), dict) else {}
+    recipe = copy.deepcopy(data)
     for assignment in overrides:
         set_override(data, assignment)
-    env = data.get("env")
-    if isinstance(env, dict) and env.get("name", "gym") != recipe_env.get("name", "gym"):
-        data["env"] = _switched_environment(recipe_env, overrides)
+    _switch_named_sections(data, recipe, overrides)
     return parse_config(data, source=str(path))

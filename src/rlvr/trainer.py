@@ -91,7 +91,9 @@ class Trainer:
     def assign_advantages(self, episodes: list[Episode]) -> list[Episode]:
         """Group-relative advantages, then the filters that decide what carries gradient."""
         size = self.config.train.group_size
-        rewards = torch.tensor([e.reward for e in episodes], dtype=torch.float).view(-1, size)
+        kl = self.config.algo.kl
+        shaped = [e.reward - kl.coef * e.meta["kl"] if kl.in_reward and kl.coef > 0 else e.reward for e in episodes]
+        rewards = torch.tensor(shaped, dtype=torch.float).view(-1, size)
         for episode, advantage in zip(episodes, self.advantage_fn(rewards).flatten().tolist()):
             episode.advantage = advantage
         groups = [episodes[i : i + size] for i in range(0, len(episodes), size)]
@@ -150,17 +152,18 @@ class Trainer:
     def _reference_logprobs(self, batch: TokenBatch) -> torch.Tensor:
         return completion_logprobs(self.reference, batch, self.config.sampling.temperature)[0]
 
-    def _kl_in_reward(self, episodes: list[Episode]) -> None:
-        """KL folded into the reward: each episode's reward loses coef x its summed KL to the reference, measured on
-        the sampler's own log-probs, before advantages are computed."""
+    def _sequence_kl(self, episodes: list[Episode]) -> None:
+        """For a KL folded into the reward: each episode's summed KL to the reference (`meta["kl"]`), measured on the
+        sampler's own log-probs. The advantages see reward - coef x KL; the reward itself (what the metrics, the
+        curves and dynamic sampling read) stays the verifiers' score."""
         kl = KL_ESTIMATORS[self.config.algo.kl.estimator]
         for start in range(0, len(episodes), self.config.train.micro_batch_size):
             chunk = episodes[start : start + self.config.train.micro_batch_size]
             batch = TokenBatch.from_episodes(chunk, self.tokenizer.pad_token_id)
-            per_sequence = (kl(batch.old_logprobs, self._reference_logprobs(batch)) * batch.loss_mask).sum(-1)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.learner_precision.dtype == "bfloat16"):
+                per_sequence = (kl(batch.old_logprobs, self._reference_logprobs(batch)) * batch.loss_mask).sum(-1)
             for episode, value in zip(chunk, per_sequence.tolist()):
-                episode.rewards["kl"] = value
-                episode.reward -= self.config.algo.kl.coef * value
+                episode.meta["kl"] = value
 
     def sync_weights(self) -> None:
         """Hand the learner's weights to an engine that keeps its own copy."""
@@ -170,9 +173,9 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, float]:
         started = time.perf_counter()
         episodes = self.rollout(step)
-        if self.config.algo.kl.in_reward and self.reference is not None:
-            self._kl_in_reward(episodes)
         generated = time.perf_counter()
+        if self.config.algo.kl.in_reward and self.reference is not None:
+            self._sequence_kl(episodes)
         trained_on = self.assign_advantages(episodes)
         stats = self.update(trained_on)
         self.sync_weights()
@@ -197,6 +200,7 @@ class Trainer:
             "step_seconds": finished - started,
             **subset_metrics(episodes, mixed=self.mixed_subsets),
             **tool_metrics(episodes, self.tool_names, per_subset=self.mixed_subsets),
+            **({"kl_in_reward": float(np.mean([e.meta["kl"] for e in episodes]))} if "kl" in episodes[0].meta else {}),
         }
         warnings = self.tool_monitor.update(metrics)
         if warnings:

@@ -53,7 +53,8 @@ def _batch_normalised(advantages: torch.Tensor) -> torch.Tensor:
 
 @register_advantage("reinforce_pp")
 def reinforce_pp(rewards: torch.Tensor) -> torch.Tensor:
-    """REINFORCE++ (Hu 2025): the reward normalised over the whole batch, no per-prompt baseline."""
+    """REINFORCE++ (Hu 2025): the reward normalised over the whole batch, no per-prompt baseline. Whitened over
+    sequences (one reward each), where OpenRLHF whitens per-token returns."""
     return _batch_normalised(rewards)
 
 

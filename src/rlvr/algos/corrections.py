@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from rlvr.algo_config import IcePopCorrection, NoCorrection, SeqMaskCorrection, TISCorrection
 from rlvr.algos.stats import Stat
 from rlvr.registry import Registry
 
@@ -54,7 +55,7 @@ def _per_sequence(hit: torch.Tensor, mask: torch.Tensor) -> Stat:
 
 
 @CORRECTIONS.register("tis")
-def tis(proximal: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor, s: Any) -> Correction:
+def tis(proximal: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor, s: TISCorrection) -> Correction:
     ratio = _ratio(proximal, behaviour)
     capped = ratio > s.cap
     stats = {"correction/capped_tokens": Stat(capped.float()), "correction/capped_sequences": _per_sequence(capped, mask)}
@@ -62,18 +63,18 @@ def tis(proximal: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor, s: 
 
 
 @CORRECTIONS.register("icepop")
-def icepop(proximal: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor, s: Any) -> Correction:
+def icepop(proximal: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor, s: IcePopCorrection) -> Correction:
     ratio = _ratio(proximal, behaviour)
     inside = (ratio >= s.low) & (ratio <= s.high)
     stats = {
         "correction/masked_tokens": Stat((~inside).float()),
         "correction/sequences_with_masked": _per_sequence(~inside, mask),
     }
-    return Correction(proximal, ratio * inside, stats)
+    return Correction(proximal, torch.where(inside, ratio, 0.0), stats)  # where, not *: an infinite ratio is dropped
 
 
 @CORRECTIONS.register("seq_mask")
-def seq_mask(proximal: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor, s: Any) -> Correction:
+def seq_mask(proximal: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor, s: SeqMaskCorrection) -> Correction:
     log_ratio = ((proximal - behaviour) * mask).sum(-1) / mask.sum(-1).clamp(min=1)
     geometric = torch.exp(log_ratio).detach()
     kept = ((geometric >= s.low) & (geometric <= s.high)).to(proximal.dtype)
@@ -83,7 +84,7 @@ def seq_mask(proximal: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor
 
 
 @CORRECTIONS.register("none")
-def none(proximal: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor, s: Any) -> Correction:
+def none(proximal: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor, s: NoCorrection) -> Correction:
     return Correction(behaviour, torch.ones_like(behaviour), {})
 
 

@@ -6,8 +6,9 @@ from rlvr.types import Episode
 
 
 def drop_uniform_groups(groups: list[list[Episode]]) -> list[list[Episode]]:
-    """Dynamic sampling (DAPO): a group whose rewards are all equal has zero
-    advantage everywhere, so it only dilutes the batch."""
+    """Dynamic sampling (DAPO): a group whose rewards are all equal has zero group-relative advantage everywhere,
+    so it only dilutes the batch. (Under a batch-normalised estimator, `reinforce_pp`, such a group's advantages
+    are not zero: dropping it is then a choice, not a no-op.)"""
     return [group for group in groups if len({round(e.reward, 9) for e in group}) > 1]
 
 

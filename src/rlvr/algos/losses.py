@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import torch
 
+from rlvr.algo_config import CISPOLoss, GSPOLoss, PPOClipLoss, ReinforceLoss
 from rlvr.algos.corrections import Correction
 from rlvr.algos.stats import Stat
 from rlvr.registry import Registry
@@ -57,7 +58,7 @@ def _clipped_surrogate(
 
 
 @register_policy_loss("ppo_clip")
-def ppo_clip(x: LossInputs, s: Any) -> LossOutputs:
+def ppo_clip(x: LossInputs, s: PPOClipLoss) -> LossOutputs:
     """PPO's clipped surrogate on token ratios, with separate low/high clip ranges (DAPO's clip-higher)."""
     ratio = torch.exp(x.logprobs - x.correction.anchor)
     loss, clipped = _clipped_surrogate(ratio, x.advantages.unsqueeze(-1), s.clip_low, s.clip_high)
@@ -65,7 +66,7 @@ def ppo_clip(x: LossInputs, s: Any) -> LossOutputs:
 
 
 @register_policy_loss("gspo")
-def gspo(x: LossInputs, s: Any) -> LossOutputs:
+def gspo(x: LossInputs, s: GSPOLoss) -> LossOutputs:
     """GSPO: the sequence's ratio is the geometric mean of its token ratios, clipped as one; each of its tokens
     carries the sequence's loss (as TRL's `importance_sampling_level="sequence"`)."""
     log_ratio = (x.logprobs - x.correction.anchor) * x.mask
@@ -79,7 +80,7 @@ def gspo(x: LossInputs, s: Any) -> LossOutputs:
 
 
 @register_policy_loss("cispo")
-def cispo(x: LossInputs, s: Any) -> LossOutputs:
+def cispo(x: LossInputs, s: CISPOLoss) -> LossOutputs:
     """CISPO: -sg(clip(r)) A log p. The clipped weight has no gradient, so every token keeps its gradient."""
     ratio = torch.exp(x.logprobs - x.correction.anchor)
     weight = torch.clamp(ratio, min=s.min_weight, max=s.max_weight).detach()
@@ -89,7 +90,7 @@ def cispo(x: LossInputs, s: Any) -> LossOutputs:
 
 
 @register_policy_loss("reinforce")
-def reinforce(x: LossInputs, s: Any) -> LossOutputs:
+def reinforce(x: LossInputs, s: ReinforceLoss) -> LossOutputs:
     """Plain policy gradient, importance-weighted: -r A, whose gradient is r A grad log p (A grad log p on-policy)."""
     ratio = torch.exp(x.logprobs - x.correction.anchor)
     loss = -ratio * x.advantages.unsqueeze(-1)
