@@ -236,7 +236,7 @@ def test_no_correction_anchors_at_the_sampler():
 def test_the_registered_choices_are_the_configs():
     from rlvr.algo_config import CORRECTION_CONFIGS, LOSS_CONFIGS
 
-    assert set(CORRECTIONS) == set(CORRECTION_CONFIGS) and set(LOSS_CONFIGS) <= set(POLICY_LOSSES)
+    assert set(CORRECTION_CONFIGS) <= set(CORRECTIONS) and set(LOSS_CONFIGS) <= set(POLICY_LOSSES)
 
 
 def test_tis_scales_each_token_gradient_by_its_weight():
@@ -267,3 +267,19 @@ def test_icepop_through_the_objective_zeroes_the_gradient_of_dropped_tokens():
     objective = Objective(AlgoConfig(correction=IcePopCorrection(low=0.5, high=2.0)))
     objective(logprobs, sampler, logprobs.detach(), torch.tensor([2.0]), torch.ones(1, 3)).per_token.sum().backward()
     torch.testing.assert_close(logprobs.grad, torch.tensor([[-2.0, 0.0, 0.0]]))
+
+
+def test_a_plugin_correction_is_configured_by_name_with_its_options():
+    from rlvr.config import parse_config
+
+    @CORRECTIONS.register("test_half")
+    def half(proximal, behaviour, mask, settings):
+        return Correction(proximal, torch.full_like(proximal, settings.options["weight"]), {})
+
+    try:
+        algo = parse_config({"algo": {"correction": {"name": "test_half", "options": {"weight": 0.25}}}}).algo
+        logprobs = torch.zeros(1, 2, requires_grad=True)
+        out = Objective(algo)(logprobs, torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([1.0]), torch.ones(1, 2))
+        torch.testing.assert_close(out.per_token, torch.full((1, 2), -0.25))  # ppo_clip at ratio 1, weighted
+    finally:
+        del CORRECTIONS["test_half"]

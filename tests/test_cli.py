@@ -29,7 +29,7 @@ def _run(*args, cwd=None, timeout=300):
         (["--set", "model.path=/no/such/model"], "model.path: /no/such/model: no such folder"),
         (["--set", "algo.loss=nope"], "unknown policy loss 'nope' (choices: cispo, gspo, ppo_clip, reinforce)"),
         (["--set", "algo.advantage=nope"], "(choices: dr_grpo, grpo, reinforce_pp, reinforce_pp_baseline, rloo)"),
-        (["--set", "algo.correction=nope"], "unknown correction (choices: icepop, none, seq_mask, tis)"),
+        (["--set", "algo.correction=nope"], "unknown correction 'nope' (choices: icepop, none, seq_mask, tis)"),
     ],
 )
 def test_bad_config_exits_with_one_line_naming_the_key(args, expected, tmp_path):

@@ -31,7 +31,7 @@ def test_overrides_are_typed():
             "algo.advantage: unknown advantage estimator 'ppo' (choices: dr_grpo, grpo, reinforce_pp, reinforce_pp_baseline,",
         ),
         ("algo.loss=nope", "algo.loss.name: unknown policy loss 'nope' (choices: cispo, gspo, ppo_clip, reinforce)"),
-        ("algo.correction=nope", "algo.correction: unknown correction (choices: icepop, none, seq_mask, tis)"),
+        ("algo.correction=nope", "algo.correction.name: unknown correction 'nope' (choices: icepop, none, seq_mask, tis)"),
         ("algo.loss={name: gspo, clip: 1}", "algo.loss.clip: unknown key (valid keys: name, clip_low, clip_high)"),
         ("algo.kl.estimator=k4", "algo.kl.estimator: unknown KL estimator 'k4' (choices: k1, k2, k3)"),
         ("algo.clip_low=0.1", "algo: clip_low is now a setting of its own: write algo.loss: {name: ppo_clip, clip_low: ...}"),

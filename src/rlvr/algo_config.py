@@ -2,7 +2,8 @@
 
 A loss or a correction is written as a bare name (`loss: gspo`, `--set algo.loss=gspo`: its defaults) or as a
 mapping with its own keys (`loss: {name: gspo, clip_high: 5e-4}`); a key it does not take is an unknown key, with
-the valid ones listed. A loss a plugin registers gets `PluginLossConfig`: its name and `options` to read itself.
+the valid ones listed. A loss or a correction a plugin registers gets `PluginLossConfig` / `PluginCorrectionConfig`:
+its name and `options` to read itself.
 """
 
 from __future__ import annotations
@@ -113,6 +114,13 @@ class NoCorrection(_Strict):
     name: Literal["none"] = "none"
 
 
+class PluginCorrectionConfig(_Strict):
+    """A correction a plugin registered: its name, and options it reads itself."""
+
+    name: Annotated[str, registered("rlvr.algos", "CORRECTIONS")]
+    options: dict[str, Any] = {}
+
+
 class KLConfig(_Strict):
     """A KL penalty towards the starting model (loaded as a reference when coef > 0)."""
 
@@ -152,7 +160,8 @@ def _loss_kind(value: Any) -> str | None:
 
 
 def _correction_kind(value: Any) -> str | None:
-    return _name(value) if _name(value) in CORRECTION_CONFIGS else None
+    name = _name(value)
+    return (name if name in CORRECTION_CONFIGS else "plugin") if isinstance(name, str) else None
 
 
 LossConfig = Annotated[
@@ -172,11 +181,14 @@ CorrectionConfig = Annotated[
     Annotated[TISCorrection, Tag("tis")]
     | Annotated[IcePopCorrection, Tag("icepop")]
     | Annotated[SeqMaskCorrection, Tag("seq_mask")]
-    | Annotated[NoCorrection, Tag("none")],
+    | Annotated[NoCorrection, Tag("none")]
+    | Annotated[PluginCorrectionConfig, Tag("plugin")],
     Discriminator(
         _correction_kind,
-        custom_error_type="unknown_correction",
-        custom_error_message=f"unknown correction (choices: {', '.join(sorted(CORRECTION_CONFIGS))})",
+        custom_error_type="correction_name",
+        custom_error_message="a correction by name, or {name: ..., its keys} (built in: "
+        + ", ".join(sorted(CORRECTION_CONFIGS))
+        + ")",
     ),
     BeforeValidator(_by_name),
 ]

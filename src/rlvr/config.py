@@ -21,6 +21,7 @@ from rlvr.algo_config import (
     CorrectionConfig,
     KLConfig,
     LossConfig,
+    PluginCorrectionConfig,
     PluginLossConfig,
     PPOClipLoss,
     TISCorrection,
@@ -196,7 +197,7 @@ class RunConfig(_Strict):
 _TAGGED_UNIONS: dict[tuple[str, ...], Callable[[str], type[BaseModel]]] = {
     ("env",): env_config_type,
     ("algo", "loss"): lambda tag: LOSS_CONFIGS.get(tag, PluginLossConfig),
-    ("algo", "correction"): lambda tag: CORRECTION_CONFIGS[tag],
+    ("algo", "correction"): lambda tag: CORRECTION_CONFIGS.get(tag, PluginCorrectionConfig),
 }
 
 
