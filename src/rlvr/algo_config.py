@@ -77,7 +77,19 @@ class TISCorrection(_Strict):
     cap: float = Field(2.0, gt=0.0)
 
 
-class IcePopCorrection(_Strict):
+class _RatioBand(_Strict):
+    """A correction that keeps learner / sampler ratios inside [low, high]; each declares `low` and `high` with its
+    own defaults (after its `name`, so that error messages list the keys in the order a recipe writes them)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _RatioBand:
+        low, high = getattr(self, "low"), getattr(self, "high")  # noqa: B009
+        if low >= high:
+            raise ValueError(f"low ({low}) must be below high ({high})")
+        return self
+
+
+class IcePopCorrection(_RatioBand):
     """IcePop: a token whose learner / sampler ratio leaves [low, high] carries no gradient; the others are weighted
     by their ratio."""
 
@@ -85,14 +97,8 @@ class IcePopCorrection(_Strict):
     low: float = Field(0.5, ge=0.0)
     high: float = Field(5.0, gt=0.0)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> IcePopCorrection:
-        if self.low >= self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        return self
 
-
-class SeqMaskCorrection(_Strict):
+class SeqMaskCorrection(_RatioBand):
     """A sequence whose geometric-mean learner / sampler ratio leaves [low, high] is dropped whole. The defaults
     are a guard against gross mismatch (a stale or broken sampler), the same factor of 2 as TIS's cap: bf16 noise
     alone (about 0.06 nats per token here) keeps a geometric mean within a few percent of 1."""
@@ -100,12 +106,6 @@ class SeqMaskCorrection(_Strict):
     name: Literal["seq_mask"] = "seq_mask"
     low: float = Field(0.5, ge=0.0)
     high: float = Field(2.0, gt=0.0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> SeqMaskCorrection:
-        if self.low >= self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        return self
 
 
 class NoCorrection(_Strict):
