@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from rlvr.registry import registered
+from rlvr.registry import name_tag, registered
 
 
 class _Strict(BaseModel):
@@ -149,21 +149,6 @@ CORRECTION_CONFIGS: dict[str, type[_Strict]] = {
 }
 
 
-def _name(value: Any) -> Any:
-    return value.get("name") if isinstance(value, dict) else getattr(value, "name", None)
-
-
-def _loss_kind(value: Any) -> str | None:
-    """The built-in loss by its name; any other name is a plugin's (checked against the registry); none: an error."""
-    name = _name(value)
-    return (name if name in LOSS_CONFIGS else "plugin") if isinstance(name, str) else None
-
-
-def _correction_kind(value: Any) -> str | None:
-    name = _name(value)
-    return (name if name in CORRECTION_CONFIGS else "plugin") if isinstance(name, str) else None
-
-
 LossConfig = Annotated[
     Annotated[PPOClipLoss, Tag("ppo_clip")]
     | Annotated[GSPOLoss, Tag("gspo")]
@@ -171,7 +156,7 @@ LossConfig = Annotated[
     | Annotated[ReinforceLoss, Tag("reinforce")]
     | Annotated[PluginLossConfig, Tag("plugin")],
     Discriminator(
-        _loss_kind,
+        name_tag(LOSS_CONFIGS),
         custom_error_type="loss_name",
         custom_error_message=f"a loss by name, or {{name: ..., its keys}} (built in: {', '.join(sorted(LOSS_CONFIGS))})",
     ),
@@ -184,7 +169,7 @@ CorrectionConfig = Annotated[
     | Annotated[NoCorrection, Tag("none")]
     | Annotated[PluginCorrectionConfig, Tag("plugin")],
     Discriminator(
-        _correction_kind,
+        name_tag(CORRECTION_CONFIGS),
         custom_error_type="correction_name",
         custom_error_message="a correction by name, or {name: ..., its keys} (built in: "
         + ", ".join(sorted(CORRECTION_CONFIGS))

@@ -29,7 +29,7 @@ from rlvr.algo_config import (
 from rlvr.data import source_kind
 from rlvr.env_config import EnvCommon, EnvConfig, GymEnvConfig, env_config_type
 from rlvr.errors import ConfigError
-from rlvr.registry import registered
+from rlvr.registry import registered, section_name
 
 # Recipes live at the top of the source tree, next to src/ (the package is installed editable).
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
@@ -300,10 +300,6 @@ def _section(data: dict[str, Any], path: tuple[str, ...]) -> Any:
     return data
 
 
-def _name_of(section: Any, default: str) -> Any:
-    return section if isinstance(section, str) else section.get("name", default) if isinstance(section, dict) else default
-
-
 def _switch_named_sections(data: dict[str, Any], recipe: dict[str, Any], overrides: Sequence[str]) -> None:
     """`--set env.name=X` (or `algo.loss.name=X`, ...) replaces what the recipe chose: the keys only the old choice
     reads (the gym task, ppo_clip's clip range) go, the ones every choice shares (an environment's prompt, rewards,
@@ -311,7 +307,9 @@ def _switch_named_sections(data: dict[str, Any], recipe: dict[str, Any], overrid
     keys = [tuple(assignment.partition("=")[0].strip().split(".")) for assignment in overrides]
     for path, (shared, default) in _NAMED_SECTIONS.items():
         before, after = _section(recipe, path), _section(data, path)
-        if _name_of(after, default) == _name_of(before, default) or any(path[: len(k)] == k for k in keys if len(k) < len(path)):
+        if section_name(after, default) == section_name(before, default) or any(
+            path[: len(k)] == k for k in keys if len(k) < len(path)
+        ):
             continue  # the same choice, or a section above it written whole (`--set algo={...}`): nothing to switch
         rebuilt: dict[str, Any] = {path[-1]: {k: v for k, v in before.items() if k in shared} if isinstance(before, dict) else {}}
         prefix = ".".join(path)

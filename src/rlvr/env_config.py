@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
 
 from rlvr.data import Source
-from rlvr.registry import registered
+from rlvr.registry import name_tag, registered
 
 
 class _Strict(BaseModel):
@@ -117,18 +117,17 @@ BUILTIN_ENVS: dict[str, type[EnvCommon]] = {
 }
 
 
-def _env_kind(value: Any) -> str:
-    name = value.get("name", "gym") if isinstance(value, dict) else getattr(value, "name", "gym")
-    return name if name in BUILTIN_ENVS else "plugin"
-
-
 EnvConfig = Annotated[
     Annotated[GymEnvConfig, Tag("gym")]
     | Annotated[MixtureEnvConfig, Tag("mixture")]
     | Annotated[HumanEvalEnvConfig, Tag("humaneval")]
     | Annotated[SearchQAEnvConfig, Tag("searchqa")]
     | Annotated[PluginEnvConfig, Tag("plugin")],
-    Discriminator(_env_kind),
+    Discriminator(
+        name_tag(BUILTIN_ENVS, default="gym"),
+        custom_error_type="env_name",
+        custom_error_message="an environment by name (built in: " + ", ".join(sorted(BUILTIN_ENVS)) + ")",
+    ),
 ]
 
 

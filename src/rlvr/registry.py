@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Container
+from typing import Any, TypeVar
 
 from pydantic import AfterValidator
 
@@ -36,3 +36,22 @@ def registered(module: str, table: str) -> AfterValidator:
         return value
 
     return AfterValidator(check)
+
+
+def section_name(value: Any, default: str | None = None) -> Any:
+    """The `name` a config section is chosen by: a bare name, a mapping's `name`, or a parsed config's."""
+    if isinstance(value, str):
+        return value
+    return value.get("name", default) if isinstance(value, dict) else getattr(value, "name", default)
+
+
+def name_tag(builtins: Container[str], default: str | None = None) -> Callable[[Any], str | None]:
+    """The discriminator of a config union chosen by `name`: a built-in choice by its own name, any other name
+    "plugin" (its config checks the name against the registry), and no name, or one that is not a string, None,
+    which the union reports as its own error."""
+
+    def tag(value: Any) -> str | None:
+        name = section_name(value, default)
+        return (name if name in builtins else "plugin") if isinstance(name, str) else None
+
+    return tag
