@@ -18,7 +18,7 @@ the other, so each gets the whole machine and its own peak RSS; the first `--war
 
 Printed: the CPU and torch's capability for it; per system the dtypes it ran in, seconds per step (median), the
 generate / train split (generation includes scoring), completion tokens per step and per second, peak RSS. The last
-two lines are `ratio_vs_trl=<TRL s/step / rlvr s/step>` (TRL as it comes) and `ratio_vs_trl_fp32=...`.
+lines are `rlvr_peak_rss_gb=...`, `ratio_vs_trl=<TRL s/step / rlvr s/step>` (TRL as it comes) and `ratio_vs_trl_fp32=...`.
 
     .venv/bin/python bench/grpo_vs_trl.py [--steps 4] [--warmup 1] [--prompts 2] [--group 8] [--max-tokens 128]
 """
@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -45,8 +44,13 @@ TEMPERATURE = 0.7
 SEED = 0
 
 
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+# `--low-memory`: rlvr's documented low-memory setting (README, "Memory"): bf16 optimiser moments, activations
+# recomputed in the backward, a smaller KV cache.
+LOW_MEMORY = {
+    "train.optimizer": "adamw_bf16",
+    "model.gradient_checkpointing": "true",
+    "rollout.vllm.kv_cache_gb": 0.25,
+}
 
 
 def rlvr_steps(args: argparse.Namespace) -> list[dict]:
@@ -68,6 +72,8 @@ def rlvr_steps(args: argparse.Namespace) -> list[dict]:
     }
     if args.equal_lengths:
         overrides.update({"sampling.min_new_tokens": args.max_tokens, "algo.overlong_filter": "false"})
+    if args.low_memory:
+        overrides.update(LOW_MEMORY)
     trainer = Trainer(load_config(None, [f"{k}={v}" for k, v in overrides.items()] + args.rlvr_set))
     rows = []
     for step in range(args.warmup + args.steps):
@@ -160,6 +166,8 @@ SYSTEMS = {"rlvr": rlvr_steps, "trl": trl_steps, "trl_fp32": trl_fp32_steps}
 
 
 def child(args: argparse.Namespace) -> None:
+    from rlvr.memory import peak_rss_gb
+
     rows = SYSTEMS[args.system](args)
     Path(args.out).write_text(json.dumps({"rows": rows, "peak_rss_gb": peak_rss_gb()}))
 
@@ -197,6 +205,8 @@ def main() -> None:
         default=True,
         help="every completion exactly --max-tokens long in both systems (--no-equal-lengths: where each model stops)",
     )
+    low = ", ".join(f"{key}={value}" for key, value in LOW_MEMORY.items())
+    parser.add_argument("--low-memory", action="store_true", help=f"rlvr in its low-memory setting: {low}")
     parser.add_argument("--systems", default="trl,trl_fp32,rlvr")
     parser.add_argument("--system", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -240,6 +250,7 @@ def main() -> None:
         for name, _ in ratios:
             if name in summaries:
                 print(f"# tokens/s, rlvr / {name}: {rlvr['tokens_per_s'] / summaries[name]['tokens_per_s']:.2f}")
+        print(f"rlvr_peak_rss_gb={rlvr['peak_rss_gb']:.2f}")
         for name, line in ratios:
             if name in summaries:
                 print(f"{line}={summaries[name]['s_per_step'] / rlvr['s_per_step']:.2f}")

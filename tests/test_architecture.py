@@ -33,8 +33,21 @@ LAYERS = [
     ("tools", ["rlvr.tools"]),
     ("rollout", ["rlvr.rollout"]),
     ("eval", ["rlvr.eval"]),
-    ("trainer", ["rlvr.trainer", "rlvr.learner", "rlvr.lm_head", "rlvr.algos", "rlvr.checkpoint", "rlvr.metrics"]),
-    ("commands", ["rlvr.cli", "rlvr.run", "rlvr.report", "rlvr.assistant", "rlvr.chat_view"]),
+    (
+        "trainer",
+        [
+            "rlvr.trainer",
+            "rlvr.learner",
+            "rlvr.lm_head",
+            "rlvr.algos",
+            "rlvr.checkpoint",
+            "rlvr.metrics",
+            "rlvr.optimizers",
+            "rlvr.distributed",
+            "rlvr.memory",
+        ],
+    ),
+    ("commands", ["rlvr.__main__", "rlvr.cli", "rlvr.run", "rlvr.report", "rlvr.assistant", "rlvr.chat_view"]),
 ]
 
 

@@ -159,7 +159,8 @@ def test_a_run_records_what_was_chosen_and_why(cpu, tiny_model_dir, tmp_path):
     text = (tmp_path / "choice" / "config.yaml").read_text()
     header = [line for line in text.splitlines() if line.startswith("#")]
     assert header[0].startswith("# cpu: AMD EPYC, x86_64, torch capability ")
-    assert header[1].startswith("# rollout: transformers -> TransformersEngine, float32")
-    assert header[2].startswith("# learner: float32 (auto: no native bf16; AMD EPYC")
+    assert header[1] == "# device: cpu, optimizer adamw"
+    assert header[2].startswith("# rollout: transformers -> TransformersEngine, float32")
+    assert header[3].startswith("# learner: float32 (auto: no native bf16; AMD EPYC")
     assert yaml.safe_load(text) == config.model_dump(mode="json")  # the comments leave the config as asked for
-    assert summary["precision"]["learner"] == header[2].removeprefix("# learner: ")
+    assert summary["precision"]["learner"] == header[3].removeprefix("# learner: ")

@@ -1,12 +1,16 @@
-"""Atomic checkpoints: a run killed at any instant resumes from the last complete one.
+"""Atomic checkpoints: a run killed at any instant resumes from the last complete one, on any device and with any
+number of ranks.
 
 Layout under `<run>/checkpoints/`:
-    step-000010/model/...        the policy (save_pretrained: full weights or the LoRA adapter)
-    step-000010/trainer.pt       optimiser, scheduler, RNG states, step, data position
+    step-000010/model/...        the policy as a model folder (full weights or the LoRA adapter): what `rlvr eval`
+                                 and `rlvr chat` load; not read on resume
+    step-000010/state/...        the weights and the optimiser's state, sharded by rank (torch.distributed.checkpoint:
+                                 each rank writes its shard; a load with another number of ranks re-shards them)
+    step-000010/trainer.pt       scheduler, step, data position, and each rank's RNG states
     latest                       the name of the newest complete checkpoint
 
-A checkpoint is written into a temporary folder and renamed into place, then
-`latest` is replaced atomically, so a crash leaves either the old or the new one.
+A checkpoint is written into a temporary folder and renamed into place, then `latest` is replaced atomically, so a
+crash leaves either the old or the new one. Tensors load onto whatever device the resuming run trains on.
 """
 
 from __future__ import annotations
@@ -14,16 +18,22 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict, set_state_dict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlvr.distributed import Ranks
+
 _MODEL = "model"
+_SHARDED = "state"
 _STATE = "trainer.pt"
 _LATEST = "latest"
 
@@ -37,40 +47,68 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])  # a run saved on a GPU and resumed on a CPU keeps the rest
+
+
+@contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """One process saves and loads without a process group; torch warns that it assumes so, which is the intent."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def save_checkpoint(
     root: Path,
     step: int,
     model: PreTrainedModel,
+    optimizer: torch.optim.Optimizer,
     trainer_state: dict[str, Any],
     tokenizer: PreTrainedTokenizerBase | None = None,
+    ranks: Ranks | None = None,
     keep: int = 1,
 ) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
+    """Called by every rank: each writes its shard of the weights and optimiser state, rank 0 the rest."""
+    ranks = ranks or Ranks()
     name = f"step-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
-    try:
-        model.save_pretrained(tmp / _MODEL)
-        if tokenizer is not None:  # so the checkpoint is a model folder `rlvr eval` can load on its own
-            tokenizer.save_pretrained(tmp / _MODEL)
-        torch.save({**trainer_state, "rng": rng_state(), "step": step}, tmp / _STATE)
-        final = root / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
+    tmp, final = root / f".{name}.partial", root / name
+    if ranks.main:
         shutil.rmtree(tmp, ignore_errors=True)
-    _atomic_write_text(root / _LATEST, name)
-    for old in sorted(root.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    ranks.barrier(f"checkpoint {name}")
+    try:
+        model_state, optimizer_state = get_state_dict(model, optimizer)
+        with _single_process_quiet():
+            dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / _SHARDED)
+        # The whole model on rank 0 only (a collective: every rank takes part in gathering it).
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        rngs = ranks.gather(rng_state())
+        if ranks.main:
+            model.save_pretrained(tmp / _MODEL, state_dict=full)
+            if tokenizer is not None:  # so the checkpoint is a model folder `rlvr eval` can load on its own
+                tokenizer.save_pretrained(tmp / _MODEL)
+            torch.save({**trainer_state, "rng": rngs, "world_size": ranks.world_size, "step": step}, tmp / _STATE)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _atomic_write_text(root / _LATEST, name)
+            for old in sorted(root.glob("step-*"))[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if ranks.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+    ranks.barrier(f"checkpoint {name} written")
     return final
 
 
@@ -82,26 +120,21 @@ def latest_checkpoint(root: Path) -> Path | None:
     return path if (path / _STATE).exists() else None
 
 
-def load_checkpoint(path: Path, model: PreTrainedModel) -> dict[str, Any]:
-    """Load the policy weights in place and return the trainer state (RNG restored)."""
-    folder = path / _MODEL
-    adapter = folder / "adapter_model.safetensors"
-    if adapter.exists():
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(model, load_file(adapter))
-    else:
-        state = {}
-        for shard in sorted(folder.glob("*.safetensors")):
-            state.update(load_file(shard))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        # Tied weights (lm_head = embeddings) are saved once; anything else missing is a broken checkpoint.
-        tied = set(getattr(model, "_tied_weights_keys", None) or ())
-        missing = [key for key in missing if key not in tied]
-        if missing or unexpected:
-            raise RuntimeError(
-                f"{folder}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
-            )
-    state = torch.load(path / _STATE, weights_only=False)
-    set_rng_state(state["rng"])
-    return state
+def load_checkpoint(
+    path: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer, ranks: Ranks | None = None
+) -> dict[str, Any]:
+    """Load the weights and the optimiser state in place (re-sharded for this run's ranks, on its device), restore
+    this rank's RNG, and return the trainer state. A rank the saving run did not have keeps its seeded RNG."""
+    ranks = ranks or Ranks()
+    if not (path / _SHARDED).exists():
+        raise RuntimeError(f"{path}: no {_SHARDED}/ folder: a checkpoint from an older rlvr, which this one cannot resume")
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=path / _SHARDED)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    trainer_state = torch.load(path / _STATE, weights_only=False, map_location="cpu")
+    rngs = trainer_state["rng"]
+    if ranks.rank < len(rngs):  # after set_state_dict, which may draw while it sets the optimiser up
+        set_rng_state(rngs[ranks.rank])
+    return trainer_state

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -15,7 +17,7 @@ import typer
 from rich.console import Console
 
 from rlvr.config import ConfigError, load_config
-from rlvr.errors import EngineError
+from rlvr.errors import EngineError, RankError
 from rlvr.sandbox.cli import sandbox_app
 from rlvr.seeds import derive_seed
 from rlvr.tools.index_cli import index_app
@@ -30,9 +32,24 @@ app.add_typer(template_app, name="template", help="Check a model's chat template
 Overrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set train.lr=1e-5")]
 
 
-def _fail(error: Exception) -> None:
-    console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+def _fail(error: Exception | str) -> None:
+    rank = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    console.print(f"[red]error{rank}:[/red] {error}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _launch_ranks(nproc: int) -> None:
+    """`rlvr train ... --nproc N`: the same command under torchrun, N ranks on this machine."""
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            argv.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "rlvr", *argv]
+    raise typer.Exit(subprocess.run(command).returncode)
 
 
 @app.command()
@@ -41,14 +58,17 @@ def train(
     overrides: Overrides = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint")] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing run folder of the same name first")] = False,
+    nproc: Annotated[int, typer.Option(help="Learner processes on this machine (data-parallel, under torchrun)", min=1)] = 1,
 ) -> None:
     """Train a policy with RL on a recipe; evaluates before and after."""
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        _launch_ranks(nproc)
     try:
         config = load_config(recipe, overrides or [])
         from rlvr.run import train as run_train
 
         run_train(config, resume=resume, overwrite=overwrite, console=console)
-    except ConfigError as error:
+    except (ConfigError, RankError) as error:
         _fail(error)
     except EngineError as error:
         _fail(f"{error}. {config.run_dir} keeps every step up to its last checkpoint: continue with --resume")

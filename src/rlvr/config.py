@@ -75,10 +75,17 @@ class VLLMConfig(_Strict):
         "auto", description="auto: bfloat16 where the hardware computes it natively, else float32 (float16 on old GPUs)"
     )
     kv_cache_gb: float | None = Field(
-        0.5, gt=0.0, description="KV cache size (GB); null on a GPU = gpu_memory_utilization of the card"
+        0.5, gt=0.0, description="KV cache size (GB) on a CPU; on a GPU only when set, else gpu_memory_utilization sizes it"
     )
-    gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0, description="GPU only, when kv_cache_gb is null")
-    enforce_eager: bool = Field(True, description="no CUDA graphs / torch.compile: fast start, fresh weights each step")
+    gpu_memory_utilization: float = Field(
+        0.3, gt=0.0, le=1.0, description="GPU: the share of the card vLLM takes (weights, activations, KV cache)"
+    )
+    sleep_mode: bool = Field(
+        True, description="GPU: vLLM frees its memory while the learner updates (colocated on one GPU) and wakes after"
+    )
+    enforce_eager: bool = Field(
+        True, description="no CUDA graphs / torch.compile: fast start; false on a GPU captures graphs (in-place loads keep them)"
+    )
     max_model_len: int | None = Field(None, ge=1, description="defaults to the model's context length")
     max_num_batched_tokens: int | None = Field(
         None, ge=1, description="tokens per engine step (longer prefills are split); null = vLLM's default (4096 on CPU)"
@@ -162,6 +169,13 @@ class TrainConfig(_Strict):
     max_grad_norm: float = Field(1.0, gt=0.0)
     save_every: int = Field(10, ge=1, description="checkpoint every N steps (and at the end)")
     threads: int = Field(0, ge=0, description="torch threads; 0 = torch's default")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the learner runs; auto: CUDA when available")
+    optimizer: Annotated[str, registered("rlvr.optimizers", "OPTIMIZERS")] = Field(
+        "adamw", description="adamw (fp32 moments), adamw_bf16 (bf16 moments, stochastic rounding), adamw_8bit (bitsandbytes)"
+    )
+    rank_timeout_seconds: float = Field(
+        600.0, gt=0.0, description="with several processes: a rank that does not reach the next step in time ends the run"
+    )
 
 
 class EvalConfig(_Strict):

@@ -13,3 +13,7 @@ class EngineError(RuntimeError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.partial: list = []
+
+
+class RankError(RuntimeError):
+    """One of several learner processes did not reach a meeting point in time, or failed."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from rlvr.cache import cache_dir
+from rlvr.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,21 @@ def choose_dtype(setting: str, key: str, device: str = "cpu", fallback: str = "f
     return DtypeChoice(setting, f"set by {key}")
 
 
-def learner_autocast(setting: bool | str) -> DtypeChoice:
-    """`model.autocast_bf16` (true, false or auto) as the dtype the learner's matmuls run in."""
+def learner_autocast(setting: bool | str, device: str = "cpu") -> DtypeChoice:
+    """`model.autocast_bf16` (true, false or auto) as the dtype the learner's matmuls run in on `device`."""
     requested = "auto" if setting == "auto" else ("bfloat16" if setting else "float32")
-    return choose_dtype(requested, "model.autocast_bf16")
+    return choose_dtype(requested, "model.autocast_bf16", device)
+
+
+def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
+    """`train.device` (auto, cpu or cuda) as the device this process trains on: with CUDA, the GPU of this process's
+    local rank. Asking for CUDA where there is none is a config error, not a fall back to the CPU."""
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device=cuda: no CUDA device is available on this machine (use auto or cpu)")
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"train.device=cuda: local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible)")
+        return torch.device("cuda", local_rank)
+    return torch.device(setting)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from transformers import PreTrainedModel
@@ -59,6 +59,9 @@ class TokenBatch:
             old_logprobs=old,
             advantages=torch.tensor([e.advantage for e in episodes], dtype=torch.float),
         )
+
+    def to(self, device: torch.device) -> TokenBatch:
+        return TokenBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
 def _positions(attention: torch.Tensor) -> torch.Tensor:
@@ -133,19 +136,21 @@ class PackedGroups:
             # Token 0 is predicted by the prompt's last state, token j by the state at completion token j - 1.
             columns += ([len(prompt) - 1] + list(range(start, start + length - 1)))[:length]
         width = max(len(s) for s in segments)
-        input_ids = torch.zeros((len(pieces), width), dtype=torch.long)  # padding ids are masked out: any id does
-        position_ids = torch.zeros((len(pieces), width), dtype=torch.long)
-        segment = torch.full((len(pieces), width), -1, dtype=torch.long)
+        device = batch.completion_ids.device
+        input_ids = torch.zeros((len(pieces), width), dtype=torch.long, device=device)  # padding is masked: any id does
+        position_ids = torch.zeros((len(pieces), width), dtype=torch.long, device=device)
+        segment = torch.full((len(pieces), width), -1, dtype=torch.long, device=device)
         for row in range(len(pieces)):
             ids = torch.cat(pieces[row])
             input_ids[row, : len(ids)] = ids
-            position_ids[row, : len(ids)] = torch.cat(positions[row])
-            segment[row, : len(ids)] = torch.tensor(segments[row])
+            position_ids[row, : len(ids)] = torch.cat(positions[row]).to(device)
+            segment[row, : len(ids)] = torch.tensor(segments[row], device=device)
         query, key = segment[:, :, None], segment[:, None, :]
-        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
         allowed = causal & ((key == 0) | (key == query)) & (query >= 0)
-        allowed |= torch.eye(width, dtype=torch.bool) & (query < 0)  # padding sees itself: no empty softmax row
-        return cls(input_ids, position_ids, allowed.unsqueeze(1), torch.tensor(rows), torch.tensor(columns))
+        allowed |= torch.eye(width, dtype=torch.bool, device=device) & (query < 0)  # padding sees itself: no empty row
+        rows_, columns_ = torch.tensor(rows, device=device), torch.tensor(columns, device=device)
+        return cls(input_ids, position_ids, allowed.unsqueeze(1), rows_, columns_)
 
 
 def _hidden_packed(model: PreTrainedModel, batch: TokenBatch, max_row_tokens: int = MAX_ROW_TOKENS) -> torch.Tensor:
@@ -153,7 +158,7 @@ def _hidden_packed(model: PreTrainedModel, batch: TokenBatch, max_row_tokens: in
     packed = PackedGroups.from_batch(batch, max_row_tokens)
     mask = packed.allowed
     if model.config._attn_implementation != "sdpa":  # eager attention adds the mask to its scores
-        mask = torch.zeros(mask.shape, dtype=model.dtype).masked_fill(~mask, torch.finfo(model.dtype).min)
+        mask = torch.zeros(mask.shape, dtype=model.dtype, device=mask.device).masked_fill(~mask, torch.finfo(model.dtype).min)
     hidden = model.get_decoder()(
         input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.positions, use_cache=False
     ).last_hidden_state
@@ -198,9 +203,27 @@ def completion_logprobs(
     else:
         hidden = _hidden_full(model, batch)[real]
     flat_logprobs, flat_entropy = token_logprobs(hidden, head, batch.completion_ids[real], temperature, with_entropy)
-    logprobs = torch.zeros(real.shape, dtype=torch.float32).masked_scatter(real, flat_logprobs)
-    entropy = None if flat_entropy is None else torch.zeros(real.shape, dtype=torch.float32).masked_scatter(real, flat_entropy)
+    zeros = torch.zeros(real.shape, dtype=torch.float32, device=real.device)
+    logprobs = zeros.masked_scatter(real, flat_logprobs)
+    entropy = None if flat_entropy is None else zeros.masked_scatter(real, flat_entropy)
     return logprobs, entropy
+
+
+class CompletionLogprobs(torch.nn.Module):
+    """`completion_logprobs` of the wrapped policy as one module's forward.
+
+    Sharding (FSDP) gathers a module's weights in its forward's hooks; the log-probs call the decoder and the
+    output projection separately, so the module that is sharded as the root, whose forward gathers the embeddings,
+    the final norm and the head, is this one. Unsharded it is a plain call."""
+
+    def __init__(self, policy: PreTrainedModel) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(
+        self, batch: TokenBatch, temperature: float, with_entropy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return completion_logprobs(self.policy, batch, temperature, with_entropy)
 
 
 def _completion_logprobs_full_vocab(

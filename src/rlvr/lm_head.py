@@ -23,47 +23,58 @@ def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, temperature: float
     return (hidden / temperature @ weight.t()).float()
 
 
-class _ChunkedLogprobs(torch.autograd.Function):
-    @staticmethod
-    @torch.amp.custom_fwd(device_type="cpu")
-    def forward(ctx, hidden, weight, targets, temperature, chunk, with_entropy):  # type: ignore[override]
-        logprobs = torch.empty(len(targets), dtype=torch.float32)
-        log_norms = torch.empty(len(targets), dtype=torch.float32)
-        entropy = torch.empty(len(targets) if with_entropy else 0, dtype=torch.float32)
-        for start in range(0, len(targets), chunk):
-            part = slice(start, start + chunk)
-            logits = _chunk_logits(hidden[part], weight, temperature)
-            log_norms[part] = torch.logsumexp(logits, dim=-1)
-            logprobs[part] = logits.gather(-1, targets[part].unsqueeze(-1)).squeeze(-1) - log_norms[part]
-            if with_entropy:
-                probs = torch.exp(logits - log_norms[part].unsqueeze(-1))
-                entropy[part] = log_norms[part] - (probs * logits).sum(-1)
-        ctx.save_for_backward(hidden, weight, targets, log_norms)
-        ctx.temperature, ctx.chunk = temperature, chunk
-        ctx.mark_non_differentiable(entropy)
-        return logprobs, entropy
+def _chunked_logprobs(device_type: str) -> type[torch.autograd.Function]:
+    """The chunked log-prob function for one device type: `custom_fwd` replays the forward's autocast state in the
+    backward, and that state is kept per device type."""
 
-    @staticmethod
-    @torch.amp.custom_bwd(device_type="cpu")
-    def backward(ctx, grad_out, _grad_entropy):  # type: ignore[override]
-        hidden, weight, targets, log_norms = ctx.saved_tensors
-        grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32) if ctx.needs_input_grad[1] else None
-        for start in range(0, len(targets), ctx.chunk):
-            part = slice(start, start + ctx.chunk)
-            # d logp_t / d logits = onehot(t) - softmax, times 1/temperature for the scaling, times the upstream grad:
-            # formed in place in the chunk's logits, a few passes over [chunk, vocab] and no second buffer.
-            scale = (grad_out[part] / ctx.temperature).unsqueeze(-1)
-            grad_logits = _chunk_logits(hidden[part], weight, ctx.temperature)
-            grad_logits.sub_(log_norms[part].unsqueeze(-1)).exp_().mul_(-scale)
-            grad_logits.scatter_add_(-1, targets[part].unsqueeze(-1), scale)
-            if grad_hidden is not None:
-                grad_hidden[part] = (grad_logits.to(weight.dtype) @ weight).to(hidden.dtype)
+    class ChunkedLogprobs(torch.autograd.Function):
+        @staticmethod
+        @torch.amp.custom_fwd(device_type=device_type)
+        def forward(ctx, hidden, weight, targets, temperature, chunk, with_entropy):  # type: ignore[override]
+            logprobs = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
+            log_norms = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
+            entropy = torch.empty(len(targets) if with_entropy else 0, dtype=torch.float32, device=hidden.device)
+            for start in range(0, len(targets), chunk):
+                part = slice(start, start + chunk)
+                logits = _chunk_logits(hidden[part], weight, temperature)
+                log_norms[part] = torch.logsumexp(logits, dim=-1)
+                logprobs[part] = logits.gather(-1, targets[part].unsqueeze(-1)).squeeze(-1) - log_norms[part]
+                if with_entropy:
+                    probs = torch.exp(logits - log_norms[part].unsqueeze(-1))
+                    entropy[part] = log_norms[part] - (probs * logits).sum(-1)
+            ctx.save_for_backward(hidden, weight, targets, log_norms)
+            ctx.temperature, ctx.chunk = temperature, chunk
+            ctx.mark_non_differentiable(entropy)
+            return logprobs, entropy
+
+        @staticmethod
+        @torch.amp.custom_bwd(device_type=device_type)
+        def backward(ctx, grad_out, _grad_entropy):  # type: ignore[override]
+            hidden, weight, targets, log_norms = ctx.saved_tensors
+            grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
+            grad_weight = None
+            if ctx.needs_input_grad[1]:
+                grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            for start in range(0, len(targets), ctx.chunk):
+                part = slice(start, start + ctx.chunk)
+                # d logp_t / d logits = onehot(t) - softmax, times 1/temperature for the scaling, times the upstream grad:
+                # formed in place in the chunk's logits, a few passes over [chunk, vocab] and no second buffer.
+                scale = (grad_out[part] / ctx.temperature).unsqueeze(-1)
+                grad_logits = _chunk_logits(hidden[part], weight, ctx.temperature)
+                grad_logits.sub_(log_norms[part].unsqueeze(-1)).exp_().mul_(-scale)
+                grad_logits.scatter_add_(-1, targets[part].unsqueeze(-1), scale)
+                if grad_hidden is not None:
+                    grad_hidden[part] = (grad_logits.to(weight.dtype) @ weight).to(hidden.dtype)
+                if grad_weight is not None:
+                    grad_weight += (grad_logits.t().to(hidden.dtype) @ hidden[part]).float()
             if grad_weight is not None:
-                grad_weight += (grad_logits.t().to(hidden.dtype) @ hidden[part]).float()
-        if grad_weight is not None:
-            grad_weight = grad_weight.to(weight.dtype)
-        return grad_hidden, grad_weight, None, None, None, None
+                grad_weight = grad_weight.to(weight.dtype)
+            return grad_hidden, grad_weight, None, None, None, None
+
+    return ChunkedLogprobs
+
+
+_FUNCTIONS = {device_type: _chunked_logprobs(device_type) for device_type in ("cpu", "cuda")}
 
 
 def token_logprobs(
@@ -76,5 +87,5 @@ def token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log softmax(hidden @ weight.T / temperature)[target] for each row of `hidden` [T, H] (`targets` is [T]),
     and, if asked, each row's entropy (no gradient)."""
-    logprobs, entropy = _ChunkedLogprobs.apply(hidden, weight, targets, temperature, chunk, with_entropy)
+    logprobs, entropy = _FUNCTIONS[hidden.device.type].apply(hidden, weight, targets, temperature, chunk, with_entropy)
     return logprobs, entropy if with_entropy else None

@@ -130,6 +130,17 @@ def load_reference(name: str, dtype: torch.dtype = torch.float32) -> PreTrainedM
     return model.eval()
 
 
+def decoder_layers(model: PreTrainedModel) -> list[torch.nn.Module]:
+    """The model's transformer blocks (the classes it names in `_no_split_modules`, as accelerate reads them): the
+    units a sharded learner gathers one at a time."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = set(getattr(base, "_no_split_modules", None) or ())
+    layers = [module for module in base.modules() if type(module).__name__ in names]
+    if not layers:
+        raise ValueError(f"{type(base).__name__}: no decoder layers found to shard (its _no_split_modules: {sorted(names)})")
+    return layers
+
+
 @torch.no_grad()
 def inference_weights(model: PreTrainedModel) -> Iterator[tuple[str, torch.Tensor]]:
     """The policy's weights as an inference engine loads them: the base model's names, LoRA adapters merged in

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rlvr.config import ConfigError, RunConfig, parse_config
+from rlvr.distributed import Ranks
 from rlvr.eval import evaluate
 from rlvr.metrics import MetricsLog
 from rlvr.models import resolve_model_path
@@ -63,31 +64,41 @@ def _write_config(run_dir: Path, config: RunConfig, precision: dict[str, str]) -
 
 
 def train(config: RunConfig, resume: bool = False, overwrite: bool = False, console: Console | None = None) -> dict:
+    """The whole run. With several ranks every rank calls this; rank 0 writes the run folder, evaluates and prints,
+    the others train alongside it and wait for it at the named meeting points."""
     console = console or Console(stderr=True)
     started = time.perf_counter()
     resolve_model_path(config.model.path)  # a bad path fails before anything is written
-    run_dir = _prepare_run_dir(config, resume, overwrite)
-    trainer = Trainer(config)
+    ranks = Ranks.from_environment(config.train.rank_timeout_seconds)
+    run_dir = _prepare_run_dir(config, resume, overwrite) if ranks.main else config.run_dir
+    trainer = Trainer(config, ranks)
+    ranks.barrier("run folder ready")
     precision = trainer.precision()
-    _write_config(run_dir, config, precision)
-    for name, choice in precision.items():
-        console.print(f"{name}: {choice}", highlight=False)
-    with trainer.scorer:  # stops the scoring workers however the run ends
-        resumed = resume and trainer.resume()
-        if resumed:
-            console.print(f"resumed {run_dir} at step {trainer.step}")
-        before_path = run_dir / "eval_before.json"
-        before = None
-        if config.eval.before:
-            before = json.loads(before_path.read_text()) if resumed and before_path.exists() else None
-            before = before or _evaluate(trainer, before_path, console, "the starting model")
-        log = MetricsLog(run_dir / "metrics.jsonl", console)
-        trainer.fit(log)
-        final = run_dir / "final"
-        trainer.policy.save_pretrained(final)
-        trainer.tokenizer.save_pretrained(final)
-        after = _evaluate(trainer, run_dir / "eval_after.json", console, "the trained model") if config.eval.after else None
-    plot_curves(log.read(), run_dir / "curves.png")
+    if ranks.main:
+        _write_config(run_dir, config, precision)
+        for name, choice in precision.items():
+            console.print(f"{name}: {choice}", highlight=False)
+    try:
+        with trainer.scorer:  # stops the scoring workers however the run ends
+            resumed = resume and trainer.resume()
+            if resumed and ranks.main:
+                console.print(f"resumed {run_dir} at step {trainer.step}")
+            before_path = run_dir / "eval_before.json"
+            before = None
+            if config.eval.before and ranks.main:
+                before = json.loads(before_path.read_text()) if resumed and before_path.exists() else None
+                before = before or _evaluate(trainer, before_path, console, "the starting model")
+            ranks.barrier("evaluation before training")
+            log = MetricsLog(run_dir / "metrics.jsonl", console) if ranks.main else None
+            trainer.fit(log)
+            final = run_dir / "final"
+            trainer.save_final(final)
+            after = None
+            if config.eval.after and ranks.main:
+                after = _evaluate(trainer, run_dir / "eval_after.json", console, "the trained model")
+            ranks.barrier("evaluation after training")
+    finally:
+        ranks.leave()
     summary = {
         "model": config.model.path,
         "env": config.env.label,
@@ -98,8 +109,10 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, cons
         "eval_after": after,
         "final_checkpoint": str(final),
     }
-    _write_json(run_dir / "summary.json", summary)
-    console.print(summary_table(summary))
+    if ranks.main:
+        plot_curves(log.read(), run_dir / "curves.png")
+        _write_json(run_dir / "summary.json", summary)
+        console.print(summary_table(summary))
     return summary
 
 

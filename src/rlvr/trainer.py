@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from transformers import PreTrainedTokenizerBase
 
 from rlvr.algos import (
@@ -21,11 +24,14 @@ from rlvr.algos import (
 )
 from rlvr.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlvr.config import RunConfig
+from rlvr.distributed import Ranks, full_tensor, shard_module
 from rlvr.envs import Environment, make_env
-from rlvr.hardware import cpu_description, learner_autocast
-from rlvr.learner import TokenBatch, completion_logprobs
+from rlvr.hardware import cpu_description, learner_autocast, resolve_device
+from rlvr.learner import CompletionLogprobs, TokenBatch, completion_logprobs
+from rlvr.memory import PhaseMemory
 from rlvr.metrics import MetricsLog
-from rlvr.models import inference_weights, load_policy, load_reference, load_tokenizer
+from rlvr.models import decoder_layers, inference_weights, load_policy, load_reference, load_tokenizer
+from rlvr.optimizers import make_optimizer
 from rlvr.rollout import RolloutEngine, SamplingParams, make_engine
 from rlvr.rollout.sampler import make_sampler
 from rlvr.scoring import Scorer
@@ -36,53 +42,78 @@ from rlvr.types import Episode
 
 
 class Trainer:
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, ranks: Ranks | None = None) -> None:
         self.config = config
-        if config.train.threads:
-            torch.set_num_threads(config.train.threads)
+        t = config.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.ranks = ranks or Ranks.from_environment(t.rank_timeout_seconds)
+        self.device = resolve_device(t.device, self.ranks.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.ranks.join(self.device)
         seed_everything(config.seed)
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(config.model.path)
-        self.policy = load_policy(config.model.path, config.model.lora)
+        self.policy = load_policy(config.model.path, config.model.lora).to(self.device)
         self.policy.train()
         if config.model.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.learner_precision = learner_autocast(config.model.autocast_bf16)
+        self.learner_precision = learner_autocast(config.model.autocast_bf16, self.device.type)
         self.objective = Objective(config.algo)
-        self.reference = load_reference(config.model.path) if self.objective.needs_reference else None
+        reference = load_reference(config.model.path) if self.objective.needs_reference else None
+        self.reference = reference.to(self.device) if reference is not None else None
         self.env: Environment = make_env(config.env)
         self.scorer = Scorer(self.env.rubric, config.scoring.workers, config.scoring.timeout_seconds)
         self.mixed_subsets = len(self.env.subsets()) > 1  # fixed by the data: asked once, not every step
         self.engine: RolloutEngine = make_engine(config.rollout, self.policy, self.tokenizer)
+        if self.ranks.distributed and self.engine.shares_weights:
+            # A sharded policy gathers its weights in each forward, in step with the other ranks, but each rank's
+            # generation runs its own number of forwards: the engine decodes with a whole copy of its own.
+            self.engine = make_engine(config.rollout, copy.deepcopy(self.policy), self.tokenizer)
+            self.engine.shares_weights = False
         self.sampler, self.chat, self.tool_names = make_sampler(self.engine, self.tokenizer, config, self.env)
         self.tool_monitor = CollapseMonitor(self.tool_names, config.tools.collapse_threshold, config.tools.collapse_steps)
+        self.learner = CompletionLogprobs(self.policy)
+        if self.ranks.distributed:
+            shard_module(self.learner, decoder_layers(self.policy))
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        t = config.train
-        # foreach=False: the multi-tensor step allocates temporaries as large as all the weights together.
-        self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, foreach=False)
+        self.optimizer = make_optimizer(self.params, t)
+        self.memory = PhaseMemory(self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / (t.warmup_steps + 1)))
         self.advantage_fn = ADVANTAGES[config.algo.advantage]
         self.step = 0
         self.score_seconds = 0.0
 
     def precision(self) -> dict[str, str]:
-        """What runs in which dtype on this machine, and why: for the run log, config.yaml and summary.json."""
+        """What runs where and in which dtype on this machine, and why: for the run log, config.yaml and summary.json."""
+        device = str(self.device) if self.device.type == "cpu" else f"{self.device} ({torch.cuda.get_device_name(self.device)})"
+        ranks = f", {self.ranks.world_size} ranks" if self.ranks.distributed else ""
         return {
             "cpu": cpu_description(),
+            "device": f"{device}{ranks}, optimizer {self.config.train.optimizer}",
             "rollout": f"{self.config.rollout.engine} -> {type(self.engine).__name__}, {self.engine.precision}",
             "learner": str(self.learner_precision),
         }
 
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.learner_precision.dtype == "bfloat16")
+
     # ---- one step -------------------------------------------------------
     def sampling(self, step: int) -> SamplingParams:
-        return SamplingParams.from_config(self.config.sampling, derive_seed(self.config.seed, step))
+        seed = derive_seed(self.config.seed, step)
+        if self.ranks.distributed:  # each rank draws its own noise
+            seed = derive_seed(seed, self.ranks.rank)
+        return SamplingParams.from_config(self.config.sampling, seed)
 
     def rollout(self, step: int) -> list[Episode]:
+        """This rank's share of the step's prompts, sampled and scored; `episode.group` numbers the step's prompts."""
         t = self.config.train
         problems = self.env.train_problems(step * t.prompts_per_step, t.prompts_per_step)
-        prompts = [self.chat.prompt_ids(self.env.messages(p)) for p in problems]
+        mine = self.ranks.share(len(problems))
+        prompts = [self.chat.prompt_ids(self.env.messages(problems[i])) for i in mine]
         episodes = self.sampler.generate([p for p in prompts for _ in range(t.group_size)], self.sampling(step))
         for index, episode in enumerate(episodes):
-            episode.group = index // t.group_size
+            episode.group = mine.start + index // t.group_size
         started = time.perf_counter()
         self.scorer.score_episodes(episodes, [problems[e.group] for e in episodes], self.config.sampling.max_new_tokens)
         self.score_seconds = time.perf_counter() - started
@@ -104,52 +135,75 @@ class Trainer:
             mask_truncated(kept)
         return [e for e in kept if any(e.loss_mask)]
 
+    def micro_batches(self, episodes: list[Episode]) -> list[TokenBatch]:
+        """A group stays together (packed into one row, its prompt computed once)."""
+        size = self.config.train.micro_batch_size
+        ordered = sorted(episodes, key=lambda e: (len(e.prompt_ids), e.group, e.num_tokens))
+        pad = self.tokenizer.pad_token_id
+        return [TokenBatch.from_episodes(ordered[i : i + size], pad) for i in range(0, len(ordered), size)]
+
+    def own_batches(self, episodes: list[Episode]) -> list[tuple[TokenBatch, float]]:
+        """This rank's micro-batches of the step's trained episodes (the groups it sampled), each with its weight in
+        the loss. Sharded weights are gathered in every forward, so all ranks run as many micro-batches: a rank
+        with fewer pads with copies weighted 0, which compute and add nothing."""
+        prompts = self.config.train.prompts_per_step
+        shares = [[e for e in episodes if self.ranks.owner(e.group, prompts) == r] for r in range(self.ranks.world_size)]
+        size = self.config.train.micro_batch_size
+        count = max(-(-len(share) // size) for share in shares)
+        batches = [(batch, 1.0) for batch in self.micro_batches(shares[self.ranks.rank])]
+        filler = batches[0][0] if batches else self.micro_batches(episodes[:1])[0]
+        return batches + [(filler, 0.0)] * (count - len(batches))
+
     def update(self, episodes: list[Episode]) -> dict[str, float]:
-        """Epochs over the batch: one optimiser step per epoch, micro-batches accumulate. What is optimised is the
-        objective's business (`rlvr.algos.objective`); this loop only feeds it log-probs."""
+        """Epochs over the step's batch (every rank's episodes; each rank trains on its own): one optimiser step per
+        epoch, micro-batches accumulate. What is optimised is the objective's business (`rlvr.algos.objective`); this
+        loop only feeds it log-probs."""
         cfg, t = self.config, self.config.train
         if not episodes:  # every episode was filtered out: nothing to learn from this batch
             return {"loss": 0.0, "grad_norm": 0.0, "entropy": 0.0, "skipped_update": 1.0}
+        # The normaliser counts the whole batch, on every rank: the ranks' losses add up to the batch's loss.
         num_tokens = float(sum(sum(e.loss_mask) for e in episodes))
         normalizer = loss_normalizer(num_tokens, len(episodes), cfg.algo.aggregation, cfg.sampling.max_new_tokens)
-        # A group stays together (packed into one row, its prompt computed once).
-        ordered = sorted(episodes, key=lambda e: (len(e.prompt_ids), e.group, e.num_tokens))
-        batches = [
-            TokenBatch.from_episodes(ordered[i : i + t.micro_batch_size], self.tokenizer.pad_token_id)
-            for i in range(0, len(ordered), t.micro_batch_size)
-        ]
+        batches = [(batch.to(self.device), weight) for batch, weight in self.own_batches(episodes)]
         stats, loss_sum, grad_norms, skipped = StatSums(), 0.0, [], 0
         proximal: list[torch.Tensor] = []  # the learner's log-probs before this update, per micro-batch
         for epoch in range(t.epochs):
             self.optimizer.zero_grad(set_to_none=True)
-            for index, batch in enumerate(batches):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.learner_precision.dtype == "bfloat16"):
-                    logprobs, entropy = completion_logprobs(self.policy, batch, cfg.sampling.temperature, epoch == 0)
+            for index, (batch, weight) in enumerate(batches):
+                with self.autocast():
+                    logprobs, entropy = self.learner(batch, cfg.sampling.temperature, epoch == 0)
                     ref = self._reference_logprobs(batch) if self.objective.kl is not None else None
                 if epoch == 0:  # the weights are still those that sampled: their log-probs are the proximal policy's
                     proximal.append(logprobs.detach())
-                    stats.add({"entropy": Stat(entropy)}, batch.loss_mask)
-                version_gap = torch.zeros(batch.advantages.shape, dtype=torch.long)  # rollouts are never stale yet
+                    if weight:
+                        stats.add({"entropy": Stat(entropy)}, batch.loss_mask)
+                version_gap = torch.zeros(batch.advantages.shape, dtype=torch.long, device=self.device)  # never stale yet
                 out = self.objective(
                     logprobs, batch.old_logprobs, proximal[index], batch.advantages, batch.loss_mask, ref, version_gap
                 )
-                loss = self.objective.reduce(out.per_token, batch.loss_mask, normalizer)
-                loss.backward()
-                loss_sum += loss.item()
-                stats.add(out.stats, batch.loss_mask)
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm)
-            grad_norms.append(float(grad_norm))
-            if torch.isfinite(grad_norm):
+                loss = self.objective.reduce(out.per_token, batch.loss_mask, normalizer) * weight
+                # FSDP averages the ranks' gradients; the batch's gradient is their sum.
+                (loss * self.ranks.world_size if self.ranks.distributed else loss).backward()
+                if weight:
+                    loss_sum += loss.item()
+                    stats.add(out.stats, batch.loss_mask)
+            grad_norm = float(full_tensor(torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm)))
+            grad_norms.append(grad_norm)
+            if np.isfinite(grad_norm):  # the norm of the whole gradient: every rank decides alike
                 self.optimizer.step()
             else:  # a non-finite gradient would poison the weights: skip this batch
                 skipped += 1
         # Gradients are not needed until the next update: free them before the next rollout.
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        parts = self.ranks.gather((loss_sum, stats))
+        loss_sum = sum(part[0] for part in parts)
+        stats = StatSums.merged([part[1] for part in parts])
         return {**stats.result(), "loss": loss_sum / t.epochs, "grad_norm": float(np.mean(grad_norms)), "skipped_update": skipped}
 
     @torch.no_grad()
     def _reference_logprobs(self, batch: TokenBatch) -> torch.Tensor:
+        # A whole copy on every rank, never sharded: it only runs forwards, and the ranks' counts of them may differ.
         return completion_logprobs(self.reference, batch, self.config.sampling.temperature)[0]
 
     def _sequence_kl(self, episodes: list[Episode]) -> None:
@@ -159,26 +213,32 @@ class Trainer:
         kl = KL_ESTIMATORS[self.config.algo.kl.estimator]
         for start in range(0, len(episodes), self.config.train.micro_batch_size):
             chunk = episodes[start : start + self.config.train.micro_batch_size]
-            batch = TokenBatch.from_episodes(chunk, self.tokenizer.pad_token_id)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.learner_precision.dtype == "bfloat16"):
+            batch = TokenBatch.from_episodes(chunk, self.tokenizer.pad_token_id).to(self.device)
+            with self.autocast():
                 per_sequence = (kl(batch.old_logprobs, self._reference_logprobs(batch)) * batch.loss_mask).sum(-1)
             for episode, value in zip(chunk, per_sequence.tolist()):
                 episode.meta["kl"] = value
 
     def sync_weights(self) -> None:
-        """Hand the learner's weights to an engine that keeps its own copy."""
+        """Hand the learner's weights to an engine that keeps its own copy (sharded weights gathered whole)."""
         if not self.engine.shares_weights:
-            self.engine.update_weights(inference_weights(self.policy))
+            self.engine.update_weights((name, full_tensor(tensor)) for name, tensor in inference_weights(self.policy))
 
     def train_step(self, step: int) -> dict[str, float]:
         started = time.perf_counter()
-        episodes = self.rollout(step)
+        with self.memory.phase("rollout"):
+            local = self.rollout(step)
+            if self.config.algo.kl.in_reward and self.reference is not None:
+                self._sequence_kl(local)
         generated = time.perf_counter()
-        if self.config.algo.kl.in_reward and self.reference is not None:
-            self._sequence_kl(episodes)
+        self.ranks.barrier(f"step {step + 1}: rollouts")
+        episodes = [episode for part in self.ranks.gather(local) for episode in part]  # the whole batch, on every rank
         trained_on = self.assign_advantages(episodes)
-        stats = self.update(trained_on)
-        self.sync_weights()
+        self.engine.sleep()  # colocated on a GPU: the update gets the memory generation held
+        with self.memory.phase("train"):
+            stats = self.update(trained_on)
+        with self.memory.phase("sync"):
+            self.sync_weights()
         finished = time.perf_counter()
         tokens = sum(e.num_tokens for e in episodes)
         metrics = {
@@ -194,10 +254,11 @@ class Trainer:
             "lr": self.scheduler.get_last_lr()[0],
             "tokens_per_second": tokens / (finished - started),
             "generate_tokens_per_second": tokens / (generated - started),
-            "generate_seconds": generated - started,  # sampling and scoring
+            "generate_seconds": generated - started,  # sampling and scoring (rank 0's)
             "score_seconds": self.score_seconds,
             "train_seconds": finished - generated,
             "step_seconds": finished - started,
+            **self.memory.metrics(),
             **subset_metrics(episodes, mixed=self.mixed_subsets),
             **tool_metrics(episodes, self.tool_names, per_subset=self.mixed_subsets),
             **({"kl_in_reward": float(np.mean([e.meta["kl"] for e in episodes]))} if "kl" in episodes[0].meta else {}),
@@ -215,26 +276,37 @@ class Trainer:
         path = latest_checkpoint(self.checkpoint_dir())
         if path is None:
             return False
-        state = load_checkpoint(path, self.policy)
-        self.optimizer.load_state_dict(state["optimizer"])
+        state = load_checkpoint(path, self.policy, self.optimizer, self.ranks)
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
         self.sync_weights()
         return True
 
     def save(self) -> None:
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-        save_checkpoint(self.checkpoint_dir(), self.step, self.policy, state, self.tokenizer)
+        state = {"scheduler": self.scheduler.state_dict()}
+        save_checkpoint(self.checkpoint_dir(), self.step, self.policy, self.optimizer, state, self.tokenizer, self.ranks)
 
-    def fit(self, log: MetricsLog) -> None:
+    def save_final(self, folder: Path) -> None:
+        """The trained model as a model folder, written by rank 0 (every rank takes part in gathering it)."""
+        full = get_model_state_dict(self.policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.ranks.main:
+            self.policy.save_pretrained(folder, state_dict=full)
+            self.tokenizer.save_pretrained(folder)
+        self.ranks.barrier("final model written")
+
+    def fit(self, log: MetricsLog | None) -> None:
+        """Train to `train.steps`. Rank 0 passes the log (metrics and progress bar); the other ranks pass None."""
         steps = self.config.train.steps
-        log.truncate_after(self.step)  # steps after the checkpoint are redone
-        with log.progress(total=steps, completed=self.step) as progress:
+        if log is not None:
+            log.truncate_after(self.step)  # steps after the checkpoint are redone
+        with log.progress(total=steps, completed=self.step) if log is not None else nullcontext() as progress:
             while self.step < steps:
                 metrics = self.train_step(self.step)
                 self.step += 1
-                log.write(metrics)  # before the checkpoint, so a resume never lacks a saved step's line
+                if log is not None:
+                    log.write(metrics)  # before the checkpoint, so a resume never lacks a saved step's line
                 if self.step % self.config.train.save_every == 0 or self.step == steps:
                     self.save()
                 collapsed = self.tool_monitor.collapsed()
-                progress.advance(metrics, notice=f"tool-use collapse: {', '.join(collapsed)}" if collapsed else "")
+                if progress is not None:
+                    progress.advance(metrics, notice=f"tool-use collapse: {', '.join(collapsed)}" if collapsed else "")

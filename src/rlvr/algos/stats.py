@@ -29,6 +29,7 @@ class StatSums:
     sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     counts: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     extremes: dict[str, float] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)  # "max" or "min", per extreme
 
     def add(self, stats: Mapping[str, Stat], mask: torch.Tensor) -> None:
         for name, stat in stats.items():
@@ -43,8 +44,23 @@ class StatSums:
                 masked = value if value.shape != mask.shape else value[mask.bool()]
                 if masked.numel():
                     pick = max if stat.reduce == "max" else min
+                    self.kinds[name] = stat.reduce
                     found = float(masked.max() if stat.reduce == "max" else masked.min())
                     self.extremes[name] = pick(self.extremes.get(name, found), found)
+
+    @classmethod
+    def merged(cls, parts: list[StatSums]) -> StatSums:
+        """The sums of several ranks' batches as one batch's."""
+        total = cls()
+        for part in parts:
+            for name, value in part.sums.items():
+                total.sums[name] += value
+                total.counts[name] += part.counts[name]
+            for name, value in part.extremes.items():
+                pick = max if part.kinds[name] == "max" else min
+                total.extremes[name] = pick(total.extremes.get(name, value), value)
+                total.kinds[name] = part.kinds[name]
+        return total
 
     def result(self) -> dict[str, float]:
         means = {name: total / self.counts[name] if self.counts[name] else 0.0 for name, total in self.sums.items()}

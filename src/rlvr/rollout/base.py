@@ -59,3 +59,12 @@ class RolloutEngine(ABC):
 
     @abstractmethod
     def update_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None: ...
+
+    def sleep(self) -> None:
+        """Release the device memory generation holds (an engine colocated with the learner on one GPU) until
+        `wake_up`; a no-op for engines that hold none of their own."""
+        return
+
+    def wake_up(self) -> None:
+        """Take back what `sleep` released, before weights load and generation resumes."""
+        return

