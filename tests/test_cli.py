@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 # Tiny random models run on the transformers engine: vLLM has no kernels for their head size.
 TINY = "rollout.engine=transformers"
@@ -39,6 +40,13 @@ def test_bad_config_exits_with_one_line_naming_the_key(args, expected, tmp_path)
     assert len(lines) == 1, result.stderr
     assert expected in lines[0]
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_gpu_exits_with_one_line(tmp_path):
+    test_bad_config_exits_with_one_line_naming_the_key(
+        ["--set", "train.device=cuda"], "train.device=cuda: no CUDA device is available on this machine", tmp_path
+    )
 
 
 def _tiny_run_args(model_dir: Path, out: Path, name: str, steps: int) -> list[str]:

@@ -87,8 +87,10 @@ def test_a_rank_that_hangs_is_named_within_the_timeout():
     assert "Rank 1" in done.stderr or "rank 1" in done.stderr.lower()
 
 
-def test_rlvr_train_nproc_2_end_to_end(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_rlvr_train_nproc_2_end_to_end(tiny_model_dir, tmp_path, lora_rank):
     settings = {
+        "model.lora.rank": lora_rank,
         "name": "ranks",
         "output_dir": str(tmp_path),
         "model.path": str(tiny_model_dir),
@@ -116,4 +118,17 @@ def test_rlvr_train_nproc_2_end_to_end(tiny_model_dir, tmp_path):
     summary = json.loads((tmp_path / "ranks" / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["eval_after"]["n"] == 4
     assert "2 ranks" in summary["precision"]["device"]
-    assert (tmp_path / "ranks" / "final" / "config.json").exists()
+    assert all(row["memory/train_peak_rss_gb"] > 0 for row in rows)
+    saved = "adapter_config.json" if lora_rank else "config.json"  # the adapter alone, or the whole model
+    assert (tmp_path / "ranks" / "final" / saved).exists()
+
+
+def test_shares_of_a_step_cover_every_prompt_once_in_order():
+    from rlvr.distributed import Ranks
+
+    for world in (1, 2, 3, 4):
+        for count in (1, 3, 8, 13):
+            shares = [Ranks(rank, world).share(count) for rank in range(world)]
+            assert [i for share in shares for i in share] == list(range(count))
+            assert max(map(len, shares)) - min(map(len, shares)) <= 1
+            assert all(Ranks(0, world).owner(i, count) == r for r, share in enumerate(shares) for i in share)

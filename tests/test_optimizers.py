@@ -9,7 +9,8 @@ import torch
 
 from rlvr.config import TrainConfig, load_config
 from rlvr.errors import ConfigError
-from rlvr.optimizers import OPTIMIZERS, AdamWBF16, make_optimizer, stochastic_round_
+from rlvr.memory import release_freed_memory
+from rlvr.optimizers import OPTIMIZERS, AdamWBF16, make_optimizer, step_freeing_gradients, stochastic_round_
 
 
 def test_stochastic_rounding_picks_a_neighbour_and_is_unbiased():
@@ -73,3 +74,40 @@ def test_optimizers_are_chosen_by_name():
     assert type(make_optimizer([torch.nn.Parameter(torch.ones(2))], TrainConfig())) is torch.optim.AdamW
     with pytest.raises(ConfigError, match=r"train.optimizer: unknown optimizer 'sgd' \(choices: adamw, adamw_8bit, adamw_bf16\)"):
         load_config(None, ["train.optimizer=sgd"])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "adamw",
+        pytest.param(
+            "adamw_8bit", marks=pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="no bitsandbytes")
+        ),
+    ],
+)
+def test_stepping_one_weight_at_a_time_is_the_same_step(name):
+    torch.manual_seed(0)
+    shapes = [(300, 64), (7,), (64, 64), (5000,)]
+    together = [torch.nn.Parameter(torch.randn(shape)) for shape in shapes]
+    apart = [torch.nn.Parameter(p.detach().clone()) for p in together]
+    train = TrainConfig(lr=1e-2, optimizer=name, weight_decay=0.1)
+    joint, split = make_optimizer(together, train), make_optimizer(apart, train)
+    for _ in range(3):
+        for a, b in zip(together, apart):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        joint.step()
+        step_freeing_gradients(split)
+        assert all(p.grad is None for p in apart)  # freed as they were used
+        for a, b in zip(together, apart):
+            assert torch.equal(a.data, b.data)
+    assert all(len(group["params"]) == len(shapes) for group in split.param_groups)  # the groups are given back
+
+
+def test_freed_memory_goes_back_to_the_system_where_the_c_library_is_glibc():
+    import platform
+
+    released = release_freed_memory()
+    assert isinstance(released, bool)
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert released

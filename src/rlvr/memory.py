@@ -7,6 +7,7 @@ process's peak so far, which still shows which phase first reached it.
 
 from __future__ import annotations
 
+import ctypes
 import resource
 import sys
 from collections.abc import Iterator
@@ -41,3 +42,22 @@ class PhaseMemory:
     def metrics(self) -> dict[str, float]:
         unit = "gpu_gb" if self.device.type == "cuda" else "peak_rss_gb"
         return {f"memory/{name}_{unit}": round(peak, 3) for name, peak in self.peaks.items()}
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+
+
+def release_freed_memory(threshold_bytes: int = 1 << 16) -> bool:
+    """Have glibc give freed memory back to the system at once: blocks above `threshold_bytes` get their own
+    mapping (unmapped when freed) and the heap is trimmed past it, with two arenas instead of one per thread.
+
+    By default glibc keeps what a step's temporaries freed (gradients, logits chunks) for reuse, so the process's
+    resident memory only grows, and the peak is what a phase needs plus what the phases before it left behind.
+    The cost is a page fault for each new large block: a little slower. False where this is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        settings = ((_M_MMAP_THRESHOLD, threshold_bytes), (_M_TRIM_THRESHOLD, threshold_bytes), (_M_ARENA_MAX, 2))
+        return all(libc.mallopt(option, value) == 1 for option, value in settings)
+    except (OSError, AttributeError):
+        return False

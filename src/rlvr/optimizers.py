@@ -103,3 +103,29 @@ def _adamw_8bit(params: list[torch.Tensor], train: TrainConfig) -> torch.optim.O
 
 def make_optimizer(params: list[torch.Tensor], train: TrainConfig) -> torch.optim.Optimizer:
     return OPTIMIZERS[train.optimizer](params, train)
+
+
+def step_freeing_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """`optimizer.step()` one weight at a time, smallest first, each gradient freed once its weight is updated.
+
+    The optimisers here update each weight on its own, so the result is the same as one `step()`; but the step's
+    temporaries (a weight's moments in fp32, its update) then never coexist with every other weight's gradient: by
+    the time the largest tensor (the embedding, a fifth of a small model) is updated, the others' gradients are gone.
+    """
+    groups = optimizer.param_groups
+    kept = [group["params"] for group in groups]
+    order = sorted(
+        ((index, param) for index, params in enumerate(kept) for param in params if param.grad is not None),
+        key=lambda item: item[1].numel(),
+    )
+    try:
+        for group in groups:
+            group["params"] = []
+        for index, param in order:
+            groups[index]["params"] = [param]
+            optimizer.step()
+            groups[index]["params"] = []
+            param.grad = None
+    finally:
+        for group, params in zip(groups, kept):
+            group["params"] = params

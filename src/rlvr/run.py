@@ -14,6 +14,7 @@ from rich.table import Table
 from rlvr.config import ConfigError, RunConfig, parse_config
 from rlvr.distributed import Ranks
 from rlvr.eval import evaluate
+from rlvr.hardware import resolve_device
 from rlvr.metrics import MetricsLog
 from rlvr.models import resolve_model_path
 from rlvr.report import plot_curves
@@ -68,8 +69,9 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, cons
     the others train alongside it and wait for it at the named meeting points."""
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    resolve_model_path(config.model.path)  # a bad path fails before anything is written
+    resolve_model_path(config.model.path)  # a bad path or a missing device fails before anything is written
     ranks = Ranks.from_environment(config.train.rank_timeout_seconds)
+    resolve_device(config.train.device, ranks.local_rank)
     run_dir = _prepare_run_dir(config, resume, overwrite) if ranks.main else config.run_dir
     trainer = Trainer(config, ranks)
     ranks.barrier("run folder ready")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import logging
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -28,10 +28,10 @@ from rlvr.distributed import Ranks, full_tensor, shard_module
 from rlvr.envs import Environment, make_env
 from rlvr.hardware import cpu_description, learner_autocast, resolve_device
 from rlvr.learner import CompletionLogprobs, TokenBatch, completion_logprobs
-from rlvr.memory import PhaseMemory
+from rlvr.memory import PhaseMemory, release_freed_memory
 from rlvr.metrics import MetricsLog
 from rlvr.models import decoder_layers, inference_weights, load_policy, load_reference, load_tokenizer
-from rlvr.optimizers import make_optimizer
+from rlvr.optimizers import make_optimizer, step_freeing_gradients
 from rlvr.rollout import RolloutEngine, SamplingParams, make_engine
 from rlvr.rollout.sampler import make_sampler
 from rlvr.scoring import Scorer
@@ -40,6 +40,8 @@ from rlvr.step_metrics import subset_metrics, tool_metrics, verifier_metrics
 from rlvr.tools.monitor import CollapseMonitor
 from rlvr.types import Episode
 
+logger = logging.getLogger(__name__)
+
 
 class Trainer:
     def __init__(self, config: RunConfig, ranks: Ranks | None = None) -> None:
@@ -47,6 +49,8 @@ class Trainer:
         t = config.train
         if t.threads:
             torch.set_num_threads(t.threads)
+        if t.release_memory and not release_freed_memory():
+            logger.warning("train.release_memory: this C library has no glibc mallopt; memory is released as usual")
         self.ranks = ranks or Ranks.from_environment(t.rank_timeout_seconds)
         self.device = resolve_device(t.device, self.ranks.local_rank)
         if self.device.type == "cuda":
@@ -68,8 +72,10 @@ class Trainer:
         self.engine: RolloutEngine = make_engine(config.rollout, self.policy, self.tokenizer)
         if self.ranks.distributed and self.engine.shares_weights:
             # A sharded policy gathers its weights in each forward, in step with the other ranks, but each rank's
-            # generation runs its own number of forwards: the engine decodes with a whole copy of its own.
-            self.engine = make_engine(config.rollout, copy.deepcopy(self.policy), self.tokenizer)
+            # generation runs its own number of forwards: the engine decodes with a whole copy of its own (the
+            # plain model, into which each sync loads the learner's weights with any LoRA adapters merged).
+            replica = load_policy(config.model.path).to(self.device)
+            self.engine = make_engine(config.rollout, replica, self.tokenizer)
             self.engine.shares_weights = False
         self.sampler, self.chat, self.tool_names = make_sampler(self.engine, self.tokenizer, config, self.env)
         self.tool_monitor = CollapseMonitor(self.tool_names, config.tools.collapse_threshold, config.tools.collapse_steps)
@@ -190,7 +196,7 @@ class Trainer:
             grad_norm = float(full_tensor(torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm)))
             grad_norms.append(grad_norm)
             if np.isfinite(grad_norm):  # the norm of the whole gradient: every rank decides alike
-                self.optimizer.step()
+                step_freeing_gradients(self.optimizer)
             else:  # a non-finite gradient would poison the weights: skip this batch
                 skipped += 1
         # Gradients are not needed until the next update: free them before the next rollout.
