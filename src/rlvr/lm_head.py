@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import torch
 
-# Tokens per chunk, per device. A chunk's fp32 logits over SmolLM2's 49,152 tokens take 0.2 MB per token, and its
-# forward holds about three such buffers (logits, the exponentials, their bf16 matmul output). On a 2-core CPU an
-# update of 16 x 128 tokens took the same time with 128-, 256- and 512-token chunks (5.2-5.5 s), so the CPU takes
-# the smallest, 75 MB at a time instead of 300 MB; a GPU needs larger matmuls to stay busy.
-CHUNK_TOKENS = {"cpu": 128, "cuda": 1024}
+# Tokens per chunk, per device: 512 x 49,152 fp32 logits is 100 MB, and a chunk's forward holds about three such
+# buffers. (128-token chunks took as long on a 2-core CPU and hold a quarter, but bf16 matmuls over fewer rows round
+# differently, which changes a run's trajectory; the documented runs used 512.) A GPU needs larger matmuls.
+CHUNK_TOKENS = {"cpu": 512, "cuda": 1024}
 
 
 def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:
