@@ -80,27 +80,26 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, cons
         _write_config(run_dir, config, precision)
         for name, choice in precision.items():
             console.print(f"{name}: {choice}", highlight=False)
-    try:
-        with trainer.scorer:  # stops the scoring workers however the run ends
-            resumed = resume and trainer.resume()
-            if resumed and ranks.main:
-                console.print(f"resumed {run_dir} at step {trainer.step}")
-            before_path = run_dir / "eval_before.json"
-            before = None
-            if config.eval.before and ranks.main:
-                before = json.loads(before_path.read_text()) if resumed and before_path.exists() else None
-                before = before or _evaluate(trainer, before_path, console, "the starting model")
-            ranks.barrier("evaluation before training")
-            log = MetricsLog(run_dir / "metrics.jsonl", console) if ranks.main else None
-            trainer.fit(log)
-            final = run_dir / "final"
-            trainer.save_final(final)
-            after = None
-            if config.eval.after and ranks.main:
-                after = _evaluate(trainer, run_dir / "eval_after.json", console, "the trained model")
-            ranks.barrier("evaluation after training")
-    finally:
-        ranks.leave()
+    # The process group is left to end with the process: an in-process vLLM engine tears down its own groups at
+    # exit, which fails once the default group is gone.
+    with trainer.scorer:  # stops the scoring workers however the run ends
+        resumed = resume and trainer.resume()
+        if resumed and ranks.main:
+            console.print(f"resumed {run_dir} at step {trainer.step}")
+        before_path = run_dir / "eval_before.json"
+        before = None
+        if config.eval.before and ranks.main:
+            before = json.loads(before_path.read_text()) if resumed and before_path.exists() else None
+            before = before or _evaluate(trainer, before_path, console, "the starting model")
+        ranks.barrier("evaluation before training")
+        log = MetricsLog(run_dir / "metrics.jsonl", console) if ranks.main else None
+        trainer.fit(log)
+        final = run_dir / "final"
+        trainer.save_final(final)
+        after = None
+        if config.eval.after and ranks.main:
+            after = _evaluate(trainer, run_dir / "eval_after.json", console, "the trained model")
+        ranks.barrier("evaluation after training")
     summary = {
         "model": config.model.path,
         "env": config.env.label,

@@ -26,6 +26,7 @@ from rlvr.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlvr.config import RunConfig
 from rlvr.distributed import Ranks, full_tensor, shard_module
 from rlvr.envs import Environment, make_env
+from rlvr.errors import ConfigError
 from rlvr.hardware import cpu_description, learner_autocast, resolve_device
 from rlvr.learner import CompletionLogprobs, TokenBatch, completion_logprobs
 from rlvr.memory import PhaseMemory, release_freed_memory
@@ -55,6 +56,9 @@ class Trainer:
         self.device = resolve_device(t.device, self.ranks.local_rank)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        if t.prompts_per_step < self.ranks.world_size:
+            world = self.ranks.world_size
+            raise ConfigError(f"train.prompts_per_step={t.prompts_per_step}: fewer prompts than the {world} ranks")
         self.ranks.join(self.device)
         seed_everything(config.seed)
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(config.model.path)
