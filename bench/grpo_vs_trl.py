@@ -209,7 +209,9 @@ def main() -> None:
         help="every completion exactly --max-tokens long in both systems (--no-equal-lengths: where each model stops)",
     )
     low = ", ".join(f"{key}={value}" for key, value in LOW_MEMORY.items())
-    parser.add_argument("--low-memory", action="store_true", help=f"rlvr in its low-memory setting: {low}")
+    parser.add_argument(
+        "--low-memory", action=argparse.BooleanOptionalAction, default=False, help=f"rlvr in its low-memory setting: {low}"
+    )
     parser.add_argument("--systems", default="trl,trl_fp32,rlvr")
     parser.add_argument("--system", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
