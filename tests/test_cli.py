@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from rlvr.rollout import RolloutEngine
+
 # Tiny random models run on the transformers engine: vLLM has no kernels for their head size.
 TINY = "rollout.engine=transformers"
 
@@ -157,7 +159,7 @@ def test_eval_on_a_gsm8k_file_with_samples_and_a_paired_comparison(tiny_model_di
     assert bad.returncode == 2 and "k" in bad.stderr
 
 
-class _FailsOnCall:
+class _FailsOnCall(RolloutEngine):
     """The transformers engine, except that its `fail_on`-th generate call fails the way a crashing engine does."""
 
     def __init__(self, engine, fail_on: int) -> None:
