@@ -69,6 +69,19 @@ def _single_process_quiet() -> Iterator[None]:
         yield
 
 
+def save_model_folder(
+    folder: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, ranks: Ranks | None = None
+) -> None:
+    """The model as a Hugging Face folder (full weights or the LoRA adapter), written by rank 0. Called by every
+    rank: sharded weights are gathered whole, on rank 0 only, in a collective."""
+    ranks = ranks or Ranks()
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if ranks.main:
+        model.save_pretrained(folder, state_dict=full)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+
+
 def save_checkpoint(
     root: Path,
     step: int,
@@ -91,13 +104,10 @@ def save_checkpoint(
         model_state, optimizer_state = get_state_dict(model, optimizer)
         with _single_process_quiet():
             dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / _SHARDED)
-        # The whole model on rank 0 only (a collective: every rank takes part in gathering it).
-        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        # A model folder too, so the checkpoint is one `rlvr eval` can load on its own.
+        save_model_folder(tmp / _MODEL, model, tokenizer, ranks)
         rngs = ranks.gather(rng_state())
         if ranks.main:
-            model.save_pretrained(tmp / _MODEL, state_dict=full)
-            if tokenizer is not None:  # so the checkpoint is a model folder `rlvr eval` can load on its own
-                tokenizer.save_pretrained(tmp / _MODEL)
             torch.save({**trainer_state, "rng": rngs, "world_size": ranks.world_size, "step": step}, tmp / _STATE)
             if final.exists():
                 shutil.rmtree(final)

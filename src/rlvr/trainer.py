@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from transformers import PreTrainedTokenizerBase
 
 from rlvr.algos import (
@@ -22,7 +21,7 @@ from rlvr.algos import (
     loss_normalizer,
     mask_truncated,
 )
-from rlvr.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rlvr.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_folder
 from rlvr.config import RunConfig
 from rlvr.distributed import Ranks, full_tensor, shard_module
 from rlvr.envs import Environment, make_env
@@ -192,8 +191,8 @@ class Trainer:
                     logprobs, batch.old_logprobs, proximal[index], batch.advantages, batch.loss_mask, ref, version_gap
                 )
                 loss = self.objective.reduce(out.per_token, batch.loss_mask, normalizer) * weight
-                # FSDP averages the ranks' gradients; the batch's gradient is their sum.
-                (loss * self.ranks.world_size if self.ranks.distributed else loss).backward()
+                # FSDP averages the ranks' gradients; the batch's gradient is their sum (one rank: x 1, exact).
+                (loss * self.ranks.world_size).backward()
                 if weight:
                     loss_sum += loss.item()
                     stats.add(out.stats, batch.loss_mask)
@@ -298,10 +297,7 @@ class Trainer:
 
     def save_final(self, folder: Path) -> None:
         """The trained model as a model folder, written by rank 0 (every rank takes part in gathering it)."""
-        full = get_model_state_dict(self.policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if self.ranks.main:
-            self.policy.save_pretrained(folder, state_dict=full)
-            self.tokenizer.save_pretrained(folder)
+        save_model_folder(folder, self.policy, self.tokenizer, self.ranks)
         self.ranks.barrier("final model written")
 
     def fit(self, log: MetricsLog | None) -> None:
