@@ -24,7 +24,7 @@ def test_overrides_are_typed():
     "override, message",
     [
         ("train.lrr=1", "train.lrr: unknown key (valid keys: steps, prompts_per_step"),
-        ("trian.lr=1", "trian: unknown key (valid keys: name, seed"),
+        ("trian.lr=1", "trian: unknown key (valid keys: name, plugins, seed"),
         ("train.steps=many", "train.steps: Input should be a valid integer"),
         (
             "algo.advantage=ppo",
@@ -89,15 +89,15 @@ def test_switching_the_environment_keeps_shared_keys_and_replays_the_new_ones():
 
 
 def test_eval_env_and_data_switch_like_set():
-    from rlvr.cli import _eval_config
+    from rlvr.api import eval_config
 
-    assert _eval_config("smollm2-135m", None, "gym", None, []).env.label == "gym:chain_sum"  # the recipe's own
-    assert _eval_config("smollm2-135m", None, "humaneval", None, []).env.name == "humaneval"
-    data = _eval_config("smollm2-135m", Path("my data.jsonl"), None, None, ["env.eval_size=7"]).env
+    assert eval_config("smollm2-135m", env="gym").env.label == "gym:chain_sum"  # the recipe's own
+    assert eval_config("smollm2-135m", env="humaneval").env.name == "humaneval"
+    data = eval_config("smollm2-135m", data=Path("my data.jsonl"), overrides=["env.eval_size=7"]).env
     assert data.name == "mixture" and data.sources[0].path == "my data.jsonl" and data.sources[0].use == "eval"
     assert data.eval_size == 7
     with pytest.raises(ConfigError, match="env.name: unknown environment 'nope'"):
-        _eval_config("smollm2-135m", None, "nope", None, [])
+        eval_config("smollm2-135m", env="nope")
 
 
 def test_choosing_another_loss_or_correction_drops_the_old_ones_keys():

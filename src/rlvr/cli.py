@@ -16,8 +16,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from rlvr.config import ConfigError, load_config
-from rlvr.errors import EngineError, RankError
+from rlvr.errors import ConfigError, EngineError, RankError
 from rlvr.sandbox.cli import sandbox_app
 from rlvr.seeds import derive_seed
 from rlvr.tools.index_cli import index_app
@@ -30,6 +29,10 @@ template_app = typer.Typer(help="Check a model's chat template.", no_args_is_hel
 app.add_typer(template_app, name="template", help="Check a model's chat template.")
 
 Overrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set train.lr=1e-5")]
+Plugins = Annotated[
+    list[str] | None,
+    typer.Option("--plugin", "-p", help="A Python file or module to import first (its rewards, envs, tools...)"),
+]
 
 
 def _fail(error: Exception | str) -> None:
@@ -59,15 +62,17 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint")] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing run folder of the same name first")] = False,
     nproc: Annotated[int, typer.Option(help="Learner processes on this machine (data-parallel, under torchrun)", min=1)] = 1,
+    plugins: Plugins = None,
 ) -> None:
     """Train a policy with RL on a recipe; evaluates before and after."""
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         _launch_ranks(nproc)
-    try:
-        config = load_config(recipe, overrides or [])
-        from rlvr.run import train as run_train
+    from rlvr.api import train as api_train
+    from rlvr.config import load_config
 
-        run_train(config, resume=resume, overwrite=overwrite, console=console)
+    try:
+        config = load_config(recipe, overrides or [], plugins or [])
+        api_train(config, resume=resume, overwrite=overwrite, console=console)
     except (ConfigError, RankError) as error:
         _fail(error)
     except EngineError as error:
@@ -110,6 +115,7 @@ def eval_(
     seed: Annotated[int, typer.Option(help="Sampling seed")] = 0,
     out: Annotated[Path | None, typer.Option(help="Folder for summary.json, samples.jsonl, report.md, report.html")] = None,
     compare: Annotated[tuple[Path, Path] | None, typer.Option(help="Two evaluation folders: B - A with a paired 95% CI")] = None,
+    plugins: Plugins = None,
 ) -> None:
     """avg@n, pass@k, maj@k and best-of-k of MODEL with 95% bootstrap intervals, compute per question, and
     optionally accuracy against a thinking budget. Results go to stdout (JSON) and, with --out, a report."""
@@ -120,98 +126,33 @@ def eval_(
         model = model or model_arg
         if not model:
             raise ConfigError("give the model to evaluate: rlvr eval --model MODEL (or a --compare A B)")
-        config = _eval_config(model, data, env, recipe, overrides or [])
-        from rlvr.eval import EvalSettings
-        from rlvr.eval.thinking import resolve_budget
+        from rlvr.api import eval_config, eval_settings, run_evaluation
 
-        sampling = config.eval_sampling()
-        # --temperature 0 is greedy decoding (the recipe's temperature stays in the record, unused).
-        sampling = sampling.model_copy(
-            update={
-                "temperature": temperature or sampling.temperature,
-                "max_new_tokens": max_new_tokens or sampling.max_new_tokens,
-            }
-        )
-        settings = EvalSettings(
+        config = eval_config(model, data=data, env=env, recipe=recipe, overrides=overrides or [], plugins=plugins or [])
+        settings = eval_settings(
+            config,
             n=n,
-            ks=_numbers(k, "--k"),
+            k=_numbers(k, "--k"),
             limit=limit,
-            greedy=True if temperature == 0 else None,
-            sampling=sampling,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
             seed=seed,
-            budgets=_numbers(budgets, "--budgets") or tuple(b for b in [resolve_budget(None, effort)] if b is not None),
+            budgets=_numbers(budgets, "--budgets"),
+            effort=effort,
             reasoning=reasoning,
             min_thinking=min_thinking,
         )
-        summary = _evaluate(config, settings, str(data) if data else config.env.label, out)
-    except (ConfigError, ValueError) as error:
+        with _eval_progress() as progress:  # an engine failure is reported once the bar has closed: the last line
+            summary = run_evaluation(config, settings, str(data) if data else config.env.label, out, progress)
+    except (ConfigError, ValueError, EngineError) as error:
         _fail(error)
+    if out is not None:
+        console.print(f"wrote {out}/summary.json, samples.jsonl, report.md and report.html")
     from rlvr.eval.report import markdown
 
     console.print(markdown(summary), highlight=False, markup=False)
     json.dump(summary, sys.stdout)
     sys.stdout.write("\n")
-
-
-def _eval_config(model: str, data: Path | None, env: str | None, recipe: str | None, overrides: list[str]):
-    """The recipe's config with the model, and the environment replaced by `--data` (every row held out) or `--env`
-    (as `--set env.name=...` would: the settings every environment shares stay, and the `--set env...` after it)."""
-    switch = []
-    if data is not None:  # a JSON string is a YAML string: any path, quoted
-        switch = ["env.name=mixture", f"env.sources=[{{path: {json.dumps(str(data))}, use: eval}}]"]
-    elif env is not None:
-        switch = [f"env.name={env}"]
-    return load_config(recipe, [*switch, *overrides, f"model.path={model}"])
-
-
-def _evaluate(config, settings, data_label: str, out: Path | None) -> dict:
-    from rlvr.envs import make_env
-    from rlvr.eval.provenance import model_hash
-    from rlvr.eval.runner import run_eval
-    from rlvr.models import load_policy, load_tokenizer, resolve_model_path
-    from rlvr.rollout import make_engine
-    from rlvr.rollout.sampler import make_sampler
-    from rlvr.scoring import Scorer
-
-    tokenizer = load_tokenizer(config.model.path)
-    policy = load_policy(config.model.path)
-    engine = make_engine(config.rollout, policy, tokenizer, config.eval.batch_size)
-    environment = make_env(config.env)
-    sampler, chat, _ = make_sampler(engine, tokenizer, config, environment)
-    folder = resolve_model_path(config.model.path)
-    provenance = {
-        "model": config.model.path,
-        "model_hash": model_hash(folder),
-        "data": data_label,
-        "engine": f"{type(engine).__name__}, {engine.precision}",
-    }
-    failure: EngineError | None = None
-    with (
-        Scorer(environment.rubric, config.scoring.workers, config.scoring.timeout_seconds) as scorer,
-        _eval_progress() as progress,
-    ):
-        try:
-            summary, samples = run_eval(sampler, environment, tokenizer, scorer, settings, provenance, progress, chat)
-        except EngineError as error:
-            failure = error  # reported once the progress bar has closed, so that the error is the last line
-    if failure is not None:
-        _fail(f"{failure}{_keep_partial(out, failure.partial)}")
-    if out is not None:
-        from rlvr.eval.report import write_report
-
-        write_report(out, summary, samples)
-        console.print(f"wrote {out}/summary.json, samples.jsonl, report.md and report.html")
-    return summary
-
-
-def _keep_partial(out: Path | None, samples: list[dict]) -> str:
-    """Write the samples generated before a failure (unverified) next to where the results would have gone."""
-    if out is None or not samples:
-        return ""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "samples.partial.jsonl"
-    path.write_text("".join(json.dumps(s) + "\n" for s in samples))
-    return f"; the {len(samples)} samples generated before it are in {path}"
 
 
 @contextmanager
@@ -259,13 +200,14 @@ ToolsOption = Annotated[
 ]
 
 
-def _assistant(model: str, recipe: str | None, tools: str | None, overrides: list[str]):
+def _assistant(model: str, recipe: str | None, tools: str | None, overrides: list[str], plugins: list[str]):
     from rlvr.assistant import Assistant
+    from rlvr.config import load_config
 
     settings = [*overrides, f"model.path={model}"]
     if tools is not None:
         settings.append(f"tools.enabled=[{tools}]")
-    return Assistant(model, load_config(recipe, settings))
+    return Assistant(model, load_config(recipe, settings, plugins))
 
 
 @app.command()
@@ -276,13 +218,14 @@ def chat(
     overrides: Overrides = None,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy")] = 0.0,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Model tokens per reply, over all its tool turns")] = 256,
+    plugins: Plugins = None,
 ) -> None:
     """Talk to a model with its tools: each line you type is a question; the reply shows the model's thinking,
     its tool calls and their results. Reads questions from stdin when it is not a terminal (scriptable)."""
     from rlvr.chat_view import show_reply
 
     try:
-        assistant = _assistant(model, recipe, tools, overrides or [])
+        assistant = _assistant(model, recipe, tools, overrides or [], plugins or [])
     except (ConfigError, ValueError) as error:
         _fail(error)
     console.print(f"[bold]{model}[/bold] with tools: {', '.join(assistant.tool_names) or 'none'}. Empty line or Ctrl-D ends.")
@@ -316,13 +259,14 @@ def sample(
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Model tokens per sample, over all its tool turns")] = 256,
     seed: Annotated[int, typer.Option(help="Sampling seed")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Lines generated together")] = 16,
+    plugins: Plugins = None,
 ) -> None:
     """Batch generation with tools: JSONL in, JSONL out, the same prompt and tool loop as training."""
     from rlvr.assistant import read_requests
 
     try:
         requests = read_requests(input)
-        assistant = _assistant(model, recipe, tools, overrides or [])
+        assistant = _assistant(model, recipe, tools, overrides or [], plugins or [])
     except (ConfigError, ValueError) as error:
         _fail(error)
     sampling = assistant.sampling(temperature, max_new_tokens, seed)

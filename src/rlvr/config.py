@@ -29,10 +29,12 @@ from rlvr.algo_config import (
 from rlvr.data import source_kind
 from rlvr.env_config import EnvCommon, EnvConfig, GymEnvConfig, env_config_type
 from rlvr.errors import ConfigError
+from rlvr.plugins import anchor_plugin, load_plugins
 from rlvr.registry import registered, section_name
 
-# Recipes live at the top of the source tree, next to src/ (the package is installed editable).
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+# The packaged recipes ship inside the package (package data), so a wheel or a plain `pip install .` finds them
+# from any working directory; `recipes/` at the top of the source tree links here.
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 DEFAULT_RECIPE = "default"
 
 
@@ -115,9 +117,20 @@ class PythonToolConfig(_Strict):
     max_output_chars: int = Field(2000, ge=1)
 
 
+class MCPServerConfig(_Strict):
+    """One MCP server, started over stdio: its tools (all, or those in `tools`) become tools of the run."""
+
+    command: str = Field(description="the program that starts the server (npx, uvx, python, ...)")
+    args: list[str] = []
+    env: dict[str, str] = Field({}, description="its environment, on top of PATH, HOME, USER, SHELL, TERM and LOGNAME")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$", description="prefix of its tools' names: <name>_<tool>")
+    tools: list[str] | None = Field(None, description="the server's tools to offer, by its own names; default: all")
+    timeout_seconds: float = Field(30.0, gt=0.0, description="per call: a call that takes longer is an error the model reads")
+    startup_timeout_seconds: float = Field(30.0, gt=0.0, description="to start, answer and list its tools")
+
+
 class ToolsConfig(_Strict):
     enabled: list[str] | None = Field(None, description="tool names; default: the tools the environment needs (none)")
-    modules: list[str] = Field([], description="modules to import first: their @tool functions become tools")
     max_turns: int = Field(4, ge=1, description="model turns per episode")
     max_result_tokens: int = Field(256, ge=1, description="a longer tool result is cut")
     workers: int = Field(4, ge=1, description="tool calls run in parallel threads")
@@ -125,6 +138,14 @@ class ToolsConfig(_Strict):
     collapse_steps: int = Field(5, ge=1, description="... for this many steps in a row")
     search: SearchToolConfig = SearchToolConfig()
     python: PythonToolConfig = PythonToolConfig()
+    mcp: list[MCPServerConfig] = Field([], description="MCP servers (stdio) whose tools join the run's, named or not")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_modules(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "modules" in data:
+            raise ValueError("tools.modules is now `plugins:` at the top of the recipe (files or modules, imported first)")
+        return data
 
 
 # Keys that moved into a loss's or a correction's own settings, and where they went.
@@ -190,6 +211,9 @@ class EvalConfig(_Strict):
 
 class RunConfig(_Strict):
     name: str = "default"
+    plugins: list[str] = Field(
+        [], description="Python files (relative to the recipe) or modules imported first: what they register is valid here"
+    )
     seed: int = 0
     output_dir: str = "runs"
     model: ModelConfig = ModelConfig()
@@ -201,6 +225,9 @@ class RunConfig(_Strict):
     algo: AlgoConfig = AlgoConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    report_to: list[Annotated[str, registered("rlvr.trackers", "TRACKERS")]] = Field(
+        [], description="experiment trackers that get every metrics.jsonl row and the config: tensorboard, wandb, trackio, mlflow"
+    )
 
     @property
     def run_dir(self) -> Path:
@@ -251,6 +278,11 @@ def _describe(error: dict, root: type[BaseModel]) -> str:
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
+    """The validated config; its `plugins` are imported first, so the names they register are valid choices."""
+    plugins = data.get("plugins", [])
+    if not isinstance(plugins, list):
+        raise ConfigError(f"{source}: plugins: expected a list of files (.py) or module names (got {plugins!r})")
+    load_plugins(plugins)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
@@ -295,6 +327,9 @@ def _anchor_source_paths(data: dict[str, Any], folder: Path) -> None:
     env = data.get("env")
     if isinstance(env, dict) and isinstance(env.get("demos"), str) and not Path(env["demos"]).is_absolute():
         env["demos"] = str((folder / env["demos"]).resolve())
+    # The folder a verifiers environment's module is imported from, likewise.
+    if isinstance(env, dict) and env.get("name") == "verifiers" and isinstance(env.get("path"), str):
+        env["path"] = str((folder / env["path"]).resolve())
     sources = env.get("sources") if isinstance(env, dict) else None
     for source in sources if isinstance(sources, list) else []:
         if not isinstance(source, dict) or not isinstance(source.get("path"), str):
@@ -338,7 +373,11 @@ def _switch_named_sections(data: dict[str, Any], recipe: dict[str, Any], overrid
         parent[path[-1]] = rebuilt[path[-1]]
 
 
-def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+def load_config(
+    recipe: str | None = None, overrides: list[str] | tuple[str, ...] = (), plugins: Sequence[str] = ()
+) -> RunConfig:
+    """A recipe (a file or a packaged name) with `--set` overrides applied; `plugins` (from `--plugin`, relative to the
+    working directory) are imported after the recipe's own."""
     path = recipe_path(recipe)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -349,8 +388,13 @@ def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of sections")
     _anchor_source_paths(data, path.parent)
+    if isinstance(data.get("plugins"), list):
+        data["plugins"] = [anchor_plugin(spec, path.parent) if isinstance(spec, str) else spec for spec in data["plugins"]]
     recipe = copy.deepcopy(data)
     for assignment in overrides:
         set_override(data, assignment)
     _switch_named_sections(data, recipe, overrides)
+    if plugins:
+        listed = data.get("plugins") if isinstance(data.get("plugins"), list) else []
+        data["plugins"] = [*listed, *(anchor_plugin(spec, Path.cwd()) for spec in plugins)]
     return parse_config(data, source=str(path))

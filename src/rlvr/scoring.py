@@ -28,17 +28,20 @@ from dataclasses import replace
 
 from pebble import ProcessExpired, ProcessPool
 
+from rlvr.plugins import load_plugins, loaded_plugins
 from rlvr.rewards import Rubric, Score
 from rlvr.types import Episode, Problem
 
 logger = logging.getLogger(__name__)
 
 
-def _warm_up() -> None:
+def _warm_up(plugins: list[str]) -> None:
     """Import the verifiers' heavy dependencies once per worker, so the first completion's timeout is not
-    spent importing SymPy."""
+    spent importing SymPy; and the run's plugins, whose rewards the rubric names by module."""
     import math_verify  # noqa: F401
     import reasoning_gym  # noqa: F401
+
+    load_plugins(plugins)
 
 
 def _score(rubric: Rubric, text: str, problem: Problem) -> Score:
@@ -64,7 +67,7 @@ class Scorer:
         self._pool: ProcessPool | None = None
         if workers > 0:
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPool(max_workers=workers, initializer=_warm_up, context=context)
+            self._pool = ProcessPool(max_workers=workers, initializer=_warm_up, initargs=(loaded_plugins(),), context=context)
 
     def score(self, texts: Sequence[str], problems: Sequence[Problem]) -> list[Score]:
         """One Score per (text, problem); never raises because of what a completion contains."""

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
-import torch
-
 # A prime larger than any index a stream reaches (steps, chunks, turns): pairs of a non-negative seed and an index
 # map one to one, as long as the result stays below 2**63 (past it, it wraps around).
 _STRIDE = 1_000_003
@@ -20,6 +17,9 @@ _STRIDE = 1_000_003
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's global generators (what model initialisation and dropout draw from)."""
+    import numpy as np
+    import torch  # here, not at the top: the config layer imports this module, and `rlvr --help` must not load torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

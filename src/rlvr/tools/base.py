@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import jsonschema
-from transformers.utils import get_json_schema
 
 from rlvr.config import ToolsConfig
 from rlvr.errors import ConfigError
 from rlvr.registry import Registry
 from rlvr.types import Document
+
+# What a tool that printed nothing returns, so the model sees that the call ran.
+NO_OUTPUT = "(no output)"
 
 
 class ToolError(Exception):
@@ -59,6 +61,8 @@ class Tool:
 def function_tool(fn: Callable[..., Any], name: str | None = None) -> Tool:
     """A typed Python function as a stateless tool; what it returns is shown to the model as text."""
     try:
+        from transformers.utils import get_json_schema  # on use: importing transformers takes a second
+
         declared = get_json_schema(fn)["function"]
     except Exception as error:  # transformers raises its own error types for undocumented or untyped arguments
         raise ConfigError(f"tool {getattr(fn, '__name__', fn)!r}: {error}") from None

@@ -3,19 +3,16 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
 from rlvr.config import ToolsConfig
 from rlvr.errors import ConfigError
 from rlvr.sandbox import SandboxLimits
-from rlvr.tools.base import TOOLS, Tool
+from rlvr.tools.base import NO_OUTPUT, TOOLS, Tool
 from rlvr.tools.python_session import PythonSession
 from rlvr.tools.search import load_search_index
 from rlvr.types import Document, format_hits
-
-NO_OUTPUT = "(no output)"
 
 
 @TOOLS.register("python")
@@ -65,14 +62,24 @@ def search_tool(config: ToolsConfig, documents: Sequence[Document] | None) -> To
 
 
 def build_tools(names: Sequence[str], config: ToolsConfig, documents: Sequence[Document] | None = None) -> list[Tool]:
-    """The named tools: rlvr's own, any `@tool` function, and those the modules in `tools.modules` register (imported
-    here, so a recipe can bring its own tools)."""
-    for module in config.modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            raise ConfigError(f"tools.modules: cannot import {module!r}: {error}") from None
-    unknown = [name for name in names if name not in TOOLS]
+    """The named tools: rlvr's own, any `@tool` function, and those a recipe's `plugins` register; then the tools of
+    the MCP servers in `tools.mcp`, named in `names` or not (a server's own `tools` list chooses among them)."""
+    served = mcp_server_tools(config)
+    clash = next((t.name for t in served if t.name in TOOLS), None)
+    if clash is not None:
+        raise ConfigError(f"tools.mcp: the tool {clash!r} is also one of rlvr's: give its server a `name` (a prefix)")
+    known = {t.name for t in served}
+    unknown = [name for name in names if name not in TOOLS and name not in known]
     if unknown:
-        raise ConfigError(f"tools.enabled: unknown tool {unknown[0]!r} (choices: {', '.join(sorted(TOOLS))})")
-    return [TOOLS[name](config, documents) for name in names]
+        choices = sorted({*TOOLS, *known})
+        raise ConfigError(f"tools.enabled: unknown tool {unknown[0]!r} (choices: {', '.join(choices)})")
+    return [TOOLS[name](config, documents) for name in names if name not in known] + served
+
+
+def mcp_server_tools(config: ToolsConfig) -> list[Tool]:
+    """The tools of the MCP servers in `tools.mcp`, each started once per process."""
+    if not config.mcp:
+        return []
+    from rlvr.tools.mcp_client import mcp_tools  # the MCP SDK is an optional extra: imported only when a recipe uses it
+
+    return mcp_tools(config.mcp)

@@ -1,0 +1,167 @@
+"""The Python API: what `rlvr train` and `rlvr eval` run, callable from a script or a notebook.
+
+    import rlvr
+
+    config = rlvr.load_config("default", ["train.steps=10", "name=short"])
+    summary = rlvr.train(config, overwrite=True)         # runs/short/, as `rlvr train` writes it
+    result = rlvr.evaluate("runs/short", data="test.jsonl", n=4, k=(1, 4))
+
+Heavy modules (torch, transformers, vLLM) are imported on use, so `import rlvr` and `rlvr --help` stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rlvr.config import RunConfig, load_config
+from rlvr.errors import EngineError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from rlvr.eval import EvalSettings
+
+Progress = Callable[[int, int, int], None]  # (samples done now, samples in all, new tokens)
+
+
+def train(
+    config: RunConfig | str | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    plugins: Sequence[str] = (),
+    resume: bool = False,
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> dict:
+    """A whole run (evaluate, train, evaluate) of a config, or of a recipe (a file or a packaged name) with
+    `--set`-style overrides; returns what `runs/<name>/summary.json` holds."""
+    from rlvr.run import train as run_train
+
+    if not isinstance(config, RunConfig):
+        config = load_config(config, list(overrides), plugins)
+    elif overrides or plugins:
+        raise ValueError("overrides and plugins apply to a recipe; a RunConfig is used as it is")
+    return run_train(config, resume=resume, overwrite=overwrite, console=console)
+
+
+def eval_config(
+    model: str,
+    *,
+    data: str | Path | None = None,
+    env: str | None = None,
+    recipe: str | None = None,
+    overrides: Sequence[str] = (),
+    plugins: Sequence[str] = (),
+) -> RunConfig:
+    """The recipe's config with the model, and the environment replaced by `data` (every row held out) or `env`
+    (as `--set env.name=...` would: the settings every environment shares stay, and the overrides after it)."""
+    switch = []
+    if data is not None:  # a JSON string is a YAML string: any path, quoted
+        switch = ["env.name=mixture", f"env.sources=[{{path: {json.dumps(str(data))}, use: eval}}]"]
+    elif env is not None:
+        switch = [f"env.name={env}"]
+    return load_config(recipe, [*switch, *overrides, f"model.path={model}"], plugins)
+
+
+def eval_settings(
+    config: RunConfig,
+    *,
+    n: int = 1,
+    k: Sequence[int] = (1,),
+    limit: int | None = None,
+    temperature: float | None = None,
+    max_new_tokens: int | None = None,
+    seed: int = 0,
+    budgets: Sequence[int] = (),
+    effort: str | None = None,
+    reasoning: bool = True,
+    min_thinking: int = 0,
+) -> EvalSettings:
+    """What to measure: the recipe's sampling with these changes. Temperature 0 is greedy decoding (the recipe's
+    temperature stays in the record, unused); `effort` is a named thinking budget (low, medium, high)."""
+    from rlvr.eval import EvalSettings
+    from rlvr.eval.thinking import resolve_budget
+
+    sampling = config.eval_sampling()
+    sampling = sampling.model_copy(
+        update={"temperature": temperature or sampling.temperature, "max_new_tokens": max_new_tokens or sampling.max_new_tokens}
+    )
+    return EvalSettings(
+        n=n,
+        ks=tuple(k),
+        limit=limit,
+        greedy=True if temperature == 0 else None,
+        sampling=sampling,
+        seed=seed,
+        budgets=tuple(budgets) or tuple(b for b in [resolve_budget(None, effort)] if b is not None),
+        reasoning=reasoning,
+        min_thinking=min_thinking,
+    )
+
+
+def run_evaluation(
+    config: RunConfig, settings: EvalSettings, data_label: str, out: Path | None = None, progress: Progress | None = None
+) -> dict:
+    """The summary of evaluating `config`'s model on its environment's held-out split; with `out`, also the report
+    files. An engine failure raises EngineError, the samples generated before it kept in `out`."""
+    from rlvr.envs import make_env
+    from rlvr.eval.provenance import model_hash
+    from rlvr.eval.runner import run_eval
+    from rlvr.models import load_policy, load_tokenizer, resolve_model_path
+    from rlvr.rollout import make_engine
+    from rlvr.rollout.sampler import make_sampler
+    from rlvr.scoring import Scorer
+
+    tokenizer = load_tokenizer(config.model.path)
+    policy = load_policy(config.model.path)
+    engine = make_engine(config.rollout, policy, tokenizer, config.eval.batch_size)
+    environment = make_env(config.env)
+    sampler, chat, _ = make_sampler(engine, tokenizer, config, environment)
+    provenance = {
+        "model": config.model.path,
+        "model_hash": model_hash(resolve_model_path(config.model.path)),
+        "data": data_label,
+        "engine": f"{type(engine).__name__}, {engine.precision}",
+    }
+    with Scorer(environment.rubric, config.scoring.workers, config.scoring.timeout_seconds) as scorer:
+        try:
+            summary, samples = run_eval(sampler, environment, tokenizer, scorer, settings, provenance, progress, chat)
+        except EngineError as error:
+            raise EngineError(f"{error}{_keep_partial(out, error.partial)}") from error
+    if out is not None:
+        from rlvr.eval.report import write_report
+
+        write_report(out, summary, samples)
+    return summary
+
+
+def _keep_partial(out: Path | None, samples: list[dict]) -> str:
+    """Write the samples generated before a failure (unverified) next to where the results would have gone."""
+    if out is None or not samples:
+        return ""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "samples.partial.jsonl"
+    path.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    return f"; the {len(samples)} samples generated before it are in {path}"
+
+
+def evaluate(
+    model: str,
+    *,
+    data: str | Path | None = None,
+    env: str | None = None,
+    recipe: str | None = None,
+    overrides: Sequence[str] = (),
+    plugins: Sequence[str] = (),
+    out: str | Path | None = None,
+    **settings,
+) -> dict:
+    """`rlvr eval` in Python: avg@n, pass@k, maj@k, best-of-k with 95% intervals of `model` (a run, a checkpoint, a
+    model folder or `smollm2-135m`) on `data`, `env` or the recipe's held-out split. `settings` are those of
+    `eval_settings` (n, k, limit, temperature, max_new_tokens, seed, budgets, effort, reasoning, min_thinking)."""
+    config = eval_config(model, data=data, env=env, recipe=recipe, overrides=overrides, plugins=plugins)
+    label = str(data) if data is not None else config.env.label
+    return run_evaluation(config, eval_settings(config, **settings), label, Path(out) if out is not None else None)
