@@ -12,12 +12,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from rlvr.step_metrics import call_rates
+from rlvr.trackers import Tracker
 
 
 class MetricsLog:
-    def __init__(self, path: Path, console: Console | None = None) -> None:
+    def __init__(self, path: Path, console: Console | None = None, tracker: Tracker | None = None) -> None:
         self.path = path
         self.console = console or Console(stderr=True)
+        self.tracker = tracker  # gets every row as written (report_to)
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def read(self) -> list[dict]:
@@ -33,9 +35,13 @@ class MetricsLog:
         tmp.replace(self.path)
 
     def write(self, metrics: dict) -> None:
+        line = json.dumps(metrics)
         with open(self.path, "a") as handle:
-            handle.write(json.dumps(metrics) + "\n")
+            handle.write(line + "\n")
             handle.flush()
+        if self.tracker is not None:  # the line read back: trackers log exactly the file's values, not the live objects
+            row = json.loads(line)
+            self.tracker.log(row["step"], row)
 
     @contextmanager
     def progress(self, total: int, completed: int = 0) -> Iterator[StepProgress]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import yaml
@@ -18,6 +19,7 @@ from rlvr.hardware import resolve_device
 from rlvr.metrics import MetricsLog
 from rlvr.models import resolve_model_path
 from rlvr.report import plot_curves
+from rlvr.trackers import TrackedRun, Trackers, check_installed
 from rlvr.trainer import Trainer
 
 
@@ -69,6 +71,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, cons
     the others train alongside it and wait for it at the named meeting points."""
     console = console or Console(stderr=True)
     started = time.perf_counter()
+    check_installed(config.report_to)  # a tracker's missing library fails before anything loads
     resolve_model_path(config.model.path)  # a bad path or a missing device fails before anything is written
     ranks = Ranks.from_environment(config.train.rank_timeout_seconds)
     resolve_device(config.train.device, ranks.local_rank)
@@ -82,17 +85,20 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, cons
             console.print(f"{name}: {choice}", highlight=False)
     # The process group is left to end with the process: an in-process vLLM engine tears down its own groups at
     # exit, which fails once the default group is gone.
-    with trainer.scorer:  # stops the scoring workers however the run ends
+    with trainer.scorer, ExitStack() as closing:  # stops the scoring workers and finishes the trackers however the run ends
         resumed = resume and trainer.resume()
         if resumed and ranks.main:
             console.print(f"resumed {run_dir} at step {trainer.step}")
+        # Started before the evaluation: a tracker that cannot start (a login, a server) fails before minutes are spent.
+        tracked = TrackedRun(config.name, run_dir, config.model_dump(mode="json"), first_step=trainer.step + 1)
+        trackers = closing.enter_context(Trackers(config.report_to, tracked)) if ranks.main else None
         before_path = run_dir / "eval_before.json"
         before = None
         if config.eval.before and ranks.main:
             before = json.loads(before_path.read_text()) if resumed and before_path.exists() else None
             before = before or _evaluate(trainer, before_path, console, "the starting model")
         ranks.barrier("evaluation before training")
-        log = MetricsLog(run_dir / "metrics.jsonl", console) if ranks.main else None
+        log = MetricsLog(run_dir / "metrics.jsonl", console, trackers) if ranks.main else None
         trainer.fit(log)
         final = run_dir / "final"
         trainer.save_final(final)
