@@ -122,7 +122,9 @@ class MCPServerConfig(_Strict):
 
     command: str = Field(description="the program that starts the server (npx, uvx, python, ...)")
     args: list[str] = []
-    env: dict[str, str] = Field({}, description="its environment, on top of PATH, HOME, USER, SHELL, TERM and LOGNAME")
+    env: dict[str, str] = Field(
+        {}, description="its environment, on top of PATH, HOME, USER, SHELL, TERM and LOGNAME; ${VAR} reads rlvr's own"
+    )
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$", description="prefix of its tools' names: <name>_<tool>")
     tools: list[str] | None = Field(None, description="the server's tools to offer, by its own names; default: all")
     timeout_seconds: float = Field(30.0, gt=0.0, description="per call: a call that takes longer is an error the model reads")

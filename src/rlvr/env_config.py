@@ -104,6 +104,24 @@ class SearchQAEnvConfig(EnvCommon):
     task_config: SearchQAOptions = SearchQAOptions()
 
 
+class VerifiersEnvConfig(EnvCommon):
+    """An environment written for the `verifiers` package: its datasets, prompts and rubric (rlvr[verifiers])."""
+
+    name: Literal["verifiers"] = "verifiers"
+    id: str = Field(min_length=1, description="what verifiers.load_environment() loads, by module (`vf-arith`, `owner/vf-arith`)")
+    args: dict[str, Any] = Field({}, description="keyword arguments of the environment's load_environment()")
+    path: str | None = Field(None, description="a folder to import the environment's module from (relative to the recipe)")
+    correct: str | None = Field(
+        None, description="the rubric's reward function whose 1.0 means correct; default: its first with a positive weight"
+    )
+    # The environment's rubric has its own format function, so rlvr's is off unless asked for.
+    format_reward: float = Field(0.0, ge=0.0, description="rlvr's final-answer-line reward, added to the rubric's")
+
+    @property
+    def label(self) -> str:
+        return f"verifiers:{self.id}"
+
+
 class PluginEnvConfig(EnvCommon):
     """An environment a plugin registered: the shared keys, and options it validates itself."""
 
@@ -113,7 +131,8 @@ class PluginEnvConfig(EnvCommon):
 
 # The tag of each built-in config is the name it narrows `name` to.
 BUILTIN_ENVS: dict[str, type[EnvCommon]] = {
-    cls.model_fields["name"].default: cls for cls in (GymEnvConfig, MixtureEnvConfig, HumanEvalEnvConfig, SearchQAEnvConfig)
+    cls.model_fields["name"].default: cls
+    for cls in (GymEnvConfig, MixtureEnvConfig, HumanEvalEnvConfig, SearchQAEnvConfig, VerifiersEnvConfig)
 }
 
 
@@ -122,6 +141,7 @@ EnvConfig = Annotated[
     | Annotated[MixtureEnvConfig, Tag("mixture")]
     | Annotated[HumanEvalEnvConfig, Tag("humaneval")]
     | Annotated[SearchQAEnvConfig, Tag("searchqa")]
+    | Annotated[VerifiersEnvConfig, Tag("verifiers")]
     | Annotated[PluginEnvConfig, Tag("plugin")],
     Discriminator(
         name_tag(BUILTIN_ENVS, default="gym"),

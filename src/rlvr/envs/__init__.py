@@ -6,10 +6,18 @@ from collections.abc import Callable
 from typing import Any
 
 from rlvr.data import GYM_PREFIX, HUMANEVAL, Source
-from rlvr.env_config import EnvCommon, GymEnvConfig, HumanEvalEnvConfig, MixtureEnvConfig, SearchQAEnvConfig
+from rlvr.env_config import (
+    EnvCommon,
+    GymEnvConfig,
+    HumanEvalEnvConfig,
+    MixtureEnvConfig,
+    SearchQAEnvConfig,
+    VerifiersEnvConfig,
+)
 from rlvr.envs.base import Environment
 from rlvr.envs.mixture import MixtureEnvironment
 from rlvr.envs.searchqa import SearchQAEnvironment
+from rlvr.envs.verifiers_env import VerifiersEnvironment
 from rlvr.registry import Registry
 
 # name -> factory(the environment's config, one of rlvr.env_config's types; a plugin's gets PluginEnvConfig)
@@ -41,6 +49,13 @@ def searchqa(config: SearchQAEnvConfig) -> Environment:
     """Questions about a generated fictional world, answered with the `search` tool (env.task_config: countries,
     cities, people, organisations, two_hop_fraction, kb_seed)."""
     return SearchQAEnvironment(config)
+
+
+@ENVIRONMENTS.register("verifiers")
+def verifiers(config: VerifiersEnvConfig) -> Environment:
+    """An environment written for the `verifiers` package (env.id, env.args; rlvr[verifiers]): its dataset,
+    eval_dataset, prompts and rubric."""
+    return VerifiersEnvironment(config)
 
 
 def make_env(config: EnvCommon) -> Environment:
