@@ -26,9 +26,14 @@ def make_sampler(
 ) -> tuple[RolloutEngine | ToolLoop, ChatFormat, list[str]]:
     """What produces episodes (the engine itself, or the multi-turn loop that runs tools between its turns), the
     chat format that advertises the tools in prompts, and the tools' names."""
-    names = enabled_tools(config, env)
-    chat = ChatFormat(tokenizer, build_tools(names, config.tools, env.documents()))
+    tools = build_tools(enabled_tools(config, env), config.tools, env.documents())
+    names = [t.name for t in tools]  # with the tools of the MCP servers in `tools.mcp`, which join unnamed
+    chat = ChatFormat(tokenizer, tools)
     if not names:
         return engine, chat, names
-    settings = ToolLoopSettings(config.tools.max_turns, config.tools.max_result_tokens, config.tools.workers)
-    return ToolLoop(engine, chat, settings), chat, names
+    return ToolLoop(engine, chat, tool_loop_settings(config)), chat, names
+
+
+def tool_loop_settings(config: RunConfig) -> ToolLoopSettings:
+    """The tool loop's limits from `tools:` (for the loops built here and the API server's per-request ones)."""
+    return ToolLoopSettings(config.tools.max_turns, config.tools.max_result_tokens, config.tools.workers)
