@@ -49,7 +49,10 @@ LAYERS = [
             "rlvr.memory",
         ],
     ),
-    ("commands", ["rlvr.__main__", "rlvr.api", "rlvr.cli", "rlvr.run", "rlvr.report", "rlvr.assistant", "rlvr.chat_view"]),
+    (
+        "commands",
+        ["rlvr.__main__", "rlvr.api", "rlvr.cli", "rlvr.run", "rlvr.report", "rlvr.assistant", "rlvr.chat_view", "rlvr.serve"],
+    ),
 ]
 
 

@@ -146,8 +146,6 @@ def test_tool_decorator_registers_a_user_tool():
         assert built.session()({"word": "abc"}) == "ABC"
         with pytest.raises(ConfigError, match="tools.enabled: unknown tool 'nope'"):
             build_tools(["nope"], ToolsConfig())
-        with pytest.raises(ConfigError, match="tools.modules: cannot import 'no_such_module_x'"):
-            build_tools([], ToolsConfig(modules=["no_such_module_x"]))
     finally:
         del TOOLS["test_lookup_registered"]
 

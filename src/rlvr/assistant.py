@@ -48,8 +48,17 @@ class Assistant:
     def start(self, question: str | None = None, messages: Sequence[dict[str, Any]] | None = None) -> Conversation:
         """A conversation opened by a question (rendered like a training prompt) or by explicit messages."""
         if messages is None:
-            messages = self.env.messages(Problem(question or "", ""))
+            messages = self.opening([{"role": "user", "content": question or ""}])
         return Conversation(self.chat.prompt_ids(messages), [dict(m) for m in messages])
+
+    def opening(self, messages: Sequence[dict[str, Any]], system_prompt: str | None = None) -> list[dict[str, Any]]:
+        """A conversation without a system message opens like a training prompt: the environment renders its first
+        question (the recipe's system prompt, or `system_prompt`, and its demonstrations), the rest follows. One with
+        a system message is the caller's own and stays as it is (`rlvr sample`'s `messages`, an API client's)."""
+        if not messages or messages[0]["role"] != "user":
+            return [dict(m) for m in messages]
+        first = Problem(messages[0]["content"], "", system_prompt=system_prompt)
+        return [*self.env.messages(first), *(dict(m) for m in messages[1:])]
 
     def follow_up(self, conversation: Conversation, question: str) -> Conversation:
         message = {"role": "user", "content": question}

@@ -292,6 +292,44 @@ def sample(
     console.print(f"wrote {written} samples to {output}")
 
 
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="Model folder, a run or checkpoint, or 'smollm2-135m'")],
+    recipe: Annotated[str | None, typer.Option(help="Recipe whose prompt, tools and sampling to use")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on")] = 8000,
+    tools: ToolsOption = None,
+    overrides: Overrides = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Sequences of concurrent requests generated together")] = 8,
+    batch_window_ms: Annotated[float, typer.Option(min=0.0, help="How long to wait for more requests to batch")] = 20.0,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Model tokens per reply when a request sets no max_tokens")] = 256,
+    effort_budgets: Annotated[
+        str | None, typer.Option(help="Thinking budgets of reasoning_effort, e.g. low=64,medium=256,high=1024")
+    ] = None,
+    plugins: Plugins = None,
+) -> None:
+    """An OpenAI-compatible HTTP server (/v1/models, /v1/chat/completions, /v1/completions) on the training
+    rollout: the same engine, chat format and tool loop, concurrent requests batched."""
+    try:
+        from rlvr.serve.app import run_server
+        from rlvr.serve.backend import ServedModel, serve_settings
+
+        settings = serve_settings(batch_size, batch_window_ms, max_tokens, effort_budgets)
+        served = ServedModel(_assistant(model, recipe, tools, overrides or [], plugins or []), model, settings)
+    except ImportError as error:
+        _fail(f"{error.name or error}: rlvr serve needs its extra: pip install 'rlvr[serve]'")
+    except (ConfigError, ValueError) as error:
+        _fail(error)
+    url = f"http://{host}:{port}/v1"
+    console.print(
+        f"[bold green]serving[/bold green] [bold]{model}[/bold] at [link={url}]{url}[/link] "
+        f"(tools: {', '.join(served.assistant.tool_names) or 'none'}; {type(served.engine).__name__})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    run_server(served, host, port)
+
+
 @template_app.command("check")
 def template_check(
     model: Annotated[str, typer.Argument(help="Model folder, a run or checkpoint, or 'smollm2-135m'")] = "smollm2-135m",

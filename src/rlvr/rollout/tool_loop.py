@@ -14,6 +14,8 @@ Rules, exactly:
   episode goes on. Nothing a model writes can crash the loop.
 - A tool result longer than `max_result_tokens` is cut, with a visible marker.
 - Each episode opens its own tool sessions, so the python tool's variables live exactly as long as one episode.
+- A well-formed call to an `external` tool (one the caller runs, as an API server's client does) is not run: the
+  episode ends there (stop reason `tool_calls`), its last turn holding the call.
 
 The episode's `text` is the model's last turn (what the verifier reads); `meta["messages"]` is the whole
 exchange in chat format, and `meta["tools"]` counts calls, errors, turns and tool tokens for monitoring.
@@ -68,12 +70,20 @@ class ToolPolicy:
     """Runs the call a turn ends with and inserts its result; ends the episode when the model answers or a limit is
     reached. One per `generate` call: it runs the calls of a turn in `pool`."""
 
-    def __init__(self, chat: ChatFormat, settings: ToolLoopSettings, stop_ids: set[int], pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        chat: ChatFormat,
+        settings: ToolLoopSettings,
+        stop_ids: set[int],
+        pool: ThreadPoolExecutor,
+        external: frozenset[str] = frozenset(),
+    ) -> None:
         self.chat = chat
         self.tokenizer = chat.tokenizer
         self.settings = settings
         self.stop_ids = stop_ids
         self.pool = pool
+        self.external = external
 
     def start(self, prompt: Sequence[int]) -> Trajectory[ToolState]:
         return Trajectory(list(prompt), ToolState())
@@ -99,6 +109,8 @@ class ToolPolicy:
             body = find_call(text)
             if body is None and not has_open_call(text):
                 responses[index] = Response(stop="end_of_turn" if ended else "length", truncated=not ended)
+            elif body is not None and self._calls_external(body):  # written in full, even at a limit: the caller runs it
+                responses[index] = Response(stop="tool_calls")
             elif len(ids) >= model_turn.limit:  # the turn's limit is what was left of the episode's model tokens
                 responses[index] = Response(stop="length", truncated=True)
             elif turn == self.settings.max_turns - 1:
@@ -113,6 +125,12 @@ class ToolPolicy:
             state.messages.append(self.chat.result_message(outcome.name, content))
             responses[index] = Response(insert=self.chat.result_ids(outcome.name, content, ended_with))
         return responses  # type: ignore[return-value]
+
+    def _calls_external(self, body: str) -> bool:
+        try:
+            return parse_call(body).name in self.external
+        except ToolError:  # malformed: answered with an error message like any other call
+            return False
 
     def _run(self, state: ToolState, body: str | None) -> ToolOutcome:
         """One call, never raising: what went wrong becomes the message the model reads."""
@@ -156,18 +174,28 @@ class ToolPolicy:
 class ToolLoop:
     """Wraps a rollout engine: the same `generate(prompts, sampling)`, with tool calls run between turns."""
 
-    def __init__(self, engine: RolloutEngine, chat: ChatFormat, settings: ToolLoopSettings = ToolLoopSettings()) -> None:
+    def __init__(
+        self,
+        engine: RolloutEngine,
+        chat: ChatFormat,
+        settings: ToolLoopSettings = ToolLoopSettings(),
+        external: frozenset[str] = frozenset(),
+    ) -> None:
         if settings.max_turns < 1:
             raise ValueError(f"max_turns must be at least 1, got {settings.max_turns}")
+        unknown = external - set(chat.by_name)
+        if unknown:
+            raise ValueError(f"external tools {sorted(unknown)} are not among the chat format's tools")
         self.engine = engine
         self.chat = chat
         self.tokenizer = chat.tokenizer
         self.settings = settings
+        self.external = external  # tools the caller runs: a call to one ends the episode
         model = getattr(engine, "model", None)
         self.stop_ids = stop_token_ids(model, self.tokenizer) if model is not None else {self.tokenizer.eos_token_id}
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Episode]:
         with ThreadPoolExecutor(max_workers=self.settings.workers) as pool:
-            policy = ToolPolicy(self.chat, self.settings, self.stop_ids, pool)
+            policy = ToolPolicy(self.chat, self.settings, self.stop_ids, pool, self.external)
             trajectories = run_turns(self.engine, policy, prompts, sampling)
         return [policy.episode(trajectory) for trajectory in trajectories]
