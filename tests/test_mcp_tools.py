@@ -29,7 +29,7 @@ from rlvr.tools.mcp_client import close_mcp_servers, mcp_tools, result_text  # n
 
 SERVER = str(Path(__file__).resolve().parent / "scripts" / "mcp_server.py")
 CALC = MCPServerConfig(command=sys.executable, args=[SERVER], name="calc")
-HASTY = CALC.model_copy(update={"timeout_seconds": 0.5})  # for calls that overrun their deadline
+HASTY = CALC.model_copy(update={"timeout_seconds": 3.0})  # for calls that overrun their deadline (a call answers in ms)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -128,7 +128,7 @@ def test_non_text_content_is_described_in_one_line():
 
 def test_a_hung_call_is_a_deadline_error_and_the_server_goes_on():
     tools = _tools(HASTY)
-    with pytest.raises(ToolError, match=r"MCP server calc `.*mcp_server.py`: sleep did not answer within 0.5 s"):
+    with pytest.raises(ToolError, match=r"MCP server calc `.*mcp_server.py`: sleep did not answer within 3 s"):
         _call(tools["calc_sleep"], seconds=60)
     assert _call(tools["calc_add"], a=1, b=2) == "3"
 
@@ -139,10 +139,9 @@ def test_a_server_that_dies_mid_call_is_named_in_the_error():
     pid = int(_call(doomed["doomed_pid"]))
     with pytest.raises(ToolError, match=r"MCP server doomed `.*mcp_server.py`: die failed: the connection closed .*dying on req"):
         _call(doomed["doomed_die"])
-    with pytest.raises(ToolError, match="MCP server doomed `.*`: add failed: the server is not running; .*dying on request"):
-        _call(doomed["doomed_add"], a=1, b=2)
     _wait_gone(pid)
-    assert int(_call(_tools(doomed_config)["doomed_pid"])) != pid  # the next build of the tools starts it again
+    assert _call(doomed["doomed_add"], a=1, b=2) == "3"  # the next call starts it again, through the same tools
+    assert int(_call(doomed["doomed_pid"])) != pid
 
 
 def test_servers_that_cannot_start_give_one_line_naming_the_command():
@@ -224,7 +223,7 @@ def test_results_are_cut_at_max_result_tokens_and_failures_counted(tokenizer):
     (episode,) = ToolLoop(hung, chat, ToolLoopSettings(max_turns=2)).generate([prompt], SamplingParams(max_new_tokens=64))
     assert episode.meta["tools"]["errors"] == 1 and episode.meta["tools"]["calls"] == {"calc_sleep": 1}
     (result,) = [m["content"] for m in episode.meta["messages"] if m["role"] == "tool"]
-    assert re.fullmatch(r"Error: MCP server calc `.*`: sleep did not answer within 0.5 s", result)
+    assert re.fullmatch(r"Error: MCP server calc `.*`: sleep did not answer within 3 s", result)
 
 
 def test_a_training_step_whose_episodes_call_an_mcp_tool(tiny_model_dir, tmp_path, tokenizer):

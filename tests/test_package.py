@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -41,9 +42,16 @@ def test_python_dash_m_rlvr_runs_the_command_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def installed_wheel(tmp_path_factory) -> Path:
-    """The wheel `pip wheel .` builds, unpacked as pip would install it (pure Python: a wheel is its install tree)."""
+    """The wheel `pip wheel .` builds, unpacked as pip would install it (pure Python: a wheel is its install tree).
+    Built from a copy of the sources: setuptools keeps `build/` between builds, and a file a stale build left there
+    would end up in the wheel whatever the package data says."""
     out = tmp_path_factory.mktemp("wheel")
-    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)]
+    source = out / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)]
     done = subprocess.run(build, capture_output=True, text=True, timeout=300, cwd=out)
     assert done.returncode == 0, done.stderr[-3000:]
     (wheel,) = out.glob("rlvr-*.whl")

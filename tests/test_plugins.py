@@ -4,6 +4,7 @@ rlvr's decorators is a valid choice in it, in this process and in the scoring wo
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -13,8 +14,13 @@ from typer.testing import CliRunner
 from rlvr.cli import app
 from rlvr.config import ConfigError, load_config
 from rlvr.envs import make_env
+from rlvr import plugins
+from rlvr.algos.advantages import ADVANTAGES
+from rlvr.algos.losses import POLICY_LOSSES
+from rlvr.envs import ENVIRONMENTS
 from rlvr.plugins import loaded_plugins
-from rlvr.rewards import REWARDS, Rubric
+from rlvr.rewards import REWARDS, VERIFIERS, VOTE_KEYS, Rubric
+from rlvr.tools import TOOLS
 from rlvr.scoring import Scorer
 from rlvr.types import Problem
 
@@ -62,6 +68,22 @@ def shout_test(text: str) -> str:
 '''
 
 
+@pytest.fixture(autouse=True)
+def _registries_as_they_were():
+    """What a test's plugins register is gone after it, as if its process had ended: other tests see rlvr's own
+    registries (and may count their entries)."""
+    tables = (REWARDS, VERIFIERS, VOTE_KEYS, ENVIRONMENTS, ADVANTAGES, POLICY_LOSSES, TOOLS)
+    saved, loaded = [dict(t) for t in tables], dict(plugins._LOADED)
+    yield
+    for table, entries in zip(tables, saved):
+        table.clear()
+        table.update(entries)
+    for name in set(plugins._LOADED.values()) - set(loaded.values()):
+        sys.modules.pop(name, None)  # the plugin's module, so that importing it again registers again
+    plugins._LOADED.clear()
+    plugins._LOADED.update(loaded)
+
+
 def _recipe(folder: Path, plugin_line: str, body: str) -> Path:
     recipe = folder / "recipe.yaml"
     recipe.write_text(plugin_line + "\n" + textwrap.dedent(body))
@@ -98,6 +120,7 @@ def test_command_line_plugins_are_relative_to_the_working_directory(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     config = load_config(None, ["env.rewards={cli_reward: 2.0}"], ["cli_plugin_reward.py"])
     assert config.env.rewards == {"cli_reward": 2.0} and config.plugins == [str(tmp_path / "cli_plugin_reward.py")]
+    assert load_config(None, ["plugins=[cli_plugin_reward.py]"]).plugins == config.plugins  # --set: the same
 
 
 @pytest.mark.parametrize(

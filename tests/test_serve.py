@@ -200,6 +200,12 @@ def test_a_malformed_request_gets_an_openai_error(base_url, body, status, param)
     assert set(error) == {"message", "type", "param", "code"}
 
 
+def test_unimplemented_fields_are_accepted_at_their_defaults(client):
+    defaults = {"frequency_penalty": 0, "presence_penalty": 0.0, "logprobs": False, "response_format": {"type": "text"}}
+    answer = client.chat.completions.create(model=MODEL, messages=PLAIN, temperature=0, max_tokens=2, **defaults)
+    assert answer.choices[0].message.content
+
+
 def test_the_openai_client_raises_the_error(client):
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model=MODEL, messages=PLAIN, reasoning_effort="extreme")

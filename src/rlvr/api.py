@@ -130,7 +130,9 @@ def run_evaluation(
         try:
             summary, samples = run_eval(sampler, environment, tokenizer, scorer, settings, provenance, progress, chat)
         except EngineError as error:
-            raise EngineError(f"{error}{_keep_partial(out, error.partial)}") from error
+            failure = EngineError(f"{error}{_keep_partial(out, error.partial)}")
+            failure.partial = error.partial  # a caller without `out` keeps them too
+            raise failure from error
     if out is not None:
         from rlvr.eval.report import write_report
 

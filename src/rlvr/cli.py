@@ -313,11 +313,11 @@ def serve(
     try:
         from rlvr.serve.app import run_server
         from rlvr.serve.backend import ServedModel, serve_settings
-
-        settings = serve_settings(batch_size, batch_window_ms, max_tokens, effort_budgets)
-        served = ServedModel(_assistant(model, recipe, tools, overrides or [], plugins or []), model, settings)
     except ImportError as error:
         _fail(f"{error.name or error}: rlvr serve needs its extra: pip install 'rlvr[serve]'")
+    try:
+        settings = serve_settings(batch_size, batch_window_ms, max_tokens, effort_budgets)
+        served = ServedModel(_assistant(model, recipe, tools, overrides or [], plugins or []), model, settings)
     except (ConfigError, ValueError) as error:
         _fail(error)
     url = f"http://{host}:{port}/v1"

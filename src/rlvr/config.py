@@ -396,7 +396,9 @@ def load_config(
     for assignment in overrides:
         set_override(data, assignment)
     _switch_named_sections(data, recipe, overrides)
-    if plugins:
+    if plugins or isinstance(data.get("plugins"), list):
+        # The recipe's own are anchored to its folder above; those given with --set or --plugin, to the working
+        # directory: every file is absolute in config.yaml, so a resume from another folder finds it.
         listed = data.get("plugins") if isinstance(data.get("plugins"), list) else []
-        data["plugins"] = [*listed, *(anchor_plugin(spec, Path.cwd()) for spec in plugins)]
+        data["plugins"] = [anchor_plugin(spec, Path.cwd()) if isinstance(spec, str) else spec for spec in [*listed, *plugins]]
     return parse_config(data, source=str(path))

@@ -27,6 +27,7 @@ import json
 import math
 import sys
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,11 @@ from rlvr.errors import ConfigError
 from rlvr.rewards.rubric import Rubric, Score
 from rlvr.types import Problem
 
-INSTALL_HINT = "pip install 'rlvr[verifiers]'"
+# verifiers 0.3.1 pins mcp<2, which vLLM and tools.mcp cannot share: beside them, install it as `make setup` does.
+INSTALL_HINT = (
+    "pip install 'rlvr[verifiers]', or beside vLLM or tools.mcp: pip install --no-deps verifiers==0.3.1 "
+    "and its other requirements"
+)
 # Problem.meta keys: the verifiers row (what its rubric reads) and the prompt as plain chat messages.
 ROW = "verifiers_row"
 PROMPT = "verifiers_prompt"
@@ -68,6 +73,17 @@ class VerifiersSpec:
 
 # One loaded environment per spec and process (the trainer's, and each scoring worker's).
 _LOADED: dict[VerifiersSpec, Any] = {}
+
+
+def _run_coroutine(coroutine: Any) -> Any:
+    """Run an async rubric to completion, also from code that already runs an event loop (a notebook calling
+    `rlvr.evaluate` with `scoring.workers: 0`), where `asyncio.run` refuses: then on a fresh loop in a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def import_verifiers() -> Any:
@@ -203,7 +219,7 @@ class VerifiersRubric(Rubric):
         turn = {"prompt": state["prompt"], "completion": state["completion"], "is_truncated": state["is_truncated"]}
         step = {"response": None, "tokens": None, "reward": None, "advantage": None, "extras": {}}
         state["trajectory"] = [{**turn, **step, "trajectory_id": state["trajectory_id"]}]
-        asyncio.run(env.rubric.score_rollout(state))
+        _run_coroutine(env.rubric.score_rollout(state))
         own = super().score(text, problem)  # rlvr's terms, if any
         components = {self._component(name): float(value) for name, value in state["metrics"].items()}
         return Score(float(state["reward"]) + own.total, {**components, **own.components}, own.info)

@@ -97,8 +97,10 @@ class Job:
 
     @property
     def key(self) -> tuple[Any, ...]:
-        """Jobs with equal keys run in one engine call."""
-        return (self.mode, self.sampling, self.seeded, self.budget, self.client_tools)
+        """Jobs with equal keys run in one engine call. A sampled request with the client's own seed runs alone: one
+        call draws from one generator, so its answer would otherwise depend on the requests it shared a call with."""
+        alone = id(self) if self.seeded and not self.sampling.greedy else None
+        return (self.mode, self.sampling, self.seeded, self.budget, self.client_tools, alone)
 
     @property
     def size(self) -> int:

@@ -40,7 +40,7 @@ class Batcher:
         self.queue: queue.Queue[Pending | None] = queue.Queue()
         self.batches = count()
         self.carried: Pending | None = None  # taken from the queue but left for the next batch, which it would overfill
-        self.thread = threading.Thread(target=self._work, name="rlvr-serve-engine", daemon=True)
+        self.thread: threading.Thread | None = None
 
     def submit(self, build: Callable[[], Job], size: int) -> Future[tuple[Job, list[Generated]]]:
         pending = Pending(build, size)
@@ -48,12 +48,15 @@ class Batcher:
         return pending.future
 
     def start(self) -> None:
+        """A fresh worker per start: an app's lifespan may run more than once (a second test client)."""
+        self.thread = threading.Thread(target=self._work, name="rlvr-serve-engine", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
         self.queue.put(None)
-        if self.thread.is_alive():
+        if self.thread is not None and self.thread.is_alive():
             self.thread.join()
+        self.thread = None
 
     def collect(self) -> list[Pending] | None:
         """The next batch: the first request waiting, and those that arrive within the window while there is room."""
@@ -82,6 +85,10 @@ class Batcher:
             number = next(self.batches)
             groups: dict[tuple, list[tuple[Pending, Job]]] = {}
             for pending in batch:
+                # A request whose caller gave up (a cancelled task cancels its future) is skipped; a running future
+                # can no longer be cancelled, so setting its result later cannot fail and kill this thread.
+                if not pending.future.set_running_or_notify_cancel():
+                    continue
                 try:
                     job = pending.build()
                 except Exception as error:  # a request the server cannot render: its own error, the batch goes on

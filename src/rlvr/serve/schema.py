@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 EffortLevel = Literal["low", "medium", "high"]
 
@@ -94,8 +94,26 @@ class ThinkingExtension(_Request):
     thinking_budget: int | None = Field(None, ge=1)
 
 
+def _only(default: Any) -> AfterValidator:
+    """An OpenAI field this server does not implement, accepted at the value that changes nothing (SDK wrappers send
+    defaults explicitly); any other value is refused with the field named, so a client relying on it hears so."""
+
+    def check(value: Any) -> Any:
+        if value is not None and value != default:
+            raise ValueError(f"not supported by this server (accepted only as {default!r}, its default)")
+        return value
+
+    return AfterValidator(check)
+
+
 class _Sampling(_Request):
     """What chat and text completions share."""
+
+    frequency_penalty: Annotated[float | None, _only(0.0)] = None
+    presence_penalty: Annotated[float | None, _only(0.0)] = None
+    logit_bias: Annotated[dict[str, float] | None, _only({})] = None
+    store: bool | None = None  # a hosted API's option: nothing is stored here either way
+    metadata: dict[str, str] | None = None
 
     model: str
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="0: greedy; default: the recipe's")
@@ -120,6 +138,8 @@ class ChatCompletionRequest(_Sampling):
     tools: list[ToolSpec] | None = None
     tool_choice: Literal["auto", "none"] | None = None
     parallel_tool_calls: bool | None = None  # accepted; the trained format makes one call per turn
+    logprobs: Annotated[bool | None, _only(False)] = None
+    response_format: Annotated[dict[str, Any] | None, _only({"type": "text"})] = None
     reasoning_effort: EffortLevel | None = None
     thinking_budget: int | None = Field(None, ge=1, description="extension: thinking tokens")
     extra_body: ThinkingExtension | None = None

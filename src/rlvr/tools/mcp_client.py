@@ -103,6 +103,9 @@ class MCPServer:
         self._finished = threading.Event()  # the session task is over (the server is stopped, or never started)
         self._session: ClientSession | None = None
         self._lost = False  # the connection closed under a call: the server is gone
+        self._closed = False  # closed on purpose (the run ended): not started again
+        self._restart_lock = threading.Lock()
+        self.restarts = 0
 
     # ---- lifetime ----------------------------------------------------------
     def start(self) -> MCPServer:
@@ -155,8 +158,28 @@ class MCPServer:
         self._stderr.close()
 
     def close(self) -> None:
+        self._closed = True
         self.stop()
         self.wait()
+
+    def _restart(self) -> None:
+        """A server that died under a run starts again at the next call (tools are built once per run: without this,
+        one crash would fail every later call). The call that found it dead waits for the start; if the start
+        fails, so does that call, with the reason, and the next call tries again."""
+        with self._restart_lock:  # tool calls run in several threads: one of them restarts it
+            if self.alive or self._closed:
+                return
+            self.stop()
+            self.wait()
+            self._stderr = tempfile.TemporaryFile("w+b")
+            self._stop, self._finished, self._lost = asyncio.Event(), threading.Event(), False
+            ready: Future[list[mcp_types.Tool]] = Future()
+            asyncio.run_coroutine_threadsafe(self._serve(ready), self._loop)
+            try:
+                ready.result(self.config.startup_timeout_seconds + CLOSE_SECONDS)
+            except Exception as error:
+                raise ToolError(f"{self.label}: it stopped, and starting it again failed: {self._reason(error)}") from None
+            self.restarts += 1
 
     @property
     def alive(self) -> bool:
@@ -188,6 +211,8 @@ class MCPServer:
 
     def call(self, name: str, arguments: dict[str, Any]) -> str:
         """Calls one of the server's tools (by its own name) within `timeout_seconds`; a `ToolError` says what failed."""
+        if not self.alive:
+            self._restart()
         session = self._session
         if session is None or not self.alive:
             raise ToolError(f"{self.label}: {name} failed: the server is not running{self._last_words()}")
@@ -204,7 +229,7 @@ class MCPServer:
             if isinstance(error, TimeoutError) or (isinstance(error, MCPError) and error.code == mcp_types.REQUEST_TIMEOUT):
                 raise ToolError(f"{self.label}: {name} did not answer within {seconds:g} s") from None
             if isinstance(error, MCPError) and error.code == mcp_types.CONNECTION_CLOSED:
-                self._lost = True  # the next build of the tools starts it again; this session task can end
+                self._lost = True  # the next call starts it again; this session task can end
                 self.stop()
             raise ToolError(f"{self.label}: {name} failed: {self._reason(error)}") from None
         text = result_text(result)
@@ -259,7 +284,8 @@ class _Servers:
     running: dict[str, MCPServer] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        threading.Thread(target=self.loop.run_forever, name="rlvr-mcp", daemon=True).start()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="rlvr-mcp", daemon=True)
+        self.thread.start()
 
 
 _LOCK = threading.Lock()
@@ -301,7 +327,11 @@ def close_mcp_servers() -> None:
     if state is None or state.pid != os.getpid():
         return
     for server in state.running.values():
+        server._closed = True
         server.stop()
     for server in state.running.values():
         server.wait()
     state.loop.call_soon_threadsafe(state.loop.stop)
+    state.thread.join(CLOSE_SECONDS)
+    if not state.thread.is_alive():
+        state.loop.close()
