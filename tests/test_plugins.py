@@ -11,17 +11,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rlvr.cli import app
-from rlvr.config import ConfigError, load_config
-from rlvr.envs import make_env
 from rlvr import plugins
 from rlvr.algos.advantages import ADVANTAGES
 from rlvr.algos.losses import POLICY_LOSSES
-from rlvr.envs import ENVIRONMENTS
+from rlvr.cli import app
+from rlvr.config import ConfigError, load_config
+from rlvr.envs import ENVIRONMENTS, make_env
 from rlvr.plugins import loaded_plugins
 from rlvr.rewards import REWARDS, VERIFIERS, VOTE_KEYS, Rubric
-from rlvr.tools import TOOLS
 from rlvr.scoring import Scorer
+from rlvr.tools import TOOLS
 from rlvr.types import Problem
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "plugin" / "larger.yaml"
