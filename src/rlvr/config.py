@@ -375,9 +375,7 @@ def _switch_named_sections(data: dict[str, Any], recipe: dict[str, Any], overrid
         parent[path[-1]] = rebuilt[path[-1]]
 
 
-def load_config(
-    recipe: str | None = None, overrides: list[str] | tuple[str, ...] = (), plugins: Sequence[str] = ()
-) -> RunConfig:
+def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = (), plugins: Sequence[str] = ()) -> RunConfig:
     """A recipe (a file or a packaged name) with `--set` overrides applied; `plugins` (from `--plugin`, relative to the
     working directory) are imported after the recipe's own."""
     path = recipe_path(recipe)
