@@ -11,6 +11,9 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -58,17 +61,9 @@ PLAIN = [
 ]
 
 
-@pytest.fixture(scope="module")
-def base_url():
-    from rlvr.assistant import Assistant
-    from rlvr.config import load_config
-    from rlvr.serve.app import create_app
-    from rlvr.serve.backend import ServedModel, ServeSettings
-
-    torch.manual_seed(0)
-    config = load_config("python-math", ["rollout.engine=transformers", f"model.path={MODEL}"])
-    settings = ServeSettings(max_tokens=48, effort_budgets=BUDGETS)
-    app = create_app(ServedModel(Assistant(MODEL, config), MODEL, settings))
+@contextmanager
+def _serving(app) -> Iterator[str]:
+    """`app` on uvicorn in a thread, on a free port: its base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -79,9 +74,25 @@ def base_url():
             break
         time.sleep(0.05)
     assert server.started, "the server did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    server.should_exit = True
-    thread.join()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    finally:
+        server.should_exit = True
+        thread.join()
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    from rlvr.assistant import Assistant
+    from rlvr.config import load_config
+    from rlvr.serve.app import create_app
+    from rlvr.serve.backend import ServedModel, ServeSettings
+
+    torch.manual_seed(0)
+    config = load_config("python-math", ["rollout.engine=transformers", f"model.path={MODEL}"])
+    settings = ServeSettings(max_tokens=48, effort_budgets=BUDGETS)
+    with _serving(create_app(ServedModel(Assistant(MODEL, config), MODEL, settings))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +127,15 @@ def test_a_text_completion(client):
     answer = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=4, temperature=0)
     assert answer.choices[0].text and answer.choices[0].finish_reason == "length"
     assert answer.usage.completion_tokens == 4
+
+
+def test_a_streamed_text_completion_stops_where_the_answer_does(client):
+    request = {"model": MODEL, "prompt": "One, two, three,", "max_tokens": 12, "temperature": 0, "stop": [" five"], "n": 2}
+    answer = client.completions.create(**request)
+    assert answer.choices[0].finish_reason == "stop" and "five" not in answer.choices[0].text
+    chunks = list(client.completions.create(**request, stream=True))
+    for choice in answer.choices:  # each choice's own deltas
+        assert "".join(c.choices[0].text for c in chunks if c.choices[0].index == choice.index) == choice.text
 
 
 def test_concurrent_requests_are_all_answered(client):
@@ -280,3 +300,92 @@ def test_the_tool_loop_runs_its_own_tools_and_returns_external_calls(tokenizer):
     assert episode.text == turns[2] and [m["role"] for m in episode.meta["messages"]] == ["assistant", "tool"] * 2 + ["assistant"]
     with pytest.raises(ValueError, match="not among"):
         ToolLoop(loop.engine, chat, external=frozenset({"search"}))
+
+
+class _Streaming(RolloutEngine):
+    """Tells every row a reply's first tokens, then waits until the test has read them before it tells the rest:
+    whether a chunk came before the reply was finished is then known, not timed."""
+
+    def __init__(self, tokenizer, first: str, rest: str) -> None:
+        self.tokenizer = tokenizer
+        self.parts = [tokenizer.encode(part, add_special_tokens=False) for part in (first, rest)]
+        self.read, self.finished = threading.Event(), threading.Event()
+
+    def generate(self, prompts, sampling):
+        return self.generate_streaming(prompts, sampling, lambda row, ids: None)
+
+    def generate_streaming(self, prompts, sampling, on_tokens):
+        for number, part in enumerate(self.parts):
+            if number:
+                self.read.wait(timeout=120)  # a bound against a broken test, not a timing it depends on
+            for row in range(len(prompts)):
+                for token in part:
+                    on_tokens(row, [token])
+        self.finished.set()
+        ids = [*self.parts[0], *self.parts[1], self.tokenizer.eos_token_id]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return [Episode(list(p), ids, [0.0] * len(ids), [1] * len(ids), text=text) for p in prompts]
+
+    def update_weights(self, weights):
+        pass
+
+
+@pytest.fixture
+def streaming(tokenizer):
+    """A server on the scripted streaming engine: its URL and the engine."""
+    from rlvr.config import load_config
+    from rlvr.serve.app import create_app
+    from rlvr.serve.backend import ServedModel, ServeSettings
+
+    engine = _Streaming(tokenizer, "Hello there", ", world.")
+    assistant = SimpleNamespace(
+        config=load_config(None),
+        tokenizer=tokenizer,
+        engine=engine,
+        sampler=engine,
+        chat=SimpleNamespace(tools=[]),
+        opening=lambda messages, system_prompt=None: [dict(m) for m in messages],
+    )
+    with _serving(create_app(ServedModel(assistant, "scripted", ServeSettings(batch_window_ms=0)))) as url:
+        try:
+            yield url, engine
+        finally:
+            engine.read.set()  # a test that failed before reading leaves no worker waiting: the server can stop
+
+
+def _events(lines: Iterator[str]) -> Iterator[dict]:
+    for line in lines:
+        if line.startswith("data: ") and line != "data: [DONE]":
+            yield json.loads(line.removeprefix("data: "))
+
+
+def test_a_stream_sends_text_before_the_reply_is_finished(streaming):
+    url, engine = streaming
+    request = {"model": "scripted", "messages": PLAIN, "temperature": 0, "n": 2, "stream": True}
+    with httpx.stream("POST", f"{url}/chat/completions", json=request, timeout=120) as response:
+        events = _events(response.iter_lines())
+        received = []
+        for event in events:
+            received.append(event)
+            if event["choices"] and event["choices"][0]["delta"].get("content"):
+                break
+        assert not engine.finished.is_set()  # the engine is still waiting for this test
+        engine.read.set()
+        received += list(events)
+    for index in (0, 1):  # each choice its own deltas, which add up to the answer
+        deltas = [e["choices"][0] for e in received if e["choices"] and e["choices"][0]["index"] == index]
+        assert "".join(d["delta"].get("content") or "" for d in deltas) == "Hello there, world."
+        assert deltas[0]["delta"]["role"] == "assistant" and deltas[-1]["finish_reason"] == "stop"
+    answer = httpx.post(f"{url}/chat/completions", json={**request, "stream": False}, timeout=120).json()
+    assert [c["message"]["content"] for c in answer["choices"]] == ["Hello there, world."] * 2
+
+
+def test_a_client_that_leaves_mid_stream_does_not_stop_the_server(streaming):
+    url, engine = streaming
+    request = {"model": "scripted", "prompt": "Hi", "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{url}/completions", json=request, timeout=120) as response:
+        first = next(_events(response.iter_lines()))
+    assert first["choices"][0]["text"] == "Hello"  # the first token's text; then the client is gone, mid-reply
+    engine.read.set()
+    answer = httpx.post(f"{url}/completions", json={**request, "stream": False}, timeout=120).json()
+    assert answer["choices"][0]["text"] == "Hello there, world."

@@ -83,6 +83,24 @@ def test_min_new_tokens_hold_back_the_end_of_turn(engine, tokenizer):
     _min_new_tokens_hold_back_the_end_of_turn(engine, tokenizer)
 
 
+@pytest.mark.parametrize(
+    "sampling",
+    [SamplingParams(greedy=True, max_new_tokens=10), SamplingParams(temperature=TEMPERATURE, max_new_tokens=10, seed=3)],
+    ids=["greedy", "sampled"],
+)
+def test_a_streamed_call_tells_each_step_and_samples_as_generate_does(engine, tokenizer, sampling):
+    prompts = [_prompt(tokenizer, "What is 2 + 2?")] * 2 + [_prompt(tokenizer, "Say hi.")]
+    told: list[tuple[int, list[int]]] = []
+    streamed = engine.generate_streaming(prompts, sampling, lambda row, ids: told.append((row, ids)))
+    for row, episode in enumerate(streamed):  # every copy of a prompt is told its own sample's ids, step by step
+        steps = [ids for r, ids in told if r == row]
+        assert [i for ids in steps for i in ids] == episode.completion_ids and len(steps) > 1
+    plain = engine.generate(prompts, sampling)  # the same seed, the same samples and log-probs, stepped or not
+    assert [(e.completion_ids, e.logprobs, e.truncated) for e in plain] == [
+        (e.completion_ids, e.logprobs, e.truncated) for e in streamed
+    ]
+
+
 def test_new_weights_are_served_and_the_prefix_cache_forgets_the_old_ones(engine, policy, tokenizer):
     from rlvr.models import inference_weights, load_policy
 

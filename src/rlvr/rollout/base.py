@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +11,9 @@ import torch
 from rlvr.config import SamplingConfig
 from rlvr.hardware import DtypeChoice
 from rlvr.types import Episode
+
+# Told, while a call generates, the ids each step added to one completion: (its prompt's index in the call, the ids).
+TokenCallback = Callable[[int, list[int]], None]
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,19 @@ class RolloutEngine(ABC):
 
     @abstractmethod
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Episode]: ...
+
+    def generate_streaming(
+        self, prompts: Sequence[Sequence[int]], sampling: SamplingParams, on_tokens: TokenCallback
+    ) -> list[Episode]:
+        """`generate`, telling `on_tokens` each completion's ids as they are sampled (a server streams them).
+
+        The ids told for a row add up to its episode's `completion_ids`. A separate method, not an argument of
+        `generate`, so the training path and engines that cannot stream stay as they are: this default tells each
+        row's ids at once when the call has finished; the transformers and vLLM engines tell them step by step."""
+        episodes = self.generate(prompts, sampling)
+        for row, episode in enumerate(episodes):
+            on_tokens(row, list(episode.completion_ids))
+        return episodes
 
     @abstractmethod
     def update_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None: ...

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from rlvr.rollout.base import RolloutEngine, SamplingParams
+from rlvr.rollout.base import RolloutEngine, SamplingParams, TokenCallback
 from rlvr.rollout.stop_tokens import stop_token_ids
 from rlvr.types import Episode
 
@@ -70,8 +70,19 @@ class TransformersEngine(RolloutEngine):
         self.device = model.device  # the engine decodes where the model lives
         self.stop_ids = torch.tensor(sorted(stop_token_ids(model, tokenizer)), device=self.device)
 
-    @torch.inference_mode()
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Episode]:
+        return self._generate(prompts, sampling, None)
+
+    def generate_streaming(
+        self, prompts: Sequence[Sequence[int]], sampling: SamplingParams, on_tokens: TokenCallback
+    ) -> list[Episode]:
+        """Each step's token of every running row is told as it is sampled (rows of one batch interleave)."""
+        return self._generate(prompts, sampling, on_tokens)
+
+    @torch.inference_mode()
+    def _generate(
+        self, prompts: Sequence[Sequence[int]], sampling: SamplingParams, on_tokens: TokenCallback | None
+    ) -> list[Episode]:
         generator = torch.Generator(self.device).manual_seed(sampling.seed)
         # Longest prompts first, so each batch pads little; results go back in input order.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -81,14 +92,20 @@ class TransformersEngine(RolloutEngine):
         try:
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                for index, episode in zip(chunk, self._generate_batch([prompts[i] for i in chunk], sampling, generator)):
+                # The batch's rows are told by their index in the call's prompts, not in the sorted chunk.
+                told = None if on_tokens is None else (lambda row, ids, chunk=chunk: on_tokens(chunk[row], ids))
+                for index, episode in zip(chunk, self._generate_batch([prompts[i] for i in chunk], sampling, generator, told)):
                     episodes[index] = episode
         finally:
             self.model.train(was_training)
         return episodes  # type: ignore[return-value]
 
     def _generate_batch(
-        self, prompts: list[Sequence[int]], sampling: SamplingParams, generator: torch.Generator
+        self,
+        prompts: list[Sequence[int]],
+        sampling: SamplingParams,
+        generator: torch.Generator,
+        on_tokens: TokenCallback | None = None,
     ) -> list[Episode]:
         size = len(prompts)
         # A group's completions share one prompt: prefill each distinct prompt once, then copy its cache rows.
@@ -110,6 +127,8 @@ class TransformersEngine(RolloutEngine):
             for row, token, logprob in zip(active.tolist(), next_tokens.tolist(), next_logprobs.tolist()):
                 tokens[row].append(token)
                 logprobs[row].append(logprob)
+                if on_tokens is not None:
+                    on_tokens(row, [token])
             running = ~torch.isin(next_tokens, self.stop_ids)
             if sampling.stop:
                 hits = self._stop_text_hits([tokens[row] for row in active.tolist()], sampling.stop, window).to(self.device)

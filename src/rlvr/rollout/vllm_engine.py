@@ -21,6 +21,8 @@ import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
 
 import torch
@@ -30,12 +32,23 @@ from rlvr.config import VLLMConfig
 from rlvr.errors import EngineError
 from rlvr.hardware import choose_dtype
 from rlvr.models import inference_weights
-from rlvr.rollout.base import RolloutEngine, SamplingParams
+from rlvr.rollout.base import RolloutEngine, SamplingParams, TokenCallback
 from rlvr.rollout.stop_tokens import stop_token_ids
 from rlvr.types import Episode
 
 # One request to vLLM: a distinct prompt and the positions, in the call's list of prompts, of its samples.
 Request = tuple[tuple[int, ...], list[int]]
+# Ids of the requests a streamed call adds itself, apart from those `LLM.generate` numbers.
+_STREAM_IDS = count()
+
+
+@dataclass
+class _Sample:
+    """One sample of a streamed request, gathered from vLLM's per-step deltas (what `LLM.generate` returns whole)."""
+
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[dict] = field(default_factory=list)
+    finish_reason: str | None = None
 
 
 def vllm_available() -> bool:
@@ -148,6 +161,18 @@ class VLLMEngine(RolloutEngine):
         self.update_weights(inference_weights(model))
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Episode]:
+        return self._generate(prompts, sampling, None)
+
+    def generate_streaming(
+        self, prompts: Sequence[Sequence[int]], sampling: SamplingParams, on_tokens: TokenCallback
+    ) -> list[Episode]:
+        """The same requests, seeding and chunks as `generate`, but stepped here (`LLMEngine.add_request` and `step`,
+        the loop `LLM.generate` runs) with delta outputs, so each step's new ids are told as vLLM samples them."""
+        return self._generate(prompts, sampling, on_tokens)
+
+    def _generate(
+        self, prompts: Sequence[Sequence[int]], sampling: SamplingParams, on_tokens: TokenCallback | None
+    ) -> list[Episode]:
         # A group's copies of one prompt become one request for n samples: vLLM prefills the prompt once and
         # shares its KV cache (prefix caching cannot help requests that are prefilled in the same engine step).
         distinct: dict[tuple[int, ...], list[int]] = {}
@@ -163,14 +188,61 @@ class VLLMEngine(RolloutEngine):
         with torch.random.fork_rng():  # an in-process worker's seeding leaves the caller's random state as it was
             self.llm.collective_rpc(_seed_worker, args=(sampling.seed,))
             for chunk in self._chunks(requests):
-                self._generate_chunk(chunk, sampling, episodes)
+                self._generate_chunk(chunk, sampling, episodes, on_tokens)
         return episodes  # type: ignore[return-value]
 
-    def _generate_chunk(self, chunk: list[Request], sampling: SamplingParams, episodes: list[Episode | None]) -> None:
-        """One `LLM.generate` call for `chunk`; its samples go to their positions in `episodes`."""
+    def _generate_chunk(
+        self, chunk: list[Request], sampling: SamplingParams, episodes: list[Episode | None], on_tokens: TokenCallback | None
+    ) -> None:
+        """One `LLM.generate` call for `chunk` (stepped here when streamed); its samples go to their positions in
+        `episodes`."""
+        params = self._params(chunk, sampling)
+        prompts = [{"prompt_token_ids": list(p)} for p, _ in chunk]
+        try:
+            if on_tokens is None:
+                samples = [output.outputs for output in self.llm.generate(prompts, params, use_tqdm=False)]
+            else:
+                samples = self._step(chunk, prompts, params, sampling.greedy, on_tokens)
+        except Exception as error:
+            raise EngineError(self._describe_failure(chunk, sampling, error)) from error
+        for (prompt, indices), outputs in zip(chunk, samples):
+            for index, sample in zip(indices, outputs * len(indices) if sampling.greedy else outputs):
+                episodes[index] = self._episode(prompt, sample)
+
+    def _step(self, chunk: list[Request], prompts: list[dict], params: list, greedy: bool, on_tokens: TokenCallback) -> list:
+        """`LLM.generate`'s own loop (add the requests, step until none is unfinished) with delta outputs: each step
+        tells the ids it added, to every copy of a greedy prompt (vLLM makes one sample for them all). A failure
+        aborts the chunk's requests, so the engine is left with none of them."""
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self.llm.llm_engine
+        ids = [f"rlvr-stream-{next(_STREAM_IDS)}" for _ in chunk]
+        samples = {request_id: [_Sample() for _ in range(p.n)] for request_id, p in zip(ids, params)}
+        indices = {request_id: request[1] for request_id, request in zip(ids, chunk)}
+        try:
+            for request_id, prompt, request_params in zip(ids, prompts, params):
+                request_params.output_kind = RequestOutputKind.DELTA
+                engine.add_request(request_id, prompt, request_params)
+            while engine.has_unfinished_requests():
+                for output in engine.step():
+                    for delta in output.outputs:
+                        sample = samples[output.request_id][delta.index]
+                        sample.token_ids += delta.token_ids
+                        sample.logprobs += delta.logprobs or []
+                        sample.finish_reason = delta.finish_reason or sample.finish_reason
+                        if delta.token_ids:
+                            rows = indices[output.request_id] if greedy else [indices[output.request_id][delta.index]]
+                            for row in rows:
+                                on_tokens(row, list(delta.token_ids))
+        except BaseException:
+            engine.abort_request(ids)
+            raise
+        return [samples[request_id] for request_id in ids]
+
+    def _params(self, chunk: list[Request], sampling: SamplingParams) -> list:
         from vllm import SamplingParams as VLLMSampling
 
-        params = [
+        return [
             VLLMSampling(
                 # Greedy samples of one prompt are all the same: vLLM makes one (it refuses n > 1 without sampling).
                 n=1 if sampling.greedy else len(indices),
@@ -186,14 +258,6 @@ class VLLMEngine(RolloutEngine):
             )
             for _, indices in chunk
         ]
-        try:
-            outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p, _ in chunk], params, use_tqdm=False)
-        except Exception as error:
-            raise EngineError(self._describe_failure(chunk, sampling, error)) from error
-        for (prompt, indices), output in zip(chunk, outputs):
-            samples = output.outputs * len(indices) if sampling.greedy else output.outputs
-            for index, sample in zip(indices, samples):
-                episodes[index] = self._episode(prompt, sample)
 
     def _describe_failure(self, chunk: list[Request], sampling: SamplingParams, error: Exception) -> str:
         what = error.__class__.__name__ + (f": {str(error).strip().splitlines()[0]}" if str(error).strip() else "")

@@ -1,15 +1,11 @@
-"""Generations as OpenAI answers: the thinking apart from the answer, tool calls as `tool_calls`, streams as chunks.
-
-A stream is cut from the finished answer (`chat_chunks`, `completion_chunks`), so its deltas add up to exactly what
-the same request answers without `stream`.
-"""
+"""Generations as OpenAI answers: the thinking apart from the answer, tool calls as `tool_calls` (a stream's chunks
+are `rlvr.serve.streaming`'s)."""
 
 from __future__ import annotations
 
 import json
-import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from rlvr.eval.thinking import split_thinking
@@ -18,15 +14,11 @@ from rlvr.serve.schema import (
     AnswerMessage,
     ChatChoice,
     ChatCompletion,
-    ChatCompletionChunk,
-    ChunkChoice,
     Completion,
     CompletionChoice,
-    Delta,
     FinishReason,
     FunctionCall,
     ReasoningDetails,
-    ToolCallDelta,
     ToolCallRecord,
     Usage,
 )
@@ -113,48 +105,3 @@ def chat_completion(model: str, job: Job, generated: list[Generated]) -> ChatCom
 def text_completion(model: str, job: Job, generated: list[Generated]) -> Completion:
     choices = [CompletionChoice(index=i, text=g.text, finish_reason=FINISH_REASONS[g.stop]) for i, g in enumerate(generated)]
     return Completion(model=model, choices=choices, usage=usage(job, generated))
-
-
-def pieces(text: str | None) -> list[str]:
-    """A text cut before each word that follows whitespace: the pieces add up to the text exactly."""
-    return [piece for piece in re.split(r"(?<=\s)(?=\S)", text or "") if piece]
-
-
-def chat_chunks(completion: ChatCompletion, include_usage: bool) -> Iterator[ChatCompletionChunk]:
-    def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
-        return ChatCompletionChunk(
-            id=completion.id, created=completion.created, model=completion.model, choices=choices, usage=usage
-        )
-
-    for choice in completion.choices:
-        message, index = choice.message, choice.index
-        yield chunk([ChunkChoice(index=index, delta=Delta(role="assistant", content=""))])
-        for piece in pieces(message.reasoning_content):
-            yield chunk([ChunkChoice(index=index, delta=Delta(reasoning_content=piece))])
-        for piece in pieces(message.content):
-            yield chunk([ChunkChoice(index=index, delta=Delta(content=piece))])
-        for number, call in enumerate(message.tool_calls or []):
-            yield chunk(
-                [
-                    ChunkChoice(
-                        index=index, delta=Delta(tool_calls=[ToolCallDelta(index=number, id=call.id, function=call.function)])
-                    )
-                ]
-            )
-        yield chunk(
-            [ChunkChoice(index=index, delta=Delta(), finish_reason=choice.finish_reason, tool_exchange=choice.tool_exchange)]
-        )
-    if include_usage:  # as OpenAI sends it: a last chunk without choices
-        yield chunk([], completion.usage)
-
-
-def completion_chunks(completion: Completion, include_usage: bool) -> Iterator[Completion]:
-    def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> Completion:
-        return Completion(id=completion.id, created=completion.created, model=completion.model, choices=choices, usage=usage)
-
-    for choice in completion.choices:
-        for piece in pieces(choice.text):
-            yield chunk([CompletionChoice(index=choice.index, text=piece)])
-        yield chunk([CompletionChoice(index=choice.index, text="", finish_reason=choice.finish_reason)])
-    if include_usage:
-        yield chunk([], completion.usage)

@@ -3,13 +3,19 @@
 Bodies are parsed here (not by FastAPI's own body validation) so that every client error, from bad JSON to a wrong
 type deep inside `messages`, gets the same answer: a 4xx status and `{"error": {"message", "type", "param",
 "code"}}`, `param` naming the field as `messages[0].content`.
+
+A stream's text comes from the worker thread as the engine samples it, through the request's own asyncio queue
+(`loop.call_soon_threadsafe`): the response starts with the first text (so a request the server cannot render still
+gets its 4xx, before any event), its chunks follow as they come, then the finished reply's rest. A client that
+leaves mid-stream leaves its queue unread; the worker goes on with the batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -19,10 +25,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
-from rlvr.serve.answers import chat_chunks, chat_completion, completion_chunks, text_completion
-from rlvr.serve.backend import RequestError, ServedModel
+from rlvr.serve.answers import chat_completion, text_completion
+from rlvr.serve.backend import Generated, Job, RequestError, ServedModel
 from rlvr.serve.batcher import Batcher
 from rlvr.serve.schema import ChatCompletionRequest, CompletionRequest, ErrorBody, ErrorDetail, ModelCard, ModelList
+from rlvr.serve.streaming import ChatStream, CompletionStream
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
 # A location part that names a member of a union (`str`, `list[TextPart]`, `function-after[...]`), not a field.
@@ -70,10 +77,25 @@ def error_response(status: int, message: str, kind: str, param: str | None = Non
     return JSONResponse(body.model_dump(), status_code=status)
 
 
-def _sse(chunks: Iterator[BaseModel]) -> Iterator[str]:
-    for chunk in chunks:
+# A streamed choice's new text, (choice index, text); None: the reply is finished, or failed.
+StreamEvent = tuple[int, str] | None
+# (model name, job, its choices) -> the finished answer
+Answer = Callable[[str, Job, list[Generated]], Any]
+
+
+async def _sse(chunks: AsyncIterator[BaseModel]) -> AsyncIterator[str]:
+    async for chunk in chunks:
         yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
     yield "data: [DONE]\n\n"
+
+
+def _from_worker(loop: asyncio.AbstractEventLoop, events: asyncio.Queue[StreamEvent], event: StreamEvent) -> None:
+    """Queue `event` from the worker thread; a loop already closed (the server stopped) has no reader left, and the
+    worker must not fail for it."""
+    try:
+        loop.call_soon_threadsafe(events.put_nowait, event)
+    except RuntimeError:
+        pass
 
 
 def _json(answer: BaseModel) -> Response:
@@ -105,9 +127,52 @@ def create_app(model: ServedModel) -> FastAPI:
     async def _server_error(request: Request, error: Exception) -> JSONResponse:
         return error_response(500, f"{type(error).__name__}: {error}", "server_error")
 
-    async def generated(request: ChatCompletionRequest | CompletionRequest, build: Any, size: int) -> Any:
+    async def generated(request: ChatCompletionRequest | CompletionRequest, build: Callable[[], Job], size: int) -> Any:
         model.check_model(request.model)  # before queueing: a wrong model name never waits for a batch
         return await asyncio.wrap_future(batcher.submit(build, size))
+
+    async def streamed(
+        request: ChatCompletionRequest | CompletionRequest,
+        build: Callable[[], Job],
+        size: int,
+        stream: ChatStream | CompletionStream,
+        answer: Answer,
+    ) -> Response:
+        model.check_model(request.model)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[StreamEvent] = asyncio.Queue()
+
+        def streaming() -> Job:  # on the worker thread, which decodes the job's rows into `events` as they grow
+            job = build()
+            job.deltas = lambda index, text: _from_worker(loop, events, (index, text))
+            return job
+
+        future: Future[tuple[Job, list[Generated]]] = batcher.submit(streaming, size)
+        # Set after the last delta was queued, so it arrives after them (the loop runs callbacks in order).
+        future.add_done_callback(lambda _: _from_worker(loop, events, None))
+        try:
+            first = await events.get()
+        except asyncio.CancelledError:  # the client left before anything was generated: the worker skips it
+            future.cancel()
+            raise
+        if first is None:
+            future.result()  # a failure before any text is the request's error response, as without `stream`
+
+        async def chunks() -> AsyncIterator[BaseModel]:
+            event = first
+            while event is not None:
+                for chunk in stream.delta(*event):
+                    yield chunk
+                event = await events.get()
+            try:
+                job, choices = future.result()
+            except Exception as error:  # the response has begun: the error is its last event, as OpenAI sends one
+                yield ErrorBody(error=ErrorDetail(message=f"{type(error).__name__}: {error}", type="server_error"))
+                return
+            for chunk in stream.finish(answer(model.name, job, choices)):
+                yield chunk
+
+        return StreamingResponse(_sse(chunks()), media_type="text/event-stream")
 
     @app.get("/v1/models")
     async def models() -> Response:
@@ -116,22 +181,21 @@ def create_app(model: ServedModel) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         body = parse(ChatCompletionRequest, await request.body())
-        job, choices = await generated(body, lambda: model.chat_job(body), body.n)
-        answer = chat_completion(model.name, job, choices)
         if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_sse(chat_chunks(answer, include_usage)), media_type="text/event-stream")
-        return _json(answer)
+            stream = ChatStream(model.name, bool(body.stream_options and body.stream_options.include_usage))
+            return await streamed(body, lambda: model.chat_job(body), body.n, stream, chat_completion)
+        job, choices = await generated(body, lambda: model.chat_job(body), body.n)
+        return _json(chat_completion(model.name, job, choices))
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         body = parse(CompletionRequest, await request.body())
-        job, choices = await generated(body, lambda: model.completion_job(body), body.n * len(body.prompts))
-        answer = text_completion(model.name, job, choices)
+        size = body.n * len(body.prompts)
         if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_sse(completion_chunks(answer, include_usage)), media_type="text/event-stream")
-        return _json(answer)
+            stream = CompletionStream(model.name, bool(body.stream_options and body.stream_options.include_usage))
+            return await streamed(body, lambda: model.completion_job(body), size, stream, text_completion)
+        job, choices = await generated(body, lambda: model.completion_job(body), size)
+        return _json(text_completion(model.name, job, choices))
 
     return app
 

@@ -3,12 +3,15 @@ and a group of jobs becomes one call of the training rollout's own machinery.
 
 Three modes, each the code training and evaluation run, never a copy of it:
 
-- `plain`: the rollout engine itself, one turn;
+- `plain`: the rollout engine itself, one turn; the only mode a stream gets token by token (`generate_streaming`);
 - `tools`: the tool loop (`rlvr.rollout.tool_loop`): the recipe's tools run here between the model's turns; a request
   that brings its own `tools` gets those instead, and a call to one ends the reply (`finish_reason: tool_calls`)
   for the client to run;
 - `thinking`: budget forcing (`rlvr.eval.thinking`), as `rlvr eval --budgets` runs it: without tools, the thinking
   held to a budget of tokens and the answer asked for after it.
+
+Tools and thinking stream nothing while they run: their text is cut and rearranged after generation (earlier turns
+go to `tool_exchange`, forced cues are inserted), so a stream of theirs gets the finished reply's fields at the end.
 
 Prompts are rendered by the same `ChatFormat` as in training, from the client's messages; a conversation without a
 system message opens with the recipe's prompt (`Assistant.opening`), as `rlvr chat` does.
@@ -27,11 +30,12 @@ from rlvr.assistant import Assistant
 from rlvr.errors import ConfigError
 from rlvr.eval.thinking import EFFORT_BUDGETS, THINKING_SYSTEM_PROMPT, generate_with_budget, split_thinking
 from rlvr.registry import Registry
-from rlvr.rollout.base import RolloutEngine, SamplingParams
+from rlvr.rollout.base import RolloutEngine, SamplingParams, TokenCallback
 from rlvr.rollout.sampler import tool_loop_settings
 from rlvr.rollout.tool_loop import ToolLoop
 from rlvr.seeds import derive_seed
 from rlvr.serve.schema import ChatCompletionRequest, ChatMessage, CompletionRequest, EffortLevel, ToolSpec
+from rlvr.serve.streaming import TextStream
 from rlvr.tools.base import Tool
 from rlvr.tools.protocol import ChatFormat
 from rlvr.types import Episode
@@ -70,6 +74,10 @@ def serve_settings(batch_size: int, batch_window_ms: float, max_tokens: int, eff
     return ServeSettings(batch_size=batch_size, batch_window_ms=batch_window_ms, max_tokens=max_tokens, effort_budgets=budgets)
 
 
+# A streamed request's text as it is decoded: (choice index, the new text).
+DeltaSink = Callable[[int, str], None]
+
+
 @dataclass
 class Generated:
     """One choice as the rollout left it: the final turn's text, the turns before it, why it ended, its compute."""
@@ -94,6 +102,8 @@ class Job:
     budget: int | None = None
     sampler: RolloutEngine | ToolLoop | None = None  # what generates a tools job: the tool loop of its tool set
     client_tools: tuple[str, ...] = ()  # the schemas (JSON) of the client's tools: a loop serves equal ones only
+    # A streamed request's sink for its text as it is decoded, (choice index, new text); called on the worker thread.
+    deltas: DeltaSink | None = None
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -107,8 +117,9 @@ class Job:
         return len(self.prompts)
 
 
-# mode -> generate(model, the group's prompts, sampling, the group's first job) -> one Generated per prompt
-ModeRunner = Callable[["ServedModel", list[list[int]], SamplingParams, Job], list[Generated]]
+# mode -> generate(model, the group's prompts, sampling, the group's first job, the streamed rows' listener or None)
+# -> one Generated per prompt
+ModeRunner = Callable[["ServedModel", list[list[int]], SamplingParams, Job, TokenCallback | None], list[Generated]]
 MODES: Registry[ModeRunner] = Registry("generation mode")
 
 
@@ -251,12 +262,29 @@ class ServedModel:
         first = jobs[0]
         sampling = first.sampling if first.seeded else replace(first.sampling, seed=derive_seed(self.config.seed, batch))
         prompts = [prompt for job in jobs for prompt in job.prompts]
-        generated = MODES[first.mode](self, prompts, sampling, first)
+        generated = MODES[first.mode](self, prompts, sampling, first, self._listener(jobs))
         results, start = [], 0
         for job in jobs:
             results.append([_cut_at_stop(g, job.stop) for g in generated[start : start + job.size]])
             start += job.size
         return results
+
+    def _listener(self, jobs: list[Job]) -> TokenCallback | None:
+        """What decodes the streamed jobs' rows of one engine call as they grow and hands each its new text; None when
+        no job streams, so the call runs exactly as it would without a server."""
+        rows: list[tuple[DeltaSink, int, TextStream] | None] = [
+            (job.deltas, choice, TextStream(self.tokenizer, job.stop)) if job.deltas else None
+            for job in jobs
+            for choice in range(job.size)
+        ]
+        if not any(rows):
+            return None
+
+        def on_tokens(row: int, ids: list[int]) -> None:
+            if (target := rows[row]) is not None and (text := target[2].push(ids)):
+                target[0](target[1], text)
+
+        return on_tokens
 
     def thinking_tokens(self, text: str) -> int:
         thinking, _ = split_thinking(text)
@@ -277,18 +305,28 @@ def _cut_at_stop(generated: Generated, stop: tuple[str, ...]) -> Generated:
 
 
 @MODES.register("plain")
-def _plain(model: ServedModel, prompts: list[list[int]], sampling: SamplingParams, job: Job) -> list[Generated]:
-    return [model.from_episode(episode) for episode in model.engine.generate(prompts, sampling)]
+def _plain(
+    model: ServedModel, prompts: list[list[int]], sampling: SamplingParams, job: Job, on_tokens: TokenCallback | None
+) -> list[Generated]:
+    if on_tokens is None:
+        episodes = model.engine.generate(prompts, sampling)
+    else:
+        episodes = model.engine.generate_streaming(prompts, sampling, on_tokens)
+    return [model.from_episode(episode) for episode in episodes]
 
 
 @MODES.register("tools")
-def _tools(model: ServedModel, prompts: list[list[int]], sampling: SamplingParams, job: Job) -> list[Generated]:
+def _tools(
+    model: ServedModel, prompts: list[list[int]], sampling: SamplingParams, job: Job, on_tokens: TokenCallback | None
+) -> list[Generated]:
     assert job.sampler is not None  # set for every tools job
     return [model.from_episode(episode) for episode in job.sampler.generate(prompts, sampling)]
 
 
 @MODES.register("thinking")
-def _thinking(model: ServedModel, prompts: list[list[int]], sampling: SamplingParams, job: Job) -> list[Generated]:
+def _thinking(
+    model: ServedModel, prompts: list[list[int]], sampling: SamplingParams, job: Job, on_tokens: TokenCallback | None
+) -> list[Generated]:
     # The answer may take as many tokens as the request's max_tokens, after a thinking part of at most the budget.
     results = generate_with_budget(model.engine, model.tokenizer, prompts, sampling, job.budget, sampling.max_new_tokens)
     return [
