@@ -205,6 +205,8 @@ def test_reasoning_effort_sets_the_thinking_budget(client):
         ({"model": MODEL, "messages": PLAIN, "reasoning_effort": "low", "tools": [WEATHER]}, 400, "tools"),
         ({"model": MODEL, "messages": PLAIN, "tools": [WEATHER, WEATHER]}, 400, "tools[1].function.name"),
         ({"model": MODEL, "messages": PLAIN, "frequency_penalty": 1.0}, 400, "frequency_penalty"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "word " * 9000}]}, 400, "messages"),
+        ({"model": MODEL, "messages": PLAIN, "max_tokens": 10**6}, 400, "messages"),
         ({"model": "gpt-5", "messages": PLAIN}, 404, "model"),
         ({"model": MODEL, "messages": [{"role": "tool", "content": "x"}]}, 400, "messages[0]"),
     ],
@@ -345,6 +347,7 @@ def streaming(tokenizer):
         sampler=engine,
         chat=SimpleNamespace(tools=[]),
         opening=lambda messages, system_prompt=None: [dict(m) for m in messages],
+        context_length=8192,
     )
     with _serving(create_app(ServedModel(assistant, "scripted", ServeSettings(batch_window_ms=0)))) as url:
         try:

@@ -39,6 +39,9 @@ class Assistant:
         self.config = config
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(model)
         policy = load_policy(model).eval()
+        # The longest conversation the model takes (its positions), prompt and reply together; vLLM's max_model_len
+        # may set it lower.
+        self.context_length: int = config.rollout.vllm.max_model_len or policy.config.max_position_embeddings
         self.engine: RolloutEngine = make_engine(config.rollout, policy, self.tokenizer)
         self.env: Environment = make_env(config.env)
         self.sampler, self.chat, self.tool_names = make_sampler(self.engine, self.tokenizer, config, self.env)

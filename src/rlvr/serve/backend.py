@@ -253,6 +253,15 @@ class ServedModel:
             raise RequestError(f"the chat template cannot render these messages: {error}", "messages") from None
 
     def _job(self, mode: str, prompt: list[int], request: Any, sampling: SamplingParams, **extra: Any) -> Job:
+        room = self.assistant.context_length - len(prompt)
+        if room < sampling.max_new_tokens:  # refused here, as a client error, not as the engine's failure mid-batch
+            param = "messages" if isinstance(request, ChatCompletionRequest) else "prompt"
+            raise RequestError(
+                f"the prompt is {len(prompt)} tokens and max_tokens {sampling.max_new_tokens}: together over the model's "
+                f"context of {self.assistant.context_length} tokens (ask for at most {max(room, 0)} tokens, or send less)",
+                param,
+                "context_length_exceeded",
+            )
         seeded = request.seed is not None or sampling.greedy  # greedy draws nothing: any seed batches with any
         return Job(mode, [prompt] * request.n, sampling, seeded, request.n, request.stop_strings, **extra)
 
