@@ -51,7 +51,17 @@ LAYERS = [
     ),
     (
         "commands",
-        ["rlvr.__main__", "rlvr.api", "rlvr.cli", "rlvr.run", "rlvr.report", "rlvr.assistant", "rlvr.chat_view", "rlvr.serve"],
+        [
+            "rlvr.__main__",
+            "rlvr.api",
+            "rlvr.cli",
+            "rlvr.controls",
+            "rlvr.run",
+            "rlvr.report",
+            "rlvr.assistant",
+            "rlvr.chat_view",
+            "rlvr.serve",
+        ],
     ),
 ]
 

@@ -11,9 +11,9 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rlvr.envs import ENVIRONMENTS, Environment
+from rlvr.envs import ENVIRONMENTS, Environment, standard_rubric
 from rlvr.errors import ConfigError
-from rlvr.rewards import Rubric, extract_answer, register_reward, register_verifier
+from rlvr.rewards import extract_answer, register_reward, register_verifier
 from rlvr.seeds import named_rng
 from rlvr.types import Problem
 
@@ -56,7 +56,7 @@ class LargerEnvironment(Environment):
             raise ConfigError(f"env.options.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
         self.config = config
         self.system_prompt = config.system_prompt or self.system_prompt
-        self.rubric = Rubric({"correct": 1.0, "format": config.format_reward, **config.rewards})
+        self.rubric = standard_rubric(config)  # correctness, format and the recipe's terms, as built-in tasks weigh them
         self._held_out = [self._problem("held-out", config.eval_seed, i) for i in range(config.eval_size)]
         self._held_out_questions = {p.question for p in self._held_out}
 

@@ -330,6 +330,23 @@ def serve(
     run_server(served, host, port)
 
 
+@app.command()
+def controls(
+    recipe: Annotated[str | None, typer.Argument(help="Recipe YAML file or packaged recipe name")] = None,
+    overrides: Overrides = None,
+    plugins: Plugins = None,
+    overwrite: Annotated[bool, typer.Option(help="Train runs that are already finished again")] = False,
+) -> None:
+    """Is the gain real? Trains the recipe with its own reward, a random reward and the format reward alone
+    (runs <name>-real, -random, -format_only), then compares their held-out accuracy, paired on the same questions."""
+    from rlvr.controls import run_controls
+
+    try:
+        run_controls(recipe, overrides or [], plugins or [], overwrite=overwrite, console=console)
+    except (ConfigError, RankError, EngineError) as error:
+        _fail(error)
+
+
 @template_app.command("check")
 def template_check(
     model: Annotated[str, typer.Argument(help="Model folder, a run or checkpoint, or 'smollm2-135m'")] = "smollm2-135m",

@@ -27,6 +27,9 @@ class EnvCommon(_Strict):
         None, description="a JSON file of chat messages shown before every question: demonstrations, tool calls included"
     )
     format_reward: float = Field(0.1, ge=0.0, description="reward for a well-formed final answer line")
+    correct_weight: float = Field(
+        1.0, ge=0.0, description="weight of correctness in the reward; 0 in a control run (accuracy is measured all the same)"
+    )
     rewards: dict[Annotated[str, registered("rlvr.rewards", "REWARDS")], float] = Field(
         {}, description="more weighted reward terms next to correct and format, e.g. {length: 1.0}"
     )

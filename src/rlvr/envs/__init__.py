@@ -14,7 +14,7 @@ from rlvr.env_config import (
     SearchQAEnvConfig,
     VerifiersEnvConfig,
 )
-from rlvr.envs.base import Environment
+from rlvr.envs.base import Environment, standard_rubric
 from rlvr.envs.mixture import MixtureEnvironment
 from rlvr.envs.searchqa import SearchQAEnvironment
 from rlvr.envs.verifiers_env import VerifiersEnvironment
@@ -62,4 +62,4 @@ def make_env(config: EnvCommon) -> Environment:
     return ENVIRONMENTS[config.name](config)
 
 
-__all__ = ["ENVIRONMENTS", "Environment", "MixtureEnvironment", "make_env"]
+__all__ = ["ENVIRONMENTS", "Environment", "MixtureEnvironment", "make_env", "standard_rubric"]

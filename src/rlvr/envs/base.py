@@ -6,6 +6,7 @@ import json
 from abc import ABC, abstractmethod
 from typing import Any
 
+from rlvr.env_config import EnvCommon
 from rlvr.errors import ConfigError
 from rlvr.rewards.rubric import Rubric
 from rlvr.types import Document, Problem
@@ -39,6 +40,12 @@ def load_demos(path: str | None) -> list[dict[str, Any]]:
             if not isinstance(function, dict) or not isinstance(function.get("name"), str):
                 raise ConfigError(f'{where}: tool_calls: expected {{"type": "function", "function": {{"name", "arguments"}}}}')
     return demos
+
+
+def standard_rubric(config: EnvCommon) -> Rubric:
+    """Correctness (the problem's verifier), the answer-line format and the recipe's extra terms, weighted as the
+    recipe says: the rubric of every built-in environment."""
+    return Rubric({"correct": config.correct_weight, "format": config.format_reward, **config.rewards})
 
 
 class Environment(ABC):

@@ -13,12 +13,11 @@ from dataclasses import replace
 
 from rlvr.data import Mixture, Row, Source, Stream, load_source, split_held_out
 from rlvr.env_config import EnvCommon
-from rlvr.envs.base import DEFAULT_SYSTEM_PROMPT, Environment, load_demos
+from rlvr.envs.base import DEFAULT_SYSTEM_PROMPT, Environment, load_demos, standard_rubric
 from rlvr.envs.gym import gym_split
 from rlvr.envs.humaneval import humaneval_problems
 from rlvr.errors import ConfigError
 from rlvr.rewards.gym import gym_meta
-from rlvr.rewards.rubric import Rubric
 from rlvr.types import Problem
 
 
@@ -97,7 +96,7 @@ class MixtureEnvironment(Environment):
         keys = keys or [(f"env.sources.{i}.path", f"env.sources.{i}.task_config") for i in range(len(sources))]
         self.system_prompt = config.system_prompt or DEFAULT_SYSTEM_PROMPT
         self.demos = load_demos(config.demos)
-        self.rubric = Rubric({"correct": 1.0, "format": config.format_reward, **config.rewards})
+        self.rubric = standard_rubric(config)
         self.sources = list(sources)
         self._held_out: list[Problem] = []
         trainable: list[tuple[Source, list[Problem] | Stream[Problem]]] = []

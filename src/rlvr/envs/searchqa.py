@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from rlvr.env_config import SearchQAEnvConfig, SearchQAOptions
-from rlvr.envs.base import Environment
+from rlvr.envs.base import Environment, standard_rubric
 from rlvr.errors import ConfigError
-from rlvr.rewards.rubric import Rubric
 from rlvr.seeds import named_rng
 from rlvr.types import Document, Problem, format_hits
 
@@ -411,7 +410,7 @@ class SearchQAEnvironment(Environment):
     def __init__(self, config: SearchQAEnvConfig) -> None:
         self.options = config.task_config
         self.system_prompt = config.system_prompt or SYSTEM_PROMPT
-        self.rubric = Rubric({"correct": 1.0, "format": config.format_reward, **config.rewards})
+        self.rubric = standard_rubric(config)
         self.world = build_world(self.options)
         self._train_seed = config.train_seed
         two_hop = round(config.eval_size * self.options.two_hop_fraction)

@@ -16,10 +16,16 @@ from rlvr.eval.sample import Sample
 
 
 def per_question_accuracy(run: Path) -> dict[str, float]:
-    """Question id -> mean correctness over its samples (the headline condition: the largest budget, if any)."""
+    """Question id -> mean correctness over its samples, of an evaluation folder (`rlvr eval --out`)."""
     summary_path, samples_path = run / "summary.json", run / "samples.jsonl"
     if not summary_path.exists() or not samples_path.exists():
         raise ConfigError(f"{run}: not an evaluation folder (needs summary.json and samples.jsonl from rlvr eval --out)")
+    return sample_accuracy(summary_path, samples_path)
+
+
+def sample_accuracy(summary_path: Path, samples_path: Path) -> dict[str, float]:
+    """Question id -> mean correctness over its samples (the headline condition: the largest budget, if any), from
+    a summary and its samples: an evaluation folder's, or a run's `eval_after.json` and `eval_after.samples.jsonl`."""
     budget = json.loads(summary_path.read_text()).get("budget")
     correct: dict[str, list[bool]] = defaultdict(list)
     for line in samples_path.read_text().splitlines():
@@ -31,14 +37,19 @@ def per_question_accuracy(run: Path) -> dict[str, float]:
 
 def compare_runs(a: Path, b: Path, resamples: int = 10_000, seed: int = 0) -> dict:
     """B minus A in avg@n on the shared questions, with a paired bootstrap 95% interval and p-value."""
-    first, second = per_question_accuracy(a), per_question_accuracy(b)
+    paired = paired_accuracy(per_question_accuracy(a), per_question_accuracy(b), (str(a), str(b)), resamples, seed)
+    return {"a": str(a), "b": str(b), **paired}
+
+
+def paired_accuracy(
+    first: dict[str, float], second: dict[str, float], names: tuple[str, str], resamples: int = 10_000, seed: int = 0
+) -> dict:
+    """Second minus first in per-question accuracy on the questions both have, paired (interval and p-value)."""
     shared = sorted(set(first) & set(second))
     if not shared:
-        raise ConfigError(f"{a} and {b} share no questions: compare runs on the same data")
+        raise ConfigError(f"{names[0]} and {names[1]} share no questions: compare runs on the same data")
     result = paired_difference([second[q] for q in shared], [first[q] for q in shared], resamples=resamples, seed=seed)
     return {
-        "a": str(a),
-        "b": str(b),
         "questions": len(shared),
         "only_in_a": len(set(first) - set(second)),
         "only_in_b": len(set(second) - set(first)),

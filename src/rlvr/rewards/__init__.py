@@ -4,7 +4,7 @@ Importing the package registers every built-in reward: the format rewards, the `
 verifiers (math, gym, code, exact_match, f1) with their vote keys.
 """
 
-from rlvr.rewards import code, format, gym, length, math, qa  # noqa: F401  (they register themselves)
+from rlvr.rewards import code, controls, format, gym, length, math, qa  # noqa: F401  (they register themselves)
 from rlvr.rewards.answers import answer_tag, extract_answer
 from rlvr.rewards.base import (
     REWARDS,
