@@ -47,6 +47,7 @@ LAYERS = [
             "rlvr.optimizers",
             "rlvr.distributed",
             "rlvr.memory",
+            "rlvr.guard",
         ],
     ),
     (

@@ -126,7 +126,7 @@ def run_evaluation(
         "data": data_label,
         "engine": f"{type(engine).__name__}, {engine.precision}",
     }
-    with Scorer(environment.rubric, config.scoring.workers, config.scoring.timeout_seconds) as scorer:
+    with Scorer(environment.rubric, config.scoring.workers, config.scoring.timeout_seconds, config.scoring.on_hack) as scorer:
         try:
             summary, samples = run_eval(sampler, environment, tokenizer, scorer, settings, provenance, progress, chat)
         except EngineError as error:

@@ -6,7 +6,7 @@ Layout under `<run>/checkpoints/`:
                                  and `rlvr chat` load; not read on resume
     step-000010/state/...        the weights and the optimiser's state, sharded by rank (torch.distributed.checkpoint:
                                  each rank writes its shard; a load with another number of ranks re-shards them)
-    step-000010/trainer.pt       scheduler, step, data position, and each rank's RNG states
+    step-000010/trainer.pt       scheduler, step, data position, the guard's state, and each rank's RNG states
     latest                       the name of the newest complete checkpoint
 
 A checkpoint is written into a temporary folder and renamed into place, then `latest` is replaced atomically, so a
@@ -91,9 +91,17 @@ def save_checkpoint(
     tokenizer: PreTrainedTokenizerBase | None = None,
     ranks: Ranks | None = None,
     keep: int = 1,
+    suspect_from: int | None = None,
 ) -> Path:
-    """Called by every rank: each writes its shard of the weights and optimiser state, rank 0 the rest."""
+    """Called by every rank: each writes its shard of the weights and optimiser state, rank 0 the rest. Keeps the
+    `keep` newest checkpoints before step `suspect_from` and every one from it on (not yet known good: see
+    `prune_checkpoints`)."""
     ranks = ranks or Ranks()
+    # An optimiser that has not stepped yet (a step-0 checkpoint) gets its state made by torch's state_dict with a
+    # zero-lr step: AdamW would then count one step more in its bias correction, and a stochastically rounding one
+    # would draw random numbers. Both are undone after saving, so writing a checkpoint never changes the run.
+    fresh = not optimizer.state
+    own_rng = rng_state()
     name = f"step-{step:06d}"
     tmp, final = root / f".{name}.partial", root / name
     if ranks.main:
@@ -106,20 +114,46 @@ def save_checkpoint(
             dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / _SHARDED)
         # A model folder too, so the checkpoint is one `rlvr eval` can load on its own.
         save_model_folder(tmp / _MODEL, model, tokenizer, ranks)
-        rngs = ranks.gather(rng_state())
+        rngs = ranks.gather(own_rng)
         if ranks.main:
-            torch.save({**trainer_state, "rng": rngs, "world_size": ranks.world_size, "step": step}, tmp / _STATE)
+            state = {**trainer_state, "rng": rngs, "world_size": ranks.world_size, "step": step, "optimizer_fresh": fresh}
+            torch.save(state, tmp / _STATE)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
             _atomic_write_text(root / _LATEST, name)
-            for old in sorted(root.glob("step-*"))[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
+            prune_checkpoints(root, keep, suspect_from)
     finally:
         if ranks.main:
             shutil.rmtree(tmp, ignore_errors=True)
+        if fresh:
+            optimizer.state.clear()
+            set_rng_state(own_rng)
     ranks.barrier(f"checkpoint {name} written")
     return final
+
+
+def checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """The complete checkpoints under `root`, oldest first, with their steps."""
+    found = [(int(path.name.removeprefix("step-")), path) for path in root.glob("step-*") if (path / _STATE).exists()]
+    return sorted(found)
+
+
+def prune_checkpoints(root: Path, keep: int, suspect_from: int | None = None) -> None:
+    """Keep the `keep` newest checkpoints before step `suspect_from` (all of them without it) and every one from it
+    on: those were written while a divergence check was already failing, so they cannot count as good yet."""
+    known_good = [path for step, path in checkpoints(root) if suspect_from is None or step < suspect_from]
+    for old in known_good[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def drop_checkpoints_after(root: Path, step: int) -> None:
+    """Delete the checkpoints after `step` (written by weights a rollback abandoned), `latest` first pointed back at
+    `step`'s, so a crash meanwhile resumes from a checkpoint that exists. Rank 0 only."""
+    _atomic_write_text(root / _LATEST, f"step-{step:06d}")
+    for later, path in checkpoints(root):
+        if later > step:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -144,6 +178,8 @@ def load_checkpoint(
         dcp.load(state, checkpoint_id=path / _SHARDED)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     trainer_state = torch.load(path / _STATE, weights_only=False, map_location="cpu")
+    if trainer_state.get("optimizer_fresh"):  # saved before the first step: as in save_checkpoint, no state at all
+        optimizer.state.clear()
     rngs = trainer_state["rng"]
     if ranks.rank < len(rngs):  # after set_state_dict, which may draw while it sets the optimiser up
         set_rng_state(rngs[ranks.rank])

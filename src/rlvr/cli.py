@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from rlvr.errors import ConfigError, EngineError, RankError
+from rlvr.errors import ConfigError, DivergenceError, EngineError, RankError
 from rlvr.sandbox.cli import sandbox_app
 from rlvr.seeds import derive_seed
 from rlvr.tools.index_cli import index_app
@@ -73,7 +73,7 @@ def train(
     try:
         config = load_config(recipe, overrides or [], plugins or [])
         api_train(config, resume=resume, overwrite=overwrite, console=console)
-    except (ConfigError, RankError) as error:
+    except (ConfigError, RankError, DivergenceError) as error:
         _fail(error)
     except EngineError as error:
         _fail(f"{error}. {config.run_dir} keeps every step up to its last checkpoint: continue with --resume")

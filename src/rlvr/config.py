@@ -62,6 +62,12 @@ class ScoringConfig(_Strict):
         2, ge=0, description="processes that score completions in parallel; 0 = in the trainer process, without timeouts"
     )
     timeout_seconds: float = Field(30.0, gt=0.0, description="per completion: a verifier that hangs longer scores 0")
+    # The reward-hacking probes run on every scored completion (README: Reward-hacking probes).
+    on_hack: Literal["flag", "zero"] = Field(
+        "flag", description="a completion a probe flags: flag = counted in hack/<probe>/rate only; zero = its reward is 0"
+    )
+    hack_alarm_rate: float = Field(0.05, ge=0.0, le=1.0, description="warn when a probe's flag rate stays above this")
+    hack_alarm_steps: int = Field(5, ge=1, description="... for this many steps in a row")
 
 
 class SamplingConfig(_Strict):
@@ -179,6 +185,29 @@ class AlgoConfig(_Strict):
         return data
 
 
+class GuardConfig(_Strict):
+    """The spike and divergence guard (`train.guard`); its defaults never fire on a healthy run (README: Spike and
+    divergence guard)."""
+
+    window: int = Field(20, ge=2, description="recent optimiser steps in the running median and MAD")
+    min_history: int = Field(8, ge=2, description="steps in the window before a spike can be called")
+    spike_mads: float | None = Field(
+        10.0, gt=0.0, description="skip an update whose loss or pre-clip grad norm is this many MADs above the median; null: off"
+    )
+    max_rollbacks: int = Field(5, ge=0, description="rollbacks to the last good checkpoint before the run stops; 0: stop at once")
+    lr_factor: float = Field(0.1, gt=0.0, lt=1.0, description="each rollback multiplies the learning rate by this, for good")
+    collapse_steps: int = Field(
+        3, ge=0, description="reward at or below collapse_reward this many steps in a row diverges; 0: off"
+    )
+    collapse_reward: float = 0.0
+    armed_reward: float = Field(0.05, description="the collapse check waits until the mean reward has been above this once")
+    max_entropy: float | None = Field(None, gt=0.0, description="mean token entropy (nats) above this diverges; null: off")
+    max_kl: float | None = Field(None, gt=0.0, description="mean per-token KL to the reference above this diverges; null: off")
+    max_mismatch: float | None = Field(
+        1.0, gt=0.0, description="mean |log-ratio| per token between learner and sampler above this diverges; null: off"
+    )
+
+
 class TrainConfig(_Strict):
     steps: int = Field(40, ge=0)
     prompts_per_step: int = Field(16, ge=1)
@@ -202,6 +231,10 @@ class TrainConfig(_Strict):
     rank_timeout_seconds: float = Field(
         600.0, gt=0.0, description="with several processes: a rank that does not reach the next step in time ends the run"
     )
+    keep_checkpoints: int = Field(
+        1, ge=1, description="the N newest good checkpoints kept (a rollback needs one before a divergence)"
+    )
+    guard: GuardConfig = GuardConfig()
 
 
 class EvalConfig(_Strict):

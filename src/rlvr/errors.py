@@ -17,3 +17,7 @@ class EngineError(RuntimeError):
 
 class RankError(RuntimeError):
     """One of several learner processes did not reach a meeting point in time, or failed."""
+
+
+class DivergenceError(RuntimeError):
+    """Training diverged and the spike and divergence guard could not roll it back (`train.guard`)."""

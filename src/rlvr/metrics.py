@@ -43,6 +43,11 @@ class MetricsLog:
             row = json.loads(line)
             self.tracker.log(row["step"], row)
 
+    def event(self, row: dict, message: str) -> None:
+        """A line that is not a step's metrics (`row["event"]` says what happened), and its console line."""
+        self.write(row)
+        self.console.print(f"[red]{row['event']}:[/red] {message.removeprefix(row['event'] + ': ')}", highlight=False)
+
     @contextmanager
     def progress(self, total: int, completed: int = 0) -> Iterator[StepProgress]:
         columns = (
@@ -63,6 +68,10 @@ class MetricsLog:
 class StepProgress:
     def __init__(self, bar: Progress, task) -> None:
         self.bar, self.task = bar, task
+
+    def rewind(self, completed: int) -> None:
+        """Back to `completed` steps (a rollback)."""
+        self.bar.update(self.task, completed=completed)
 
     def advance(self, metrics: dict, notice: str = "") -> None:
         """One finished step; `notice` stays on the bar (e.g. a tool-use collapse) until replaced."""

@@ -15,6 +15,9 @@ the reason logged and counted.
 
 With `workers=0` the rubric runs in the calling process: no start-up cost, but no timeout either (math-verify
 still bounds itself with its own alarm there); an exception still scores 0 with its reason.
+
+The reward-hacking probes (`rlvr.rewards.probes`) run in the same task right after the rubric, so the timeout
+bounds them too; their findings travel in `Score.flags`, and `on_hack` decides what a flag costs.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from pebble import ProcessExpired, ProcessPool
 
 from rlvr.plugins import load_plugins, loaded_plugins
 from rlvr.rewards import Rubric, Score
+from rlvr.rewards.probes import hacked, run_probes
+from rlvr.step_metrics import PROBES_META
 from rlvr.types import Episode, Problem
 
 logger = logging.getLogger(__name__)
@@ -47,21 +52,35 @@ def _warm_up(plugins: list[str]) -> None:
 def _score(rubric: Rubric, text: str, problem: Problem) -> Score:
     """The rubric's score; a verifier that raises scores 0 with the exception as the reason."""
     try:
-        return rubric.score(text, problem)
+        score = rubric.score(text, problem)
     except Exception as exc:
         return rubric.failed(f"{type(exc).__name__}: {exc}")
+    score.flags = run_probes(text, problem, score.components, rubric.weights)
+    return score
 
 
 def _score_chunk(rubric: Rubric, items: list[tuple[str, Problem]]) -> list[Score]:
     return [_score(rubric, text, problem) for text, problem in items]
 
 
+def _zero_if_hacked(score: Score) -> Score:
+    # Only the reward is zeroed: the components keep the verifiers' verdicts, so accuracy still says what they saw.
+    return replace(score, total=0.0) if hacked(score.flags) else score
+
+
+# scoring.on_hack: what a flagged completion's score becomes.
+HACK_POLICIES = {"flag": lambda score: score, "zero": _zero_if_hacked}
+
+
 class Scorer:
     # Chunks per worker in one call: enough to even out uneven chunks, few enough to keep the overhead small.
     CHUNKS_PER_WORKER = 4
 
-    def __init__(self, rubric: Rubric, workers: int = 2, timeout_seconds: float = 30.0) -> None:
+    def __init__(self, rubric: Rubric, workers: int = 2, timeout_seconds: float = 30.0, on_hack: str = "flag") -> None:
+        if on_hack not in HACK_POLICIES:
+            raise ValueError(f"scoring.on_hack: unknown policy {on_hack!r} (choices: {', '.join(HACK_POLICIES)})")
         self.rubric = rubric
+        self.on_hack = HACK_POLICIES[on_hack]
         self.workers = workers
         self.timeout_seconds = timeout_seconds
         self._pool: ProcessPool | None = None
@@ -70,8 +89,10 @@ class Scorer:
             self._pool = ProcessPool(max_workers=workers, initializer=_warm_up, initargs=(loaded_plugins(),), context=context)
 
     def score(self, texts: Sequence[str], problems: Sequence[Problem]) -> list[Score]:
-        """One Score per (text, problem); never raises because of what a completion contains."""
-        items = list(zip(texts, problems))
+        """One Score per (text, problem), after `on_hack`; never raises because of what a completion contains."""
+        return [self.on_hack(score) for score in self._score(list(zip(texts, problems)))]
+
+    def _score(self, items: list[tuple[str, Problem]]) -> list[Score]:
         if self._pool is None:
             return _score_chunk(self.rubric, items)
         size = max(1, math.ceil(len(items) / (self.workers * self.CHUNKS_PER_WORKER)))
@@ -107,6 +128,9 @@ class Scorer:
             logger.warning(
                 "%d of %d completions could not be scored and got reward 0; first: %s", len(errors), len(scores), errors[0]
             )
+        broken = [f"{finding.probe}: {finding.error}" for score in scores for finding in score.flags if finding.error]
+        if broken:
+            logger.warning("%d reward-hacking probe runs crashed (not flagged); first: %s", len(broken), broken[0])
         return scores
 
     def score_episodes(self, episodes: Sequence[Episode], problems: Sequence[Problem], max_tokens: int) -> list[Score]:
@@ -116,6 +140,7 @@ class Scorer:
             episode.reward, episode.rewards = score.total, score.components
             episode.meta["subset"] = problem.subset
             episode.meta["score_info"] = score.info
+            episode.meta[PROBES_META] = {finding.probe: finding.flagged for finding in score.flags if finding.error is None}
             if score.error:
                 episode.meta["score_error"] = score.error
         return scores

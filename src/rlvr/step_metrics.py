@@ -4,7 +4,8 @@ of each re-deriving key names by string convention.
 
 A metrics.jsonl row is flat: `reward`, `accuracy`, ...; per data subset `<subset>/accuracy`, ...; the verifiers'
 diagnostics `verify/<name>`; tool use `tools/calls_per_episode`, `tools/<tool>/call_rate`, and per subset
-`<subset>/tools/...`.
+`<subset>/tools/...`; the reward-hacking probes `hack/<probe>/rate` (the share of the episodes it checked that
+it flagged), `hack/rate` (flagged by any) and per subset `<subset>/hack/<probe>/rate`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from rlvr.types import Episode
 _TOOLS = "tools/"
 _CALL_RATE = "/call_rate"
 _SUBSET_METRICS = ("reward", "accuracy", "response_length", "episodes")
+_HACK = "hack/"
+_RATE = "/rate"
+# Where the scorer leaves each episode's probe verdicts: probe name -> flagged, for the probes that checked it.
+PROBES_META = "probes"
 
 
 def subset_key(subset: str, metric: str) -> str:
@@ -53,6 +58,24 @@ def subset_metrics(episodes: Sequence[Episode], mixed: bool = False) -> dict[str
             len(members),
         )
         metrics.update({subset_key(name, metric): value for metric, value in zip(_SUBSET_METRICS, values)})
+        metrics.update(hack_metrics(members, name))
+    return metrics
+
+
+def hack_rate_key(probe: str | None = None, subset: str | None = None) -> str:
+    """`hack/<probe>/rate`, or `hack/rate` for any probe; under `<subset>/` for one subset."""
+    return f"{subset + '/' if subset else ''}{_HACK}{probe + _RATE if probe else _RATE.lstrip('/')}"
+
+
+def hack_metrics(episodes: Sequence[Episode], subset: str | None = None) -> dict[str, float]:
+    """Each probe's flag rate over the episodes it checked, and the share flagged by any probe (none: no keys)."""
+    verdicts = [e.meta[PROBES_META] for e in episodes if e.meta.get(PROBES_META)]
+    if not verdicts:
+        return {}
+    names = sorted({name for verdict in verdicts for name in verdict})
+    metrics = {hack_rate_key(None, subset): float(np.mean([any(verdict.values()) for verdict in verdicts]))}
+    for name in names:
+        metrics[hack_rate_key(name, subset)] = float(np.mean([v[name] for v in verdicts if name in v]))
     return metrics
 
 
@@ -65,7 +88,7 @@ def verifier_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
             values[name].append(value)
     metrics = {f"verify/{name}": float(np.mean(v)) for name, v in sorted(values.items())}
     metrics["score_errors"] = sum("score_error" in e.meta for e in episodes)
-    return metrics
+    return {**metrics, **hack_metrics(episodes)}
 
 
 def tool_rates(stats: Sequence[Mapping[str, Any]], tools: Sequence[str], subset: str | None = None) -> dict[str, float]:
@@ -104,6 +127,15 @@ def call_rates(row: Mapping[str, Any]) -> dict[str, float]:
         key.removeprefix(_TOOLS).removesuffix(_CALL_RATE): value
         for key, value in row.items()
         if key.startswith(_TOOLS) and key.endswith(_CALL_RATE)
+    }
+
+
+def hack_rates(row: Mapping[str, Any]) -> dict[str, float]:
+    """Probe name -> its flag rate this step (overall, not per subset; `hack/rate` excluded)."""
+    return {
+        key.removeprefix(_HACK).removesuffix(_RATE): value
+        for key, value in row.items()
+        if key.startswith(_HACK) and key.endswith(_RATE) and key != hack_rate_key()
     }
 
 

@@ -21,17 +21,26 @@ from rlvr.algos import (
     loss_normalizer,
     mask_truncated,
 )
-from rlvr.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_folder
+from rlvr.checkpoint import (
+    checkpoints,
+    drop_checkpoints_after,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    save_model_folder,
+)
 from rlvr.config import RunConfig
 from rlvr.distributed import Ranks, full_tensor, shard_module
 from rlvr.envs import Environment, make_env
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, DivergenceError
+from rlvr.guard import Guard, Verdict
 from rlvr.hardware import cpu_description, learner_autocast, resolve_device
 from rlvr.learner import CompletionLogprobs, TokenBatch, completion_logprobs
 from rlvr.memory import PhaseMemory, release_freed_memory
 from rlvr.metrics import MetricsLog
 from rlvr.models import decoder_layers, inference_weights, load_policy, load_reference, load_tokenizer
 from rlvr.optimizers import make_optimizer, step_freeing_gradients
+from rlvr.rewards.probes import HackMonitor
 from rlvr.rollout import RolloutEngine, SamplingParams, make_engine
 from rlvr.rollout.sampler import make_sampler
 from rlvr.scoring import Scorer
@@ -70,7 +79,8 @@ class Trainer:
         reference = load_reference(config.model.path) if self.objective.needs_reference else None
         self.reference = reference.to(self.device) if reference is not None else None
         self.env: Environment = make_env(config.env)
-        self.scorer = Scorer(self.env.rubric, config.scoring.workers, config.scoring.timeout_seconds)
+        self.scorer = Scorer(self.env.rubric, config.scoring.workers, config.scoring.timeout_seconds, config.scoring.on_hack)
+        self.hack_monitor = HackMonitor(config.scoring.hack_alarm_rate, config.scoring.hack_alarm_steps)
         self.mixed_subsets = len(self.env.subsets()) > 1  # fixed by the data: asked once, not every step
         self.engine: RolloutEngine = make_engine(config.rollout, self.policy, self.tokenizer)
         if self.ranks.distributed and self.engine.shares_weights:
@@ -88,10 +98,24 @@ class Trainer:
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, t)
         self.memory = PhaseMemory(self.device)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / (t.warmup_steps + 1)))
+        self.guard = Guard(t.guard)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.spikes: list[str] = []  # the last update's skipped spikes, for the step's warnings
         self.advantage_fn = ADVANTAGES[config.algo.advantage]
         self.step = 0
         self.score_seconds = 0.0
+
+    def _lr_factor(self, step: int) -> float:
+        """Warmup, times what the guard's rollbacks left of the learning rate (1.0 until one happens: exact)."""
+        return min(1.0, (step + 1) / (self.config.train.warmup_steps + 1)) * self.guard.state.lr_scale
+
+    def _apply_lr(self) -> None:
+        """Set the optimiser's learning rate from the scheduler's position now, not at its next step (a rollback has
+        just changed the scale)."""
+        lrs = [base * self._lr_factor(self.scheduler.last_epoch) for base in self.scheduler.base_lrs]
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self.scheduler._last_lr = lrs  # what get_last_lr() reports, the metrics' `lr`
 
     def precision(self) -> dict[str, str]:
         """What runs where and in which dtype on this machine, and why: for the run log, config.yaml and summary.json."""
@@ -117,7 +141,8 @@ class Trainer:
     def rollout(self, step: int) -> list[Episode]:
         """This rank's share of the step's prompts, sampled and scored; `episode.group` numbers the step's prompts."""
         t = self.config.train
-        problems = self.env.train_problems(step * t.prompts_per_step, t.prompts_per_step)
+        # The data position skips the windows a rollback abandoned: their prompts are never trained on again.
+        problems = self.env.train_problems((step + self.guard.state.data_skip) * t.prompts_per_step, t.prompts_per_step)
         mine = self.ranks.share(len(problems))
         prompts = [self.chat.prompt_ids(self.env.messages(problems[i])) for i in mine]
         episodes = self.sampler.generate([p for p in prompts for _ in range(t.group_size)], self.sampling(step))
@@ -168,6 +193,7 @@ class Trainer:
         epoch, micro-batches accumulate. What is optimised is the objective's business (`rlvr.algos.objective`); this
         loop only feeds it log-probs."""
         cfg, t = self.config, self.config.train
+        self.spikes = []
         if not episodes:  # every episode was filtered out: nothing to learn from this batch
             return {"loss": 0.0, "grad_norm": 0.0, "entropy": 0.0, "skipped_update": 1.0}
         # The normaliser counts the whole batch, on every rank: the ranks' losses add up to the batch's loss.
@@ -178,6 +204,7 @@ class Trainer:
         proximal: list[torch.Tensor] = []  # the learner's log-probs before this update, per micro-batch
         for epoch in range(t.epochs):
             self.optimizer.zero_grad(set_to_none=True)
+            epoch_loss = 0.0
             for index, (batch, weight) in enumerate(batches):
                 with self.autocast():
                     logprobs, entropy = self.learner(batch, cfg.sampling.temperature, epoch == 0)
@@ -194,11 +221,16 @@ class Trainer:
                 # FSDP averages the ranks' gradients; the batch's gradient is their sum (one rank: x 1, exact).
                 (loss * self.ranks.world_size).backward()
                 if weight:
-                    loss_sum += loss.item()
+                    epoch_loss += loss.item()
                     stats.add(out.stats, batch.loss_mask)
-            grad_norm = float(full_tensor(torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm)))
+            loss_sum += epoch_loss
+            grad_norm = float(full_tensor(torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm)))  # pre-clip
             grad_norms.append(grad_norm)
-            if np.isfinite(grad_norm):  # the norm of the whole gradient: every rank decides alike
+            # The norm of the whole gradient and the loss summed over ranks: every rank decides alike.
+            spike = self.guard.spike({"grad_norm": grad_norm, "loss": sum(self.ranks.gather(epoch_loss))})
+            if spike is not None:  # dropped: the zero_grad below or at the next epoch
+                self.spikes.append(spike)
+            elif np.isfinite(grad_norm):
                 step_freeing_gradients(self.optimizer)
             else:  # a non-finite gradient would poison the weights: skip this batch
                 skipped += 1
@@ -261,6 +293,8 @@ class Trainer:
             "episodes_trained": len(trained_on),
             **stats,
             "lr": self.scheduler.get_last_lr()[0],
+            "guard/nonfinite_weights": self._nonfinite_weights(),
+            **self.guard.metrics(),
             "tokens_per_second": tokens / (finished - started),
             "generate_tokens_per_second": tokens / (generated - started),
             "generate_seconds": generated - started,  # sampling and scoring (rank 0's)
@@ -272,10 +306,16 @@ class Trainer:
             **tool_metrics(episodes, self.tool_names, per_subset=self.mixed_subsets),
             **({"kl_in_reward": float(np.mean([e.meta["kl"] for e in episodes]))} if "kl" in episodes[0].meta else {}),
         }
-        warnings = self.tool_monitor.update(metrics)
+        warnings = [f"step {step + 1}: update skipped: {spike}" for spike in self.spikes] + self.tool_monitor.update(metrics)
+        warnings += self.hack_monitor.update(metrics)
         if warnings:
             metrics["warnings"] = warnings
         return metrics
+
+    def _nonfinite_weights(self) -> int:
+        """Non-finite trained weights, over every rank's shard."""
+        local = sum(int((~torch.isfinite(getattr(p, "_local_tensor", p).detach())).sum()) for p in self.params)
+        return sum(self.ranks.gather(local))
 
     # ---- the loop -------------------------------------------------------
     def checkpoint_dir(self) -> Path:
@@ -285,15 +325,55 @@ class Trainer:
         path = latest_checkpoint(self.checkpoint_dir())
         if path is None:
             return False
-        state = load_checkpoint(path, self.policy, self.optimizer, self.ranks)
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = state["step"]
-        self.sync_weights()
+        self._load(path)
         return True
 
+    def _load(self, path: Path, rollback: bool = False) -> None:
+        """Weights, optimiser, scheduler, RNG and the guard as `path` saved them; a rollback keeps what outlives it."""
+        state = load_checkpoint(path, self.policy, self.optimizer, self.ranks)
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.guard.load_state_dict(state.get("guard"), keep_persistent=rollback)
+        self._apply_lr()
+        self.step = state["step"]
+        self.sync_weights()
+
     def save(self) -> None:
-        state = {"scheduler": self.scheduler.state_dict()}
-        save_checkpoint(self.checkpoint_dir(), self.step, self.policy, self.optimizer, state, self.tokenizer, self.ranks)
+        t = self.config.train
+        state = {"scheduler": self.scheduler.state_dict(), "guard": self.guard.state_dict()}
+        keep, suspect = t.keep_checkpoints, self.guard.suspect_from()
+        save_checkpoint(
+            self.checkpoint_dir(), self.step, self.policy, self.optimizer, state, self.tokenizer, self.ranks, keep, suspect
+        )
+
+    def roll_back(self, verdict: Verdict, log: MetricsLog | None) -> None:
+        """Back to the newest checkpoint written before the weights that diverged: a lower learning rate from now on,
+        and the data window since that checkpoint skipped. Beyond `max_rollbacks`, or with no such checkpoint, the
+        run stops with one line naming the check."""
+        cfg = self.config.train.guard
+        failed = f"step {self.step}: {verdict.check}: {verdict.detail}"
+        if self.guard.state.rollbacks >= cfg.max_rollbacks:
+            raise DivergenceError(f"{failed}; train.guard.max_rollbacks={cfg.max_rollbacks} rollbacks spent")
+        good = [step for step, _ in checkpoints(self.checkpoint_dir()) if step < verdict.bad_weights]
+        target = self.ranks.gather(good[-1] if good else None)[0]  # rank 0's folder decides for every rank
+        if target is None:
+            raise DivergenceError(f"{failed}; no checkpoint before step {verdict.bad_weights} to roll back to")
+        diverged_at, position = self.step, self.guard.state.data_skip
+        self.guard.rolled_back()
+        self.guard.state.data_skip += diverged_at - target  # target's step now draws what the step after diverged_at would
+        self._load(self.checkpoint_dir() / f"step-{target:06d}", rollback=True)
+        if self.ranks.main:  # before saving: keep_checkpoints must count only checkpoints that stay
+            drop_checkpoints_after(self.checkpoint_dir(), target)
+        self.save()  # the same weights with the new lr scale and data position: a resume from here is exact
+        per_step = self.config.train.prompts_per_step
+        skipped = [(target + position) * per_step, (diverged_at + position) * per_step]  # [first, end) of the stream
+        event = {"step": target, "event": "rollback", "check": verdict.check, "detail": verdict.detail}
+        event |= {"diverged_at_step": diverged_at, "skipped_prompts": skipped, **self.guard.metrics()}
+        if log is not None:
+            log.truncate_after(target)  # the abandoned steps are redone, as after a resume
+            scale = self.guard.state.lr_scale
+            log.event(
+                event, f"rollback: {failed}; back to step {target}, lr x{scale:g}, prompts {skipped[0]}-{skipped[1] - 1} skipped"
+            )
 
     def save_final(self, folder: Path) -> None:
         """The trained model as a model folder, written by rank 0 (every rank takes part in gathering it)."""
@@ -305,10 +385,20 @@ class Trainer:
         steps = self.config.train.steps
         if log is not None:
             log.truncate_after(self.step)  # steps after the checkpoint are redone
+        if self.guard.rollbacks_enabled and latest_checkpoint(self.checkpoint_dir()) is None:
+            self.save()  # step 0: a good checkpoint to roll back to before the first `save_every`
         with log.progress(total=steps, completed=self.step) if log is not None else nullcontext() as progress:
             while self.step < steps:
                 metrics = self.train_step(self.step)
                 self.step += 1
+                verdict = self.guard.check(metrics)
+                if verdict is not None:
+                    if progress is not None:
+                        progress.advance(metrics)
+                    self.roll_back(verdict, log)
+                    if progress is not None:
+                        progress.rewind(self.step)
+                    continue
                 if log is not None:
                     log.write(metrics)  # before the checkpoint, so a resume never lacks a saved step's line
                 if self.step % self.config.train.save_every == 0 or self.step == steps:

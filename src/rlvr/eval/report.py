@@ -55,12 +55,39 @@ def markdown(summary: dict) -> str:
             f"{tools['turns']:.2f} turns per sample, {tools['error_rate']:.0%} of calls failed, "
             f"{tools['result_tokens']:.1f} tool-result tokens per sample (not counted as model tokens above).",
         ]
+    if "hacking" in summary:
+        lines += _hacking(summary["hacking"])
     if "budgets" in summary:
         lines += ["", "| thinking budget | avg@n | thinking tokens (mean) | forced |", "| --- | --- | --- | --- |"]
         for row in summary["budgets"]:
             thinking = row["compute"]["thinking_tokens_per_sample"]["mean"]
             lines.append(f"| {row['budget']} | {_cell(row['avg@n'])} | {thinking:.1f} | {row['compute']['forced_rate']:.0%} |")
     return "\n".join(lines) + "\n"
+
+
+def _hacking(hacking: dict) -> list[str]:
+    """The reward-hacking probes' section: each probe's flag rate, per subset when there are several, and a few
+    flagged samples (the completion's start, on one line, so the markdown stays a list)."""
+    subsets = hacking.get("subsets", {})
+    lines = [
+        "",
+        "## Reward-hacking probes",
+        "",
+        f"Flagged by any probe: {hacking['rate']:.1%} of the samples the probes checked.",
+        "",
+        "| probe | rate | flagged / checked | " + " | ".join(subsets) + (" |" if subsets else ""),
+        "| --- | --- | --- | " + " | ".join("---" for _ in subsets) + (" |" if subsets else ""),
+    ]
+    for name, probe in hacking["probes"].items():
+        per_subset = [f"{part[name]['rate']:.1%}" if name in part else "" for part in subsets.values()]
+        cells = [name, f"{probe['rate']:.1%}", f"{probe['flagged']} / {probe['checked']}", *per_subset]
+        lines.append("| " + " | ".join(cells) + " |")
+    if hacking["examples"]:
+        lines += ["", "Flagged samples:", ""]
+        for example in hacking["examples"]:
+            start = " ".join(example["completion"].split())[:160].replace("`", "'")
+            lines.append(f"- **{example['probe']}** ({example['subset']}, {example['id']}): {example['reason']}: `{start}`")
+    return lines
 
 
 def _finish(fig, ax, title: str, xlabel: str, ylabel: str, log2_x: bool = False) -> str:

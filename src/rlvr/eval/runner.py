@@ -97,6 +97,9 @@ def _verify(scorer: Scorer, problems: Sequence[Problem], samples: list[Sample], 
         sample.reward = score.total
         sample.extracted = vote(sample.completion) if vote else None
         sample.score_error = score.error
+        checked = [finding for finding in score.flags if finding.error is None]
+        sample.probes = [finding.probe for finding in checked] or None
+        sample.hacks = {finding.probe: finding.reason for finding in checked if finding.flagged} or None
 
 
 def evaluate(

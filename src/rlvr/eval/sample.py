@@ -12,9 +12,12 @@ from typing import Any
 import numpy as np
 
 # Written only when present, so files without tools or scoring errors stay as short as they were.
-_OPTIONAL = {"tools", "messages", "score_error"}
+_OPTIONAL = {"tools", "messages", "score_error", "probes", "hacks"}
 # What verification adds; a sample kept from a run that failed before verifying it has none of these.
-_VERIFICATION = {"id", "subset", "question", "reference", "sample", "correct", "reward", "extracted", "score_error", "budget"}
+_VERIFICATION = {
+    *("id", "subset", "question", "reference", "sample", "correct", "reward", "extracted", "score_error", "budget"),
+    *("probes", "hacks"),
+}
 
 
 @dataclass
@@ -41,6 +44,8 @@ class Sample:
     extracted: str | None = None  # the answer it votes for in maj@k (None: none, or a verifier without votes)
     score_error: str | None = None
     budget: int | None = None  # the thinking budget it was generated under
+    probes: list[str] | None = None  # the reward-hacking probes that checked it ...
+    hacks: dict[str, str] | None = None  # ... and those that flagged it, with their evidence
 
     @property
     def tokens(self) -> int:

@@ -85,4 +85,39 @@ def metrics(problems: Sequence[Problem], samples: Sequence[Sample], settings: Ev
         names = sorted({name for stat in stats for name in stat["calls"]})
         result["tools"] = {key.removeprefix("tools/"): value for key, value in tool_rates(stats, names).items()}
     result["score_errors"] = sum(s.score_error is not None for s in samples)
+    hacking = hacking_summary(samples)
+    if hacking:
+        result["hacking"] = hacking
     return result
+
+
+HACK_EXAMPLES = 3  # flagged samples kept per probe in the summary and the report
+
+
+def _probe_rates(samples: Sequence[Sample]) -> dict[str, dict]:
+    rates = {}
+    for name in sorted({name for s in samples for name in s.probes or ()}):
+        checked = [s for s in samples if name in (s.probes or ())]
+        flagged = sum(name in (s.hacks or {}) for s in checked)
+        rates[name] = {"rate": flagged / len(checked), "flagged": flagged, "checked": len(checked)}
+    return rates
+
+
+def hacking_summary(samples: Sequence[Sample]) -> dict:
+    """The reward-hacking probes' flag rates (over the samples each checked), overall and per subset, and a few
+    flagged samples per probe; empty when no probe checked any sample."""
+    checked = [s for s in samples if s.probes]
+    if not checked:
+        return {}
+    examples = [
+        {"probe": name, "id": s.id, "subset": s.subset, "reason": s.hacks[name], "completion": s.completion[:400]}
+        for name in sorted({name for s in checked for name in s.hacks or {}})
+        for s in [s for s in checked if name in (s.hacks or {})][:HACK_EXAMPLES]
+    ]
+    subsets = sorted({s.subset for s in checked})
+    return {
+        "rate": sum(bool(s.hacks) for s in checked) / len(checked),
+        "probes": _probe_rates(checked),
+        "subsets": {name: _probe_rates([s for s in checked if s.subset == name]) for name in subsets} if len(subsets) > 1 else {},
+        "examples": examples,
+    }

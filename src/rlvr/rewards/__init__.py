@@ -1,7 +1,7 @@
 """Verifiable reward functions, registered by name so any rubric can use them (see `rewards.base`).
 
 Importing the package registers every built-in reward: the format rewards, the `correct` dispatcher and the
-verifiers (math, gym, code, exact_match, f1) with their vote keys.
+verifiers (math, gym, code, exact_match, f1) with their vote keys, and the reward-hacking probes (`probes`).
 """
 
 from rlvr.rewards import code, controls, format, gym, length, math, qa  # noqa: F401  (they register themselves)
@@ -18,12 +18,15 @@ from rlvr.rewards.base import (
     register_verifier,
 )
 from rlvr.rewards.format import format_reward, think_format_reward
+from rlvr.rewards.probes import PROBES, Finding, register_probe
 from rlvr.rewards.rubric import Rubric, Score
 
 __all__ = [
+    "PROBES",
     "REWARDS",
     "VERIFIERS",
     "VOTE_KEYS",
+    "Finding",
     "RewardFn",
     "Rubric",
     "Score",
@@ -33,6 +36,7 @@ __all__ = [
     "correct_reward",
     "extract_answer",
     "format_reward",
+    "register_probe",
     "register_reward",
     "register_verifier",
     "think_format_reward",

@@ -9,9 +9,14 @@ NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
 
 
+def answer_tags(text: str) -> list[str]:
+    """The contents of every non-empty `<answer>...</answer>`, in order."""
+    return [tag.strip() for tag in _ANSWER_TAG.findall(text) if tag.strip()]
+
+
 def answer_tag(text: str) -> str | None:
     """The content of the last non-empty `<answer>...</answer>` (R1-style prompts; may span lines, e.g. a grid)."""
-    tags = [tag.strip() for tag in _ANSWER_TAG.findall(text) if tag.strip()]
+    tags = answer_tags(text)
     return tags[-1] if tags else None
 
 

@@ -53,14 +53,17 @@ def _matching_braces(text: str) -> dict[int, int]:
     return pairs
 
 
-def _last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` whose braces balance; an unclosed `\\boxed{` is skipped."""
+def boxed_answers(text: str) -> list[str]:
+    """Contents of every `\\boxed{...}` whose braces balance, in order; an unclosed `\\boxed{` is skipped."""
     pairs = _matching_braces(text)
-    for match in reversed(list(_BOXED.finditer(text))):
-        open_brace = match.end() - 1
-        if open_brace in pairs:
-            return text[open_brace + 1 : pairs[open_brace]].strip()
-    return None
+    starts = [match.end() - 1 for match in _BOXED.finditer(text)]
+    return [text[start + 1 : pairs[start]].strip() for start in starts if start in pairs]
+
+
+def _last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` whose braces balance."""
+    boxed = boxed_answers(text)
+    return boxed[-1] if boxed else None
 
 
 def _strip_number_commas(answer: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rlvr.rewards.base import REWARDS, Verdict
+from rlvr.rewards.probes.base import Finding
 from rlvr.types import Problem
 
 
@@ -16,6 +17,7 @@ class Score:
     components: dict[str, float]  # reward name -> value, before weighting
     info: dict[str, float] = field(default_factory=dict)  # diagnostics, e.g. code/pass_fraction
     error: str | None = None  # why the completion could not be scored (then every component is 0)
+    flags: list[Finding] = field(default_factory=list)  # the reward-hacking probes' findings (`rlvr.rewards.probes`)
 
 
 @dataclass
