@@ -64,7 +64,8 @@ def test_controls_train_compare_and_keep_finished_runs(tiny_model_dir, tmp_path)
     assert all(r.questions == 6 and 0.0 <= r.accuracy <= 1.0 for r in results)
     assert results[0].minus_real is None and all(r.minus_real is not None and r.p_value is not None for r in results[1:])
     for r in results[1:]:
-        assert r.minus_real == pytest.approx(r.accuracy - results[0].accuracy)  # greedy, one sample: the same questions
+        assert r.paired_questions == 6  # six distinct held-out questions: the difference is the plain one
+        assert r.minus_real == pytest.approx(r.accuracy - results[0].accuracy)
     saved = json.loads((tmp_path / "tiny-controls.json").read_text())
     assert [row["control"] for row in saved] == ["real", "random", "format_only"]
     # The random run was paid by the coin alone, and its accuracy still measured by the task's verifier.

@@ -46,9 +46,12 @@ class ControlResult:
     accuracy: float
     ci95: tuple[float, float]
     questions: int
-    minus_real: float | None = None  # this control's accuracy minus the real run's, on the shared questions
+    # This control's accuracy minus the real run's, paired on the distinct questions both answered (a question the
+    # held-out split draws twice counts once: its two answers are not independent evidence).
+    minus_real: float | None = None
     minus_real_ci95: tuple[float, float] | None = None
     p_value: float | None = None
+    paired_questions: int | None = None
 
 
 def control_configs(recipe: str | None, overrides: Sequence[str], plugins: Sequence[str]) -> dict[str, RunConfig]:
@@ -96,7 +99,13 @@ def run_controls(
         row = ControlResult(control, str(config.run_dir), summary["avg@n"]["value"], (low, high), summary["questions"])
         if control != "real":
             paired = paired_accuracy(accuracy["real"], accuracy[control], ("real", control), seed=config.seed)
-            row = replace(row, minus_real=paired["difference"], minus_real_ci95=tuple(paired["ci95"]), p_value=paired["p_value"])
+            row = replace(
+                row,
+                minus_real=paired["difference"],
+                minus_real_ci95=tuple(paired["ci95"]),
+                p_value=paired["p_value"],
+                paired_questions=paired["questions"],
+            )
         results.append(row)
     out = Path(configs["real"].output_dir) / f"{configs['real'].name.removesuffix('-real')}-controls.json"
     out.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
@@ -107,12 +116,14 @@ def run_controls(
 
 def controls_table(results: Sequence[ControlResult]) -> Table:
     table = Table(title="held-out accuracy after training: the real reward against its controls (95% CIs)")
-    for column in ("reward", "accuracy", "95% CI", "n", "minus real (paired)", "p"):
+    for column in ("reward", "accuracy", "95% CI", "n", "minus real (paired)", "distinct questions", "p"):
         table.add_column(column)
     for r in results:
         difference = ""
         if r.minus_real is not None and r.minus_real_ci95 is not None:
             difference = f"{r.minus_real:+.1%} [{r.minus_real_ci95[0]:+.1%}, {r.minus_real_ci95[1]:+.1%}]"
-        p = "" if r.p_value is None else f"{r.p_value:.3f}"
-        table.add_row(r.control, f"{r.accuracy:.1%}", f"[{r.ci95[0]:.1%}, {r.ci95[1]:.1%}]", str(r.questions), difference, p)
+        p = "" if r.p_value is None else f"{r.p_value:.3f}" if r.p_value >= 0.001 else "< 0.001"  # a bootstrap's floor
+        paired = "" if r.paired_questions is None else str(r.paired_questions)
+        interval = f"[{r.ci95[0]:.1%}, {r.ci95[1]:.1%}]"
+        table.add_row(r.control, f"{r.accuracy:.1%}", interval, str(r.questions), difference, paired, p)
     return table
