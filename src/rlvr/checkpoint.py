@@ -157,11 +157,16 @@ def drop_checkpoints_after(root: Path, step: int) -> None:
 
 
 def latest_checkpoint(root: Path) -> Path | None:
+    """The checkpoint `latest` names; else the newest complete one. A kill can leave `latest` naming a folder that is
+    gone (a step saved again, killed between removing its old folder and renaming the new one in) or a complete
+    checkpoint that `latest` does not name yet (killed just before the pointer was written): neither loses it."""
     pointer = root / _LATEST
-    if not pointer.exists():
-        return None
-    path = root / pointer.read_text().strip()
-    return path if (path / _STATE).exists() else None
+    if pointer.exists():
+        path = root / pointer.read_text().strip()
+        if (path / _STATE).exists():
+            return path
+    found = checkpoints(root)
+    return found[-1][1] if found else None
 
 
 def load_checkpoint(
