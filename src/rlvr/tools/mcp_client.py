@@ -98,23 +98,31 @@ class MCPServer:
         self.label = f"MCP server {config.name + ' ' if config.name else ''}`{command}`"
         self.tools: list[Tool] = []
         self._loop = loop
+        self._session: ClientSession | None = None
+        self._closed = False  # closed on purpose (the run ended): not started again
+        self._restart_lock = threading.Lock()
+        self._new_session_state()
+
+    def _new_session_state(self) -> None:
+        """What one run of the server process has of its own: a first start and each restart begin with fresh ones."""
         self._stderr = tempfile.TemporaryFile("w+b")  # the server's stderr; removed when closed
         self._stop = asyncio.Event()  # set on the loop: the session task then leaves the SDK's context managers
         self._finished = threading.Event()  # the session task is over (the server is stopped, or never started)
-        self._session: ClientSession | None = None
         self._lost = False  # the connection closed under a call: the server is gone
-        self._closed = False  # closed on purpose (the run ended): not started again
-        self._restart_lock = threading.Lock()
-        self.restarts = 0
 
     # ---- lifetime ----------------------------------------------------------
-    def start(self) -> MCPServer:
-        """Starts the server and lists its tools, within `startup_timeout_seconds`; a `ConfigError` names the command."""
+    def _launch(self) -> list[mcp_types.Tool]:
+        """Starts the server process and its session on the loop; the tools it lists, within `startup_timeout_seconds`
+        (the deadline itself is kept on the loop, in `_serve`; the wait here is a backstop)."""
         ready: Future[list[mcp_types.Tool]] = Future()
         asyncio.run_coroutine_threadsafe(self._serve(ready), self._loop)
+        return ready.result(self.config.startup_timeout_seconds + CLOSE_SECONDS)
+
+    def start(self) -> MCPServer:
+        """Starts the server and lists its tools, within `startup_timeout_seconds`; a `ConfigError` names the command."""
         seconds = self.config.startup_timeout_seconds
         try:
-            listed = ready.result(seconds + CLOSE_SECONDS)  # the deadline itself is kept on the loop (`_serve`)
+            listed = self._launch()
         except Exception as error:
             if isinstance(_first(error), TimeoutError):
                 key = f"{self.where}.startup_timeout_seconds"
@@ -171,15 +179,11 @@ class MCPServer:
                 return
             self.stop()
             self.wait()
-            self._stderr = tempfile.TemporaryFile("w+b")
-            self._stop, self._finished, self._lost = asyncio.Event(), threading.Event(), False
-            ready: Future[list[mcp_types.Tool]] = Future()
-            asyncio.run_coroutine_threadsafe(self._serve(ready), self._loop)
+            self._new_session_state()
             try:
-                ready.result(self.config.startup_timeout_seconds + CLOSE_SECONDS)
+                self._launch()  # the same tools: the run built them once, from the first start's list
             except Exception as error:
                 raise ToolError(f"{self.label}: it stopped, and starting it again failed: {self._reason(error)}") from None
-            self.restarts += 1
 
     @property
     def alive(self) -> bool:
