@@ -35,7 +35,7 @@ from rlvr.rollout.sampler import tool_loop_settings
 from rlvr.rollout.tool_loop import ToolLoop
 from rlvr.seeds import derive_seed
 from rlvr.serve.schema import ChatCompletionRequest, ChatMessage, CompletionRequest, EffortLevel, ToolSpec
-from rlvr.serve.streaming import TextStream
+from rlvr.serve.streaming import TextStream, stop_index
 from rlvr.tools.base import Tool
 from rlvr.tools.protocol import ChatFormat
 from rlvr.types import Episode
@@ -307,10 +307,10 @@ class ServedModel:
 
 def _cut_at_stop(generated: Generated, stop: tuple[str, ...]) -> Generated:
     """The answer up to the first of the client's stop strings (the engines keep the stop string; OpenAI does not)."""
-    hits = [generated.text.find(s) for s in stop if s in generated.text]
-    if not hits:
+    end = stop_index(generated.text, stop)
+    if end is None:
         return generated
-    return replace(generated, text=generated.text[: min(hits)], stop="end_of_turn")
+    return replace(generated, text=generated.text[:end], stop="end_of_turn")
 
 
 @MODES.register("plain")

@@ -58,10 +58,10 @@ class TextStream:
             return ""
         self.ids.extend(ids)
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        hits = [text.find(s) for s in self.stop if s in text]
-        if hits:
+        end = stop_index(text, self.stop)
+        if end is not None:
             self.stopped = True
-            safe = text[: min(hits)]
+            safe = text[:end]
         else:
             safe = text.rstrip("\ufffd")
             safe = safe[: max(0, len(safe) - self.hold)]
@@ -69,6 +69,12 @@ class TextStream:
             return ""
         new, self.sent = safe[len(self.sent) :], safe
         return new
+
+
+def stop_index(text: str, stop: Sequence[str]) -> int | None:
+    """Where the first of a client's stop strings begins in `text` (OpenAI's answers end before it), or None."""
+    hits = [text.find(s) for s in stop if s in text]
+    return min(hits) if hits else None
 
 
 def _settled(text: str, markers: Sequence[str], cut: Sequence[str] = ()) -> str:
