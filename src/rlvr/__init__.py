@@ -1,6 +1,7 @@
 """rlvr: train language models into reasoning models with reinforcement learning from verifiable rewards.
 
-The Python API (`rlvr.api`): `rlvr.load_config(recipe, overrides)`, `rlvr.train(config)`, `rlvr.evaluate(model, ...)`.
+The Python API (`rlvr.api`): `rlvr.load_config(recipe, overrides)`, `rlvr.train(config)`, `rlvr.evaluate(model, ...)`,
+`rlvr.run_suite(model)` (the regression suite).
 Each is imported on first use, so `import rlvr` loads nothing heavy (the sandbox's programs and the scoring
 workers import parts of rlvr too).
 """
@@ -15,7 +16,7 @@ try:
 except metadata.PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
-_API = {"train": "rlvr.api", "evaluate": "rlvr.api", "load_config": "rlvr.config", "RunConfig": "rlvr.config"}
+_API = {"train": "rlvr.api", "evaluate": "rlvr.api", "run_suite": "rlvr.api", "load_config": "rlvr.config", "RunConfig": "rlvr.config"}
 __all__ = ["__version__", *_API]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rlvr.config import RunConfig, load_config
 from rlvr.errors import EngineError
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from rlvr.eval import EvalSettings
+    from rlvr.eval.suite import SuiteRow
 
 Progress = Callable[[int, int, int], None]  # (samples done now, samples in all, new tokens)
 
@@ -108,24 +109,14 @@ def run_evaluation(
     """The summary of evaluating `config`'s model on its environment's held-out split; with `out`, also the report
     files. An engine failure raises EngineError, the samples generated before it kept in `out`."""
     from rlvr.envs import make_env
-    from rlvr.eval.provenance import model_hash
     from rlvr.eval.runner import run_eval
-    from rlvr.models import load_policy, load_tokenizer, resolve_model_path
-    from rlvr.rollout import make_engine
     from rlvr.rollout.sampler import make_sampler
     from rlvr.scoring import Scorer
 
-    tokenizer = load_tokenizer(config.model.path)
-    policy = load_policy(config.model.path)
-    engine = make_engine(config.rollout, policy, tokenizer, config.eval.batch_size)
+    tokenizer, engine, provenance = _load_engine(config)
     environment = make_env(config.env)
     sampler, chat, _ = make_sampler(engine, tokenizer, config, environment)
-    provenance = {
-        "model": config.model.path,
-        "model_hash": model_hash(resolve_model_path(config.model.path)),
-        "data": data_label,
-        "engine": f"{type(engine).__name__}, {engine.precision}",
-    }
+    provenance["data"] = data_label
     with Scorer(environment.rubric, config.scoring.workers, config.scoring.timeout_seconds, config.scoring.on_hack) as scorer:
         try:
             summary, samples = run_eval(sampler, environment, tokenizer, scorer, settings, provenance, progress, chat)
@@ -138,6 +129,71 @@ def run_evaluation(
 
         write_report(out, summary, samples)
     return summary
+
+
+def _load_engine(config: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
+    """The config's model loaded into its engine: (tokenizer, engine, what a result records about them)."""
+    from rlvr.eval.provenance import model_hash
+    from rlvr.models import load_policy, load_tokenizer, resolve_model_path
+    from rlvr.rollout import make_engine
+
+    tokenizer = load_tokenizer(config.model.path)
+    engine = make_engine(config.rollout, load_policy(config.model.path), tokenizer, config.eval.batch_size)
+    provenance = {
+        "model": config.model.path,
+        "model_hash": model_hash(resolve_model_path(config.model.path)),
+        "engine": f"{type(engine).__name__}, {engine.precision}",
+    }
+    return tokenizer, engine, provenance
+
+
+def run_suite(
+    model: str,
+    *,
+    suite: str | None = None,
+    base: str | None = None,
+    recipe: str | None = None,
+    overrides: Sequence[str] = (),
+    plugins: Sequence[str] = (),
+    out: str | Path | None = None,
+    progress: Callable[[str], Progress] | None = None,
+) -> list[SuiteRow]:
+    """`rlvr eval MODEL --suite`: every evaluation of the suite (default: the packaged `regression`) on `model`, and
+    on `base` (default: the model a run started from), compared on the same questions; a drop whose paired 95%
+    interval lies below zero is flagged. With `out`: `out/model/<eval>/` and `out/base/<eval>/` hold each report,
+    `out/suite.json` and `out/suite.md` the table. A base model's results already in `out/base/` are reused when
+    they measured the same weights."""
+    from rlvr.eval.suite import compare_results, evaluate_suite, load_suite, read_results, starting_model, suite_configs
+    from rlvr.eval.suite import write_suite as write_table
+
+    chosen = load_suite(suite)
+    base = base or starting_model(model)
+    folder = Path(out) if out is not None else None
+    results = {}
+    for role, name in (("model", model), ("base", base)):
+        if name is None:
+            continue
+        configs = suite_configs(chosen, name, recipe, overrides, plugins)
+        first = next(iter(configs.values()))
+        where = folder / role if folder is not None else None
+        cached = read_results(where, list(configs)) if where is not None and role == "base" else None
+        if cached is not None and _same_weights(where, list(configs), first.model.path):
+            results[role] = cached
+            continue
+        tokenizer, engine, provenance = _load_engine(first)
+        results[role] = evaluate_suite(engine, tokenizer, chosen, configs, where, progress, provenance)
+    rows = compare_results(results["model"], results.get("base"))
+    if folder is not None:
+        write_table(folder, rows, model, base)
+    return rows
+
+
+def _same_weights(folder: Path, names: Sequence[str], model: str) -> bool:
+    from rlvr.eval.provenance import model_hash
+    from rlvr.models import resolve_model_path
+
+    wanted = model_hash(resolve_model_path(model))
+    return all(json.loads((folder / name / "summary.json").read_text()).get("model_hash") == wanted for name in names)
 
 
 def _keep_partial(out: Path | None, samples: list[dict]) -> str:

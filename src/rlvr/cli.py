@@ -115,6 +115,13 @@ def eval_(
     seed: Annotated[int, typer.Option(help="Sampling seed")] = 0,
     out: Annotated[Path | None, typer.Option(help="Folder for summary.json, samples.jsonl, report.md, report.html")] = None,
     compare: Annotated[tuple[Path, Path] | None, typer.Option(help="Two evaluation folders: B - A with a paired 95% CI")] = None,
+    suite: Annotated[bool, typer.Option(help="Run the regression suite against --base; significant drops flagged")] = False,
+    suite_file: Annotated[
+        str | None, typer.Option(help="With --suite: a suite YAML file (default: the packaged 'regression' suite)")
+    ] = None,
+    base: Annotated[
+        str | None, typer.Option(help="With --suite: the model to compare with (default: the model a run started from)")
+    ] = None,
     plugins: Plugins = None,
 ) -> None:
     """avg@n, pass@k, maj@k and best-of-k of MODEL with 95% bootstrap intervals, compute per question, and
@@ -126,6 +133,9 @@ def eval_(
         model = model or model_arg
         if not model:
             raise ConfigError("give the model to evaluate: rlvr eval --model MODEL (or a --compare A B)")
+        if suite or suite_file:
+            _suite(model, suite_file, base, recipe, overrides or [], plugins or [], out)
+            return
         from rlvr.api import eval_config, eval_settings, run_evaluation
 
         config = eval_config(model, data=data, env=env, recipe=recipe, overrides=overrides or [], plugins=plugins or [])
@@ -142,8 +152,8 @@ def eval_(
             reasoning=reasoning,
             min_thinking=min_thinking,
         )
-        with _eval_progress() as progress:  # an engine failure is reported once the bar has closed: the last line
-            summary = run_evaluation(config, settings, str(data) if data else config.env.label, out, progress)
+        with _eval_progress() as bar:  # an engine failure is reported once the bar has closed: the last line
+            summary = run_evaluation(config, settings, str(data) if data else config.env.label, out, bar("eval"))
     except (ConfigError, ValueError, EngineError) as error:
         _fail(error)
     if out is not None:
@@ -157,11 +167,12 @@ def eval_(
 
 @contextmanager
 def _eval_progress():
-    """A progress bar over the samples, with tokens/s and ETA; yields the runner's progress callback."""
+    """Progress bars over the samples, with tokens/s and ETA; yields `bar(label)`, which adds one and returns the
+    runner's progress callback for it (one for `rlvr eval`, one per evaluation of a suite)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = (
-        TextColumn("[bold]eval"),
+        TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[tps]:.0f} tok/s"),
@@ -169,16 +180,51 @@ def _eval_progress():
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    started, tokens = time.perf_counter(), 0
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task("eval", total=None, tps=0.0)
+    with Progress(*columns, console=console) as bars:
 
-        def advance(done: int, total: int, new_tokens: int) -> None:
-            nonlocal tokens
-            tokens += new_tokens
-            bar.update(task, advance=done, total=total, tps=tokens / max(time.perf_counter() - started, 1e-9))
+        def bar(label: str):
+            task = bars.add_task(label, total=None, tps=0.0)
+            started, tokens = time.perf_counter(), 0
 
-        yield advance
+            def advance(done: int, total: int, new_tokens: int) -> None:
+                nonlocal tokens
+                tokens += new_tokens
+                bars.update(task, advance=done, total=total, tps=tokens / max(time.perf_counter() - started, 1e-9))
+
+            return advance
+
+        yield bar
+
+
+def _suite(
+    model: str,
+    suite: str | None,
+    base: str | None,
+    recipe: str | None,
+    overrides: list[str],
+    plugins: list[str],
+    out: Path | None,
+) -> None:
+    """`rlvr eval MODEL --suite`: the table on stderr, the rows as JSON on stdout (the drops: `suite.json`'s `drops`)."""
+    from rlvr.api import run_suite
+    from rlvr.eval.suite import markdown_table, starting_model
+
+    with _eval_progress() as progress:
+        rows = run_suite(
+            model,
+            suite=suite,
+            base=base,
+            recipe=recipe,
+            overrides=overrides,
+            plugins=plugins,
+            out=out,
+            progress=lambda _: progress,
+        )
+    if out is not None:
+        console.print(f"wrote {out}/suite.md, suite.json and each evaluation's report under {out}/model and {out}/base")
+    console.print(markdown_table(rows, model, base or starting_model(model)), highlight=False, markup=False)
+    json.dump([row.to_dict() for row in rows], sys.stdout)
+    sys.stdout.write("\n")
 
 
 def _compare(a: Path, b: Path) -> None:
@@ -272,7 +318,8 @@ def sample(
     sampling = assistant.sampling(temperature, max_new_tokens, seed)
     written = 0
     failure: EngineError | None = None
-    with output.open("w") as handle, _eval_progress() as progress:
+    with output.open("w") as handle, _eval_progress() as bar:
+        progress = bar("sample")
         for start in range(0, len(requests), batch_size):
             batch = requests[start : start + batch_size]
             conversations = [assistant.start(r.get("question"), r.get("messages")) for r in batch for _ in range(n)]

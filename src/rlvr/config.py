@@ -28,7 +28,7 @@ from rlvr.algo_config import (
 )
 from rlvr.data import source_kind
 from rlvr.env_config import EnvCommon, EnvConfig, GymEnvConfig, env_config_type
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, parser_limit
 from rlvr.plugins import anchor_plugin, load_plugins
 from rlvr.registry import registered, section_name
 
@@ -235,6 +235,9 @@ class TrainConfig(_Strict):
         1, ge=1, description="the N newest good checkpoints kept (a rollback needs one before a divergence)"
     )
     guard: GuardConfig = GuardConfig()
+    eval_every: int = Field(
+        0, ge=0, description="run the regression suite (eval.suite) every N steps against the starting model; 0: off"
+    )
 
 
 class EvalConfig(_Strict):
@@ -242,6 +245,7 @@ class EvalConfig(_Strict):
     after: bool = True
     batch_size: int = Field(100, ge=1)
     max_new_tokens: int | None = Field(None, description="defaults to sampling.max_new_tokens")
+    suite: str = Field("regression", description="the suite train.eval_every runs: a packaged name or a suite file")
 
 
 class RunConfig(_Strict):
@@ -343,9 +347,10 @@ def recipe_path(recipe: str | None) -> Path:
 def set_override(data: dict[str, Any], assignment: str) -> None:
     """Apply one `a.b.c=value` override; the value is parsed as YAML (so `1e-5`, `true`, `[1, 2]` work)."""
     key, sep, raw = assignment.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"--set {assignment!r}: expected key=value")
-    *parents, leaf = key.strip().split(".")
+    parts = key.strip().split(".")
+    if not sep or "" in parts:  # `=1`, `train..lr=1`: a key that names no setting
+        raise ConfigError(f"--set {assignment!r}: expected key=value, the key a dotted path such as train.lr")
+    *parents, leaf = parts
     node = data
     for part in parents:
         child = node.setdefault(part, {})
@@ -353,12 +358,22 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
             raise ConfigError(f"--set {key}: {part} is not a section")
         node = child
     # YAML reads `1e-5` as a string; pydantic's lax mode turns it into the float the field wants.
-    node[leaf] = yaml.safe_load(raw)
+    try:
+        node[leaf] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]  # a reader's error has no `problem`
+        raise ConfigError(f"--set {key}: invalid YAML value: {problem}") from None
+    except (ValueError, RecursionError) as exc:  # read as YAML but not buildable: a date like 2024-13-01, a huge integer
+        raise ConfigError(f"--set {key}: invalid YAML value: {parser_limit(exc)}") from None
 
 
-def _anchor_source_paths(data: dict[str, Any], folder: Path) -> None:
+def anchor_source_paths(data: dict[str, Any], folder: Path) -> None:
     """A relative data path in a recipe is relative to the recipe's folder, so a recipe and its data move together
     and run from any working directory. (Paths given with --set stay relative to the working directory.)"""
+    evaluation = data.get("eval")
+    suite = evaluation.get("suite") if isinstance(evaluation, dict) else None
+    if isinstance(suite, str) and Path(suite).suffix in (".yaml", ".yml") and not Path(suite).is_absolute():
+        evaluation["suite"] = str((folder / suite).resolve())  # a suite file beside the recipe
     env = data.get("env")
     if isinstance(env, dict) and isinstance(env.get("demos"), str) and not Path(env["demos"]).is_absolute():
         env["demos"] = str((folder / env["demos"]).resolve())
@@ -418,9 +433,11 @@ def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, or read as YAML but not buildable (see set_override)
+        raise ConfigError(f"{path}: invalid YAML: {parser_limit(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of sections")
-    _anchor_source_paths(data, path.parent)
+    anchor_source_paths(data, path.parent)
     if isinstance(data.get("plugins"), list):
         data["plugins"] = [anchor_plugin(spec, path.parent) if isinstance(spec, str) else spec for spec in data["plugins"]]
     recipe = copy.deepcopy(data)

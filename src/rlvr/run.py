@@ -15,6 +15,7 @@ from rich.table import Table
 from rlvr.config import ConfigError, RunConfig, parse_config
 from rlvr.distributed import Ranks
 from rlvr.eval import evaluate
+from rlvr.eval.suite import SuiteDuringTraining
 from rlvr.hardware import resolve_device
 from rlvr.metrics import MetricsLog
 from rlvr.models import resolve_model_path
@@ -38,6 +39,41 @@ def _evaluate(trainer: Trainer, path: Path, console: Console, label: str) -> dic
     path.with_suffix(".samples.jsonl").write_text("".join(json.dumps(s.to_dict()) + "\n" for s in samples))
     _write_json(path, result)
     return result
+
+
+def _suite_during_training(trainer: Trainer, run_dir: Path, console: Console) -> SuiteDuringTraining:
+    """The regression suite of `train.eval_every`, its starting-model results measured (or read back) now."""
+    suite = SuiteDuringTraining(trainer.config, trainer.engine, trainer.tokenizer, run_dir / "suite")
+    with console.status("regression suite on the starting model") as status:
+        suite.baseline(_suite_status(status, "the starting model"))
+    return suite
+
+
+def _suite_status(status, label: str):
+    """A progress callback per evaluation that shows which evaluation runs and how far it is."""
+
+    def for_eval(name: str):
+        def advance(done: int, total: int, new_tokens: int) -> None:
+            status.update(f"regression suite on {label}: {name} {done}/{total}")
+
+        return advance
+
+    return for_eval
+
+
+def _suite_callback(suite: SuiteDuringTraining | None, trainer: Trainer, console: Console):
+    """`evaluate(step)` for `Trainer.fit`: rank 0 runs the suite on a step that is due; every rank meets after it."""
+
+    def evaluate(step: int) -> dict:
+        metrics: dict = {}
+        if suite is not None and suite.due(step):
+            with console.status(f"regression suite at step {step}") as status:
+                metrics = suite(step, _suite_status(status, f"step {step}"))
+        if trainer.config.train.eval_every and step % trainer.config.train.eval_every == 0:
+            trainer.ranks.barrier(f"step {step}: regression suite")
+        return metrics
+
+    return evaluate
 
 
 def _prepare_run_dir(config: RunConfig, resume: bool, overwrite: bool) -> Path:
@@ -97,9 +133,10 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, cons
         if config.eval.before and ranks.main:
             before = json.loads(before_path.read_text()) if resumed and before_path.exists() else None
             before = before or _evaluate(trainer, before_path, console, "the starting model")
+        suite = _suite_during_training(trainer, run_dir, console) if config.train.eval_every and ranks.main else None
         ranks.barrier("evaluation before training")
         log = MetricsLog(run_dir / "metrics.jsonl", console, trackers) if ranks.main else None
-        trainer.fit(log)
+        trainer.fit(log, _suite_callback(suite, trainer, console) if config.train.eval_every else None)
         final = run_dir / "final"
         trainer.save_final(final)
         after = None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -380,8 +382,9 @@ class Trainer:
         save_model_folder(folder, self.policy, self.tokenizer, self.ranks)
         self.ranks.barrier("final model written")
 
-    def fit(self, log: MetricsLog | None) -> None:
-        """Train to `train.steps`. Rank 0 passes the log (metrics and progress bar); the other ranks pass None."""
+    def fit(self, log: MetricsLog | None, evaluate: Callable[[int], dict[str, Any]] | None = None) -> None:
+        """Train to `train.steps`. Rank 0 passes the log (metrics and progress bar); the other ranks pass None.
+        `evaluate(step)`, called on every rank after each step that stays, returns metrics for the step's row."""
         steps = self.config.train.steps
         if log is not None:
             log.truncate_after(self.step)  # steps after the checkpoint are redone
@@ -399,6 +402,12 @@ class Trainer:
                     if progress is not None:
                         progress.rewind(self.step)
                     continue
+                if evaluate is not None:
+                    extra = evaluate(self.step)
+                    metrics["warnings"] = metrics.get("warnings", []) + extra.pop("warnings", [])
+                    metrics.update(extra)
+                    if not metrics["warnings"]:
+                        del metrics["warnings"]
                 if log is not None:
                     log.write(metrics)  # before the checkpoint, so a resume never lacks a saved step's line
                 if self.step % self.config.train.save_every == 0 or self.step == steps:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 from rlvr.errors import ConfigError
@@ -27,9 +28,14 @@ def sample_accuracy(summary_path: Path, samples_path: Path) -> dict[str, float]:
     """Question id -> mean correctness over its samples (the headline condition: the largest budget, if any), from
     a summary and its samples: an evaluation folder's, or a run's `eval_after.json` and `eval_after.samples.jsonl`."""
     budget = json.loads(summary_path.read_text()).get("budget")
+    samples = [Sample.from_dict(json.loads(line)) for line in samples_path.read_text().splitlines()]
+    return question_accuracy(samples, budget)
+
+
+def question_accuracy(samples: Iterable[Sample], budget: int | None = None) -> dict[str, float]:
+    """Question id -> mean correctness over its samples under `budget` (None: the plain run)."""
     correct: dict[str, list[bool]] = defaultdict(list)
-    for line in samples_path.read_text().splitlines():
-        sample = Sample.from_dict(json.loads(line))
+    for sample in samples:
         if sample.budget == budget:
             correct[sample.id].append(sample.correct)
     return {qid: sum(values) / len(values) for qid, values in correct.items()}
