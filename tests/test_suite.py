@@ -116,7 +116,10 @@ def test_rlvr_eval_suite_on_a_tiny_model_reuses_the_base_results(tiny_model_dir,
     kwargs = {"suite": str(path), "base": str(tiny_model_dir), "overrides": TINY, "out": out}
     rows = run_suite(str(tiny_model_dir), **kwargs)
     # The same weights on the same questions, greedy: no difference anywhere.
-    assert [(r.name, r.questions, r.difference, r.verdict) for r in rows] == [("chain_sum", 3, 0.0, "same"), ("words", 2, 0.0, "same")]
+    assert [(r.name, r.questions, r.difference, r.verdict) for r in rows] == [
+        ("chain_sum", 3, 0.0, "same"),
+        ("words", 2, 0.0, "same"),
+    ]
     record = json.loads((out / "suite.json").read_text())
     assert record["drops"] == [] and [r["name"] for r in record["rows"]] == ["chain_sum", "words"]
     for role in ("model", "base"):

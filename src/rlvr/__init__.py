@@ -16,7 +16,13 @@ try:
 except metadata.PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
-_API = {"train": "rlvr.api", "evaluate": "rlvr.api", "run_suite": "rlvr.api", "load_config": "rlvr.config", "RunConfig": "rlvr.config"}
+_API = {
+    "train": "rlvr.api",
+    "evaluate": "rlvr.api",
+    "run_suite": "rlvr.api",
+    "load_config": "rlvr.config",
+    "RunConfig": "rlvr.config",
+}
 __all__ = ["__version__", *_API]
 
 

@@ -181,7 +181,8 @@ def run_suite(
             results[role] = cached
             continue
         tokenizer, engine, provenance = _load_engine(first)
-        results[role] = evaluate_suite(engine, tokenizer, chosen, configs, where, progress, provenance)
+        labelled = (lambda name, role=role: progress(f"{role}: {name}")) if progress is not None else None
+        results[role] = evaluate_suite(engine, tokenizer, chosen, configs, where, labelled, provenance)
     rows = compare_results(results["model"], results.get("base"))
     if folder is not None:
         write_table(folder, rows, model, base)

@@ -218,7 +218,7 @@ def _suite(
             overrides=overrides,
             plugins=plugins,
             out=out,
-            progress=lambda _: progress,
+            progress=progress,
         )
     if out is not None:
         console.print(f"wrote {out}/suite.md, suite.json and each evaluation's report under {out}/model and {out}/base")

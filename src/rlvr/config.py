@@ -199,7 +199,9 @@ class GuardConfig(_Strict):
     collapse_steps: int = Field(
         3, ge=0, description="reward at or below collapse_reward this many steps in a row diverges; 0: off"
     )
-    collapse_reward: float = 0.0
+    collapse_reward: float = Field(
+        0.01, ge=0.0, description="a mean reward at or below this counts as collapsed (a healthy run earns the format reward)"
+    )
     armed_reward: float = Field(0.05, description="the collapse check waits until the mean reward has been above this once")
     max_entropy: float | None = Field(None, gt=0.0, description="mean token entropy (nats) above this diverges; null: off")
     max_kl: float | None = Field(None, gt=0.0, description="mean per-token KL to the reference above this diverges; null: off")
@@ -316,11 +318,34 @@ def _describe(error: dict, root: type[BaseModel]) -> str:
     return f"{loc}: {message}{got}"
 
 
+def _self_reference(data: Any) -> str | None:
+    """The key of a value that holds itself (YAML's `a: &x [*x]`), if any: `Any` fields validate it, but no config.yaml
+    can be written of it. Iterative, and each shared value walked once, however deep or often it is aliased."""
+    ancestors: set[int] = set()  # the values on the path to the one in hand
+    walked: set[int] = set()
+    stack: list[tuple[Any, str, bool]] = [(data, "", False)]
+    while stack:
+        node, key, leaving = stack.pop()
+        if leaving:
+            ancestors.discard(id(node))
+            walked.add(id(node))
+        elif isinstance(node, dict | list) and id(node) not in walked:
+            if id(node) in ancestors:
+                return key
+            ancestors.add(id(node))
+            stack.append((node, key, True))
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            stack.extend((item, f"{key}.{name}" if key else str(name), False) for name, item in items)
+    return None
+
+
 def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     """The validated config; its `plugins` are imported first, so the names they register are valid choices."""
     plugins = data.get("plugins", [])
     if not isinstance(plugins, list):
         raise ConfigError(f"{source}: plugins: expected a list of files (.py) or module names (got {plugins!r})")
+    if (key := _self_reference(data)) is not None:
+        raise ConfigError(f"{source}: {key}: holds itself (a YAML alias inside its own anchor)")
     load_plugins(plugins)
     try:
         return RunConfig.model_validate(data)
@@ -348,7 +373,7 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
     """Apply one `a.b.c=value` override; the value is parsed as YAML (so `1e-5`, `true`, `[1, 2]` work)."""
     key, sep, raw = assignment.partition("=")
     parts = key.strip().split(".")
-    if not sep or "" in parts:  # `=1`, `train..lr=1`: a key that names no setting
+    if not sep or "" in parts or not key.isprintable():  # `=1`, `train..lr=1`, a line break: a key that names no setting
         raise ConfigError(f"--set {assignment!r}: expected key=value, the key a dotted path such as train.lr")
     *parents, leaf = parts
     node = data

@@ -25,7 +25,10 @@ class MetricsLog:
     def read(self) -> list[dict]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        text = self.path.read_text()
+        if not text.endswith("\n"):  # a kill during the last write: that step's checkpoint was never written either
+            text = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def truncate_after(self, step: int) -> None:
         """Forget lines of steps after `step` (they are redone after a resume)."""

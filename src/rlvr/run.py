@@ -99,7 +99,10 @@ def _write_config(run_dir: Path, config: RunConfig, precision: dict[str, str]) -
     """The full config, headed by what `auto` chose on this machine (comments: a resume on another machine may
     choose differently, and the config it is compared with stays the one that was asked for)."""
     header = "".join(f"# {name}: {choice}\n" for name, choice in precision.items())
-    (run_dir / "config.yaml").write_text(header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    # Through a temporary file: a kill mid-write must not leave a config that no resume can read.
+    tmp = run_dir / ".config.yaml.tmp"
+    tmp.write_text(header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    tmp.replace(run_dir / "config.yaml")
 
 
 def train(config: RunConfig, resume: bool = False, overwrite: bool = False, console: Console | None = None) -> dict:

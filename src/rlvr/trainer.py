@@ -335,13 +335,17 @@ class Trainer:
         state = load_checkpoint(path, self.policy, self.optimizer, self.ranks)
         self.scheduler.load_state_dict(state["scheduler"])
         self.guard.load_state_dict(state.get("guard"), keep_persistent=rollback)
+        monitors = state.get("monitors", {})
+        self.hack_monitor.load_state_dict(monitors.get("hacks"))
+        self.tool_monitor.load_state_dict(monitors.get("tools"))
         self._apply_lr()
         self.step = state["step"]
         self.sync_weights()
 
     def save(self) -> None:
         t = self.config.train
-        state = {"scheduler": self.scheduler.state_dict(), "guard": self.guard.state_dict()}
+        monitors = {"hacks": self.hack_monitor.state_dict(), "tools": self.tool_monitor.state_dict()}
+        state = {"scheduler": self.scheduler.state_dict(), "guard": self.guard.state_dict(), "monitors": monitors}
         keep, suspect = t.keep_checkpoints, self.guard.suspect_from()
         save_checkpoint(
             self.checkpoint_dir(), self.step, self.policy, self.optimizer, state, self.tokenizer, self.ranks, keep, suspect

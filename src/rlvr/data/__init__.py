@@ -13,12 +13,25 @@ Line numbers (`Row.line` and error messages) are what a user would open the file
 
 from rlvr.data.mixing import Mixture, Stream, split_held_out
 from rlvr.data.reading import load_source
-from rlvr.data.source import GYM_PREFIX, HUMANEVAL, FieldMap, LoadReport, Row, Source, SourceKind, source_kind
+from rlvr.data.source import (
+    GYM_PREFIX,
+    HUMANEVAL,
+    INSTRUCTIONS,
+    FieldMap,
+    InstructionsOptions,
+    LoadReport,
+    Row,
+    Source,
+    SourceKind,
+    source_kind,
+)
 
 __all__ = [
     "GYM_PREFIX",
     "HUMANEVAL",
+    "INSTRUCTIONS",
     "FieldMap",
+    "InstructionsOptions",
     "LoadReport",
     "Mixture",
     "Row",

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlvr.registry import registered
 
@@ -15,6 +15,7 @@ Record = dict[str, Any]
 
 GYM_PREFIX = "gym:"
 HUMANEVAL = "humaneval"
+INSTRUCTIONS = "instructions"
 # A skipped-rows summary quotes this many reasons: enough to spot a pattern, short enough to read.
 MAX_REASONS = 5
 
@@ -30,14 +31,27 @@ class FieldMap(BaseModel):
     subset: str | None = Field(None, description="column naming each row's subset; overrides Source.subset")
 
 
-SourceKind = Literal["gym", "humaneval", "file"]
+SourceKind = Literal["gym", "humaneval", "instructions", "file"]
+_BUILT_IN: dict[str, SourceKind] = {HUMANEVAL: "humaneval", INSTRUCTIONS: "instructions"}
 
 
 def source_kind(path: str) -> SourceKind:
-    """What a source path names: a reasoning-gym task (`gym:<task>`), the packaged HumanEval, or a file or folder."""
+    """What a source path names: a reasoning-gym task (`gym:<task>`), the packaged HumanEval, the generated
+    instruction-following problems (`instructions`), or a file or folder."""
     if path.startswith(GYM_PREFIX):
         return "gym"
-    return "humaneval" if path == HUMANEVAL else "file"
+    return _BUILT_IN.get(path, "file")
+
+
+class InstructionsOptions(BaseModel):
+    """The `task_config` of the `instructions` source: how many problems, from which seed. The same options always
+    give the same problems, whatever the environment's seeds, so a regression suite compares like with like."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    size: int = Field(200, ge=1, le=5000, description="problems generated")
+    seed: int = Field(0, description="seeds the generator")
+    max_instructions: int = Field(2, ge=1, le=3, description="each problem has 1 to this many instructions")
 
 
 class Source(BaseModel):
@@ -45,22 +59,28 @@ class Source(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(min_length=1, description="a file or folder; `gym:<task>` for a reasoning-gym task; `humaneval`")
+    path: str = Field(
+        min_length=1, description="a file or folder; `gym:<task>` for a reasoning-gym task; `humaneval`; `instructions`"
+    )
     format: Format = "auto"
     fields: FieldMap = FieldMap()
     weight: float = Field(1.0, gt=0.0, description="relative share of this source in a Mixture")
     subset: str | None = Field(None, description="subset tag of every row; defaults to the file stem or the task name")
     split: str | None = Field(None, description="split of a saved DatasetDict; required when it has several")
     skip_invalid: bool = Field(False, description="skip invalid rows (counted in the LoadReport) instead of failing")
-    task_config: dict[str, Any] = Field({}, description="the reasoning-gym task's config (gym:<task> only)")
+    task_config: dict[str, Any] = Field(
+        {}, description="the reasoning-gym task's config (gym:<task>), or InstructionsOptions (instructions)"
+    )
     verifier: Annotated[str, registered("rlvr.rewards", "VERIFIERS")] | None = Field(
-        None, description="the reward that decides correctness; default: gym, code for humaneval or rows with tests, else math"
+        None,
+        description="the reward that decides correctness; default: gym, code for humaneval or rows with tests, "
+        "instructions for instructions, else math",
     )
     use: Literal["both", "train", "eval"] = Field(
         "both", description="both: hold out eval rows and train on the rest; train: no eval rows; eval: evaluation only"
     )
     eval_size: int | None = Field(
-        None, ge=0, description="held-out rows; default: all for use=eval, else a share of env.eval_size"
+        None, ge=0, description="held-out rows; default: all of a file or benchmark for use=eval, else a share of env.eval_size"
     )
     system_prompt: str | None = Field(None, description="instead of the environment's system prompt, for this source's rows")
 
@@ -72,16 +92,34 @@ class Source(BaseModel):
     def gym_task(self) -> str:
         return self.path.removeprefix(GYM_PREFIX)
 
+    @property
+    def instructions_options(self) -> InstructionsOptions:
+        return InstructionsOptions.model_validate(self.task_config)
+
+    def _check_instructions_options(self) -> None:
+        # Here, so a typo stops the run at load time; re-raised as a ValueError, since a nested ValidationError would
+        # be reported at the source's own keys.
+        try:
+            InstructionsOptions.model_validate(self.task_config)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            keys = ", ".join(InstructionsOptions.model_fields)
+            raise ValueError(f"task_config.{where}: {error['msg']} (instructions takes {keys})") from None
+
     @model_validator(mode="after")
     def _defaults(self) -> Source:
-        if self.task_config and self.kind != "gym":
-            raise ValueError(f"task_config is for reasoning-gym sources (gym:<task>), not {self.path!r}")
+        if self.task_config and self.kind not in ("gym", "instructions"):
+            raise ValueError(f"task_config is for reasoning-gym sources (gym:<task>) and instructions, not {self.path!r}")
         if self.kind == "gym" and not self.gym_task:
             raise ValueError("gym: needs a task name, e.g. gym:chain_sum")
+        if self.kind == "instructions":
+            self._check_instructions_options()
         if self.subset is None:
-            self.subset = {"gym": self.gym_task, "humaneval": HUMANEVAL}.get(self.kind) or Path(self.path).stem
+            built_in = {"gym": self.gym_task, "humaneval": HUMANEVAL, "instructions": INSTRUCTIONS}
+            self.subset = built_in.get(self.kind) or Path(self.path).stem
         if self.verifier is None:
-            by_kind = {"gym": "gym", "humaneval": "code"}
+            by_kind = {"gym": "gym", "humaneval": "code", "instructions": "instructions"}
             self.verifier = by_kind.get(self.kind) or ("code" if self.fields.tests else "math")
         return self
 

@@ -1,8 +1,9 @@
 """The environment every task runs in: a weighted mixture of sources, each split into training and held-out problems.
 
-A source is a user's file or folder (JSONL, CSV, Parquet, `datasets`), a reasoning-gym task (`gym:<task>`) or a
-packaged benchmark (`humaneval`). Each problem names its verifier and its subset, so one rubric scores them all
-and every metric can be broken down per subset. The `gym` and `humaneval` environments are one-source mixtures.
+A source is a user's file or folder (JSONL, CSV, Parquet, `datasets`), a reasoning-gym task (`gym:<task>`), a
+packaged benchmark (`humaneval`) or the generated instruction-following problems (`instructions`). Each problem
+names its verifier and its subset, so one rubric scores them all and every metric can be broken down per subset.
+The `gym` and `humaneval` environments are one-source mixtures.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rlvr.env_config import EnvCommon
 from rlvr.envs.base import DEFAULT_SYSTEM_PROMPT, Environment, load_demos, standard_rubric
 from rlvr.envs.gym import gym_split
 from rlvr.envs.humaneval import humaneval_problems
+from rlvr.envs.instructions import instructions_split
 from rlvr.errors import ConfigError
 from rlvr.rewards.gym import gym_meta
 from rlvr.types import Problem
@@ -23,8 +25,8 @@ from rlvr.types import Problem
 
 def eval_sizes(sources: Sequence[Source], total: int) -> list[int | None]:
     """Held-out problems per source: its own `eval_size` when set; none for `use: train`; every row (None) for an
-    evaluation-only file; the rest share `total` in proportion to their weights (largest remainder, so the shares
-    add up to `total` exactly)."""
+    evaluation-only file or benchmark; the rest, generated sources (gym, instructions) included whatever their
+    `use`, share `total` in proportion to their weights (largest remainder, so the shares add up to `total` exactly)."""
     sizes: list[int | None] = []
     sharing: list[int] = []
     for index, source in enumerate(sources):
@@ -32,7 +34,7 @@ def eval_sizes(sources: Sequence[Source], total: int) -> list[int | None]:
             sizes.append(source.eval_size)
         elif source.use == "train":
             sizes.append(0)
-        elif source.use == "eval" and source.kind != "gym":
+        elif source.use == "eval" and source.kind not in ("gym", "instructions"):
             sizes.append(None)
         else:
             sizes.append(0)
@@ -104,6 +106,8 @@ class MixtureEnvironment(Environment):
             train: list[Problem] | Stream[Problem] | None
             if source.kind == "gym":
                 train, held_out = gym_split(source, size or 0, config.train_seed, config.eval_seed, source_keys)
+            elif source.kind == "instructions":
+                train, held_out = instructions_split(source, size or 0)
             else:
                 train, held_out = _finite_split(source, size, config.eval_seed)
             self._held_out += held_out

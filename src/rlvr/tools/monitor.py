@@ -40,3 +40,10 @@ class CollapseMonitor:
 
     def collapsed(self) -> list[str]:
         return [name for name in self.tools if self.low_steps[name] >= self.patience]
+
+    def state_dict(self) -> dict[str, int]:
+        """The counts, for a checkpoint: a resumed run warns at the steps an uninterrupted one would."""
+        return dict(self.low_steps)
+
+    def load_state_dict(self, state: dict[str, int] | None) -> None:
+        self.low_steps = dict.fromkeys(self.tools, 0) | {k: v for k, v in (state or {}).items() if k in self.low_steps}

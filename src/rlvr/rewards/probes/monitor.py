@@ -36,3 +36,10 @@ class HackMonitor:
 
     def alarmed(self) -> list[str]:
         return sorted(probe for probe, steps in self.high_steps.items() if steps >= self.patience)
+
+    def state_dict(self) -> dict[str, int]:
+        """The counts, for a checkpoint: a resumed run warns at the steps an uninterrupted one would."""
+        return dict(self.high_steps)
+
+    def load_state_dict(self, state: Mapping[str, int] | None) -> None:
+        self.high_steps = dict(state or {})
