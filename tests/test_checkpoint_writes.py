@@ -104,3 +104,16 @@ def test_latest_falls_back_to_the_newest_complete_checkpoint(tmp_path):
     os.replace(tmp_path / "gone", second)
     (tmp_path / "latest").unlink()
     assert latest_checkpoint(tmp_path) == second
+
+
+def test_a_metrics_line_torn_by_a_kill_is_dropped_on_resume(tmp_path):
+    """A kill inside the append of a step's line leaves it without its newline; that step's checkpoint was never
+    written, so the resumed run redoes the step and the torn line goes."""
+    from rlvr.metrics import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "reward": 0.5}\n{"step": 2, "reward": 0.25}\n{"step": 3, "rew')
+    log = MetricsLog(path)
+    assert [row["step"] for row in log.read()] == [1, 2]
+    log.truncate_after(2)
+    assert path.read_text() == '{"step": 1, "reward": 0.5}\n{"step": 2, "reward": 0.25}\n'

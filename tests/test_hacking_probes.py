@@ -226,6 +226,19 @@ def test_the_alarm_warns_when_a_rate_stays_high():
     assert monitor.update(low) == [] and monitor.alarmed() == []
 
 
+def test_the_alarm_counts_survive_a_resume():
+    """A resumed run raises the alarm at the step an uninterrupted one would: the counts are in the checkpoint."""
+    high = {hack_rate_key("exits_early"): 0.5}
+    first = HackMonitor(threshold=0.1, patience=3)
+    assert first.update(high) == [] and first.update(high) == []
+    resumed = HackMonitor(threshold=0.1, patience=3)
+    resumed.load_state_dict(first.state_dict())
+    assert len(resumed.update(high)) == 1 and len(first.update(high)) == 1
+    fresh = HackMonitor(threshold=0.1, patience=3)
+    fresh.load_state_dict(None)  # a checkpoint from before the counts were saved
+    assert fresh.update(high) == []
+
+
 def test_the_eval_report_has_rates_and_flagged_examples():
     def sample(i: int, subset: str, hacks: dict[str, str] | None) -> Sample:
         s = Sample("q", f"completion {i}", 0, 5, False, False, -1.0, id=f"q{i}", subset=subset)

@@ -367,3 +367,8 @@ def test_tool_metrics_per_subset_and_collapse_warning():
     warned = [bool(monitor.update({"tools/search/call_rate": r})) for r in rates]
     assert warned == [False, False, False, True, False, False, False]
     assert monitor.collapsed() == []
+    # Its counts go into the checkpoint: a resumed monitor warns at the step an uninterrupted one would.
+    first, resumed = CollapseMonitor(["search"], 0.1, 3), CollapseMonitor(["search"], 0.1, 3)
+    first.update({"tools/search/call_rate": 0.0}), first.update({"tools/search/call_rate": 0.0})
+    resumed.load_state_dict(first.state_dict() | {"gone": 2})  # a tool no longer enabled is forgotten
+    assert resumed.low_steps == {"search": 2} and resumed.update({"tools/search/call_rate": 0.0})
