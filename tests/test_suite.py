@@ -19,6 +19,7 @@ from rlvr.eval.suite import (
     starting_model,
     suite_configs,
 )
+from rlvr.step_metrics import subsets_in, suite_evals_in
 
 TINY_SUITE = {
     "recipe": "default",
@@ -90,6 +91,7 @@ def test_a_drop_is_flagged_only_when_its_paired_interval_is_below_zero():
     assert drops(list(rows.values())) == ["a"]
     table = markdown_table(list(rows.values()), "m", "base")
     assert "| a | 20 | 50.0% [50.0%, 50.0%] | 100.0% | -50.0%" in table and "**DROP**" in table
+    assert rows["a"].paired_questions == 20
     assert "Significant drops: a." in table
 
 
@@ -159,3 +161,6 @@ def test_eval_every_puts_the_suite_in_the_metrics_rows(tiny_model_dir, tmp_path)
     record = json.loads((run / "suite" / "step-000002" / "suite.json").read_text())
     assert [r["name"] for r in record["rows"]] == ["chain_sum", "words"]
     assert rows[1]["suite/drops"] == len(record["drops"])
+    # The suite's accuracies are not data subsets; they get their own panel of curves.png.
+    assert subsets_in(rows) == [] and suite_evals_in(rows) == ["chain_sum", "words"]
+    assert (run / "curves.png").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlvr.step_metrics import subset_key, subsets_in, tool_rate_key, tools_in
+from rlvr.step_metrics import subset_key, subsets_in, suite_evals_in, suite_key, tool_rate_key, tools_in
 
 CURVES = [
     ("reward", "reward"),
@@ -37,8 +37,8 @@ def plot_curves(rows: list[dict], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     present = [(key, title) for key, title in CURVES if any(key in row for row in rows)]
-    subsets, tools = subsets_in(rows), tools_in(rows)
-    panels = len(present) + bool(subsets) + bool(tools)
+    subsets, tools, suite = subsets_in(rows), tools_in(rows), suite_evals_in(rows)
+    panels = len(present) + bool(subsets) + bool(tools) + bool(suite)
     columns = (panels + 1) // 2
     fig, axes = plt.subplots(2, columns, figsize=(4 * columns, 6), squeeze=False)
     for ax, (key, title) in zip(axes.flat, present):
@@ -62,6 +62,15 @@ def plot_curves(rows: list[dict], path: Path) -> Path | None:
             steps, values = _series(rows, tool_rate_key(tool))
             ax.plot(steps, values, lw=2, label=tool)
         ax.set_title("tool call rate (episodes calling it)")
+        ax.set_xlabel("step")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize="small")
+    if suite:
+        ax = axes.flat[len(present) + bool(subsets) + bool(tools)]
+        for evaluation in suite:
+            steps, values = _series(rows, suite_key(evaluation, "accuracy"))
+            ax.plot(steps, values, lw=2, marker="o", label=evaluation)
+        ax.set_title("regression suite accuracy (held out)")
         ax.set_xlabel("step")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize="small")

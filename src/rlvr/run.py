@@ -45,20 +45,12 @@ def _suite_during_training(trainer: Trainer, run_dir: Path, console: Console) ->
     """The regression suite of `train.eval_every`, its starting-model results measured (or read back) now."""
     suite = SuiteDuringTraining(trainer.config, trainer.engine, trainer.tokenizer, run_dir / "suite")
     with console.status("regression suite on the starting model") as status:
-        suite.baseline(_suite_status(status, "the starting model"))
+
+        def bar(name: str):
+            return lambda done, total, new_tokens: status.update(f"regression suite on the starting model: {name} {done}/{total}")
+
+        suite.baseline(bar)
     return suite
-
-
-def _suite_status(status, label: str):
-    """A progress callback per evaluation that shows which evaluation runs and how far it is."""
-
-    def for_eval(name: str):
-        def advance(done: int, total: int, new_tokens: int) -> None:
-            status.update(f"regression suite on {label}: {name} {done}/{total}")
-
-        return advance
-
-    return for_eval
 
 
 def _suite_callback(suite: SuiteDuringTraining | None, trainer: Trainer, console: Console):
@@ -67,8 +59,9 @@ def _suite_callback(suite: SuiteDuringTraining | None, trainer: Trainer, console
     def evaluate(step: int) -> dict:
         metrics: dict = {}
         if suite is not None and suite.due(step):
-            with console.status(f"regression suite at step {step}") as status:
-                metrics = suite(step, _suite_status(status, f"step {step}"))
+            # A line, not a spinner: the training bar is the live display now.
+            console.print(f"step {step}: regression suite ({', '.join(suite.configs)})", highlight=False)
+            metrics = suite(step)
         if trainer.config.train.eval_every and step % trainer.config.train.eval_every == 0:
             trainer.ranks.barrier(f"step {step}: regression suite")
         return metrics

@@ -147,4 +147,19 @@ def tools_in(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 def subsets_in(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """The data subsets the rows log metrics for (a run on mixed data)."""
     suffix = subset_key("", "accuracy")
-    return sorted({key.removesuffix(suffix) for row in rows for key in row if key.endswith(suffix)})
+    keys = {key for row in rows for key in row if key.endswith(suffix) and not key.startswith(SUITE_PREFIX)}
+    return sorted(key.removesuffix(suffix) for key in keys)
+
+
+SUITE_PREFIX = "suite/"  # `train.eval_every`: the regression suite's results in a step's row
+
+
+def suite_key(evaluation: str, metric: str) -> str:
+    return f"{SUITE_PREFIX}{evaluation}/{metric}"
+
+
+def suite_evals_in(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The regression suite's evaluations the rows log accuracies for."""
+    suffix = "/accuracy"
+    keys = {key for row in rows for key in row if key.startswith(SUITE_PREFIX) and key.endswith(suffix)}
+    return sorted(key.removeprefix(SUITE_PREFIX).removesuffix(suffix) for key in keys)

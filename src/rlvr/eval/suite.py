@@ -26,6 +26,7 @@ from rlvr.config import RECIPES_DIR, ConfigError, RunConfig, anchor_source_paths
 from rlvr.eval.compare import paired_accuracy, question_accuracy
 from rlvr.eval.sample import Sample
 from rlvr.eval.settings import EvalSettings
+from rlvr.step_metrics import SUITE_PREFIX, suite_key
 
 SUITES_DIR = RECIPES_DIR / "suites"
 DEFAULT_SUITE = "regression"
@@ -202,7 +203,10 @@ class SuiteRow:
     accuracy: float
     ci95: tuple[float, float]
     base_accuracy: float | None = None
-    difference: float | None = None  # model minus base
+    # Model minus base in per-question accuracy, on the distinct questions both answered: a question a held-out split
+    # draws twice counts once (its two answers are not independent evidence).
+    paired_questions: int | None = None
+    difference: float | None = None
     difference_ci95: tuple[float, float] | None = None
     p_value: float | None = None
     verdict: Verdict = ""  # drop / gain: the paired interval lies below / above zero
@@ -226,7 +230,8 @@ def compare_results(
                 result.questions,
                 result.accuracy,
                 result.ci95,
-                paired["a_avg"],
+                base[name].accuracy,
+                paired["questions"],
                 paired["difference"],
                 (low, high),
                 paired["p_value"],
@@ -245,10 +250,11 @@ def markdown_table(rows: Sequence[SuiteRow], model: str, base: str | None) -> st
     lines = [
         f"# Regression suite: {model}" + (f" against {base}" if base else ""),
         "",
-        "Greedy, one answer per question; 95% bootstrap intervals, the difference paired on the same questions.",
+        "Greedy, one answer per question; 95% bootstrap intervals. The difference is paired on the distinct questions",
+        "both answered (a question drawn twice counts once); a drop is flagged when its interval lies below zero.",
         "",
-        "| evaluation | questions | model | base | model - base | p | flag |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| evaluation | questions | model | base | model - base (paired) | distinct | p | flag |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         model_cell = f"{row.accuracy:.1%} [{row.ci95[0]:.1%}, {row.ci95[1]:.1%}]"
@@ -260,7 +266,8 @@ def markdown_table(rows: Sequence[SuiteRow], model: str, base: str | None) -> st
         )
         p = f"{row.p_value:.3f}" if row.p_value is not None else ""
         flag = {"drop": "**DROP**", "gain": "gain"}.get(row.verdict, "")
-        lines.append(f"| {row.name} | {row.questions} | {model_cell} | {base_cell} | {diff} | {p} | {flag} |")
+        distinct = row.paired_questions if row.paired_questions is not None else ""
+        lines.append(f"| {row.name} | {row.questions} | {model_cell} | {base_cell} | {diff} | {distinct} | {p} | {flag} |")
     flagged = drops(rows)
     lines += ["", f"Significant drops: {', '.join(flagged)}." if flagged else "No significant drop."]
     return "\n".join(lines) + "\n"
@@ -320,10 +327,10 @@ class SuiteDuringTraining:
         folder = self.folder / f"step-{step:06d}"
         rows = compare_results(self._run(folder, progress), start)
         write_suite(folder, rows, f"step {step}", "the starting model")
-        metrics: dict[str, Any] = {"suite/drops": len(drops(rows))}
+        metrics: dict[str, Any] = {f"{SUITE_PREFIX}drops": len(drops(rows))}
         for row in rows:
-            metrics[f"suite/{row.name}/accuracy"] = row.accuracy
-            metrics[f"suite/{row.name}/delta"] = row.difference
+            metrics[suite_key(row.name, "accuracy")] = row.accuracy
+            metrics[suite_key(row.name, "delta")] = row.difference
         warnings = [
             f"step {step}: regression suite: {row.name} dropped {row.difference:+.1%} "
             f"[{row.difference_ci95[0]:+.1%}, {row.difference_ci95[1]:+.1%}] from the starting model"
