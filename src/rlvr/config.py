@@ -295,7 +295,7 @@ def _describe(error: dict, root: type[BaseModel]) -> str:
     index = 0
     while index < len(parts):
         part = parts[index]
-        shown.append(str(part))
+        shown.append(str(part) if str(part).isprintable() else repr(str(part)))  # a key with a line break: one line still
         index += 1
         if index == len(parts) or isinstance(part, int) or model is None:
             continue  # the failing key itself, or a list index (the list's item model is already in hand)

@@ -21,3 +21,14 @@ class RankError(RuntimeError):
 
 class DivergenceError(RuntimeError):
     """Training diverged and the spike and divergence guard could not roll it back (`train.guard`)."""
+
+
+def parser_limit(error: ValueError | RecursionError) -> str:
+    """What a JSON or YAML parser refused, as one line, when it is not a syntax error (catch these after the parser's
+    own, e.g. json.JSONDecodeError, itself a ValueError): Python converts no integer of more than
+    `sys.get_int_max_str_digits()` digits, nor nests deeper than its recursion limit, and YAML builds dates and
+    `!!float` values that may be out of range."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    # The integer limit's message ends in advice to call sys.set_int_max_str_digits(), which is not the user's to take.
+    return str(error).split(";")[0]

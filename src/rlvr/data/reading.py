@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from rlvr.data.source import MAX_REASONS, Format, LoadReport, Record, Row, Source
-from rlvr.data.validating import InvalidRow, to_row
-from rlvr.errors import ConfigError
+from rlvr.data.validating import InvalidRow, names, to_row
+from rlvr.errors import ConfigError, parser_limit
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +104,8 @@ def _parse_json_line(raw: bytes) -> Record | InvalidRow:
         return InvalidRow(f"invalid JSON: {exc.msg} (column {exc.colno})")
     except UnicodeDecodeError:
         return InvalidRow("invalid JSON: not UTF-8 text")
+    except (ValueError, RecursionError) as exc:  # valid syntax that Python does not read: a huge integer, deep nesting
+        return InvalidRow(f"invalid JSON: {parser_limit(exc)}")
     if not isinstance(record, dict):
         return InvalidRow(f"expected a JSON object, got {type(record).__name__}")
     return record
@@ -109,7 +114,14 @@ def _parse_json_line(raw: bytes) -> Record | InvalidRow:
 def _read_csv(name: str, path: Path) -> Iterator[tuple[int, Record | InvalidRow]]:
     # csv.reader rather than DictReader: DictReader silently pads short rows, drops extra cells and merges
     # duplicate columns; and its line_num tracking lets us report where a (possibly multi-line) record starts.
-    with path.open(newline="", encoding="utf-8-sig") as file:
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # utf-8-sig would count error positions without it
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # Decoded whole, not in the chunks a text file reads ahead by, so that the error names the line of the bad byte.
+        line = len(re.findall(rb"\r\n|\r|\n", raw[: exc.start])) + 1
+        raise ConfigError(f"{name}:{line}: invalid CSV: not UTF-8 text ({exc.reason})") from None
+    with io.StringIO(text, newline="") as file:
         reader = csv.reader(file)
         try:
             header = next(reader, None)
@@ -117,18 +129,18 @@ def _read_csv(name: str, path: Path) -> Iterator[tuple[int, Record | InvalidRow]
                 return
             duplicates = sorted({column for column in header if header.count(column) > 1})
             if duplicates:
-                raise ConfigError(f"{name}:1: duplicate columns {', '.join(duplicates)}")
+                raise ConfigError(f"{name}:1: duplicate columns {names(duplicates)}")
             end = reader.line_num
             for cells in reader:
                 start, end = end + 1, reader.line_num
                 if not cells:  # a blank line
                     continue
                 if len(cells) != len(header):
-                    yield start, InvalidRow(f"expected {len(header)} values ({', '.join(header)}), got {len(cells)}")
+                    yield start, InvalidRow(f"expected {len(header)} values ({names(header)}), got {len(cells)}")
                     continue
                 yield start, dict(zip(header, cells))
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{name}:{reader.line_num + 1}: invalid CSV: {exc}") from None
+        except csv.Error as exc:  # raised on the line it has just read (a field over csv's size limit)
+            raise ConfigError(f"{name}:{reader.line_num}: invalid CSV: {exc}") from None
 
 
 def _read_parquet(name: str, path: Path) -> list[Record]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from rlvr.data.source import Record, Row, Source
@@ -27,9 +28,14 @@ def to_row(record: Record, source: Source, line: int) -> Row:
     )
 
 
+def names(columns: Iterable[Any]) -> str:
+    """Column names for a one-line message: a name with a line break or another unprintable character as its repr."""
+    return ", ".join(name if name.isprintable() else repr(name) for name in map(str, columns))
+
+
 def _present(record: Record, name: str) -> Any:
     if name not in record:
-        raise InvalidRow(f"{name}: missing (fields present: {', '.join(map(str, record)) or 'none'})")
+        raise InvalidRow(f"{name}: missing (fields present: {names(record) or 'none'})")
     value = record[name]
     if value is None:
         raise InvalidRow(f"{name}: null")
@@ -48,6 +54,15 @@ def _text(record: Record, name: str, numbers: bool) -> str:
         raise InvalidRow(f"{name}: expected a string{' or a number' if numbers else ''}, got {_show(value)}")
     if not value.strip():
         raise InvalidRow(f"{name}: empty")
+    return _unicode(name, value)
+
+
+def _unicode(name: str, value: str) -> str:
+    # JSON's `\ud800` escape reads as a lone surrogate, which no tokenizer encodes: refused here, not mid-run.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRow(f"{name}: not Unicode text (a lone surrogate {value[exc.start]!r})") from None
     return value
 
 
@@ -56,11 +71,11 @@ def _tests(record: Record, name: str) -> list[str] | str:
     if isinstance(value, str):
         if not value.strip():
             raise InvalidRow(f"{name}: empty")
-        return value
+        return _unicode(name, value)
     if isinstance(value, list) and all(isinstance(test, str) for test in value):
         if not value:
             raise InvalidRow(f"{name}: empty")
-        return value
+        return [_unicode(name, test) for test in value]
     raise InvalidRow(f"{name}: expected a string or a list of strings, got {_show(value)}")
 
 

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from rlvr.env_config import EnvCommon
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, parser_limit
 from rlvr.rewards.rubric import Rubric
 from rlvr.types import Document, Problem
 
@@ -27,17 +27,31 @@ def load_demos(path: str | None) -> list[dict[str, Any]]:
         demos = json.loads(open(path, encoding="utf-8").read())
     except (OSError, json.JSONDecodeError) as error:
         raise ConfigError(f"env.demos: {path}: {error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"env.demos: {path}: not UTF-8 text") from None
+    except (ValueError, RecursionError) as error:  # valid syntax that Python does not read: a huge integer, deep nesting
+        raise ConfigError(f"env.demos: {path}: {parser_limit(error)}") from None
     if not isinstance(demos, list):
         raise ConfigError(f"env.demos: {path}: expected a JSON list of chat messages")
     for index, message in enumerate(demos):
         where = f"env.demos: {path}: message {index}"
         if not isinstance(message, dict) or message.get("role") not in DEMO_ROLES:
             raise ConfigError(f"{where}: role: expected one of {', '.join(DEMO_ROLES)}")
-        if not isinstance(message.get("content", ""), str):
-            raise ConfigError(f"{where}: content: expected a string")
-        for call in message.get("tool_calls", []):
+        calls = message.get("tool_calls", [])
+        if not isinstance(calls, list):
+            raise ConfigError(f"{where}: tool_calls: expected a list of calls")
+        if message["role"] == "assistant" and calls:
+            message.setdefault("content", "")  # OpenAI's format may leave out a call's text; templates read it
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise ConfigError(f"{where}: content: {'required' if 'content' not in message else 'expected a string'}")
+        try:
+            content.encode("utf-8")  # a `\ud800` escape reads as a lone surrogate, which no tokenizer encodes
+        except UnicodeEncodeError:
+            raise ConfigError(f"{where}: content: not Unicode text (a lone surrogate)") from None
+        for call in calls:
             function = call.get("function") if isinstance(call, dict) else None
-            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str) or "arguments" not in function:
                 raise ConfigError(f'{where}: tool_calls: expected {{"type": "function", "function": {{"name", "arguments"}}}}')
     return demos
 

@@ -27,7 +27,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlvr.assistant import Assistant
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, parser_limit
 from rlvr.eval.thinking import EFFORT_BUDGETS, THINKING_SYSTEM_PROMPT, generate_with_budget, split_thinking
 from rlvr.registry import Registry
 from rlvr.rollout.base import RolloutEngine, SamplingParams, TokenCallback
@@ -162,6 +162,8 @@ def _arguments(text: str, param: str) -> Any:
         return json.loads(text) if text.strip() else {}  # some clients send "" for a call without arguments
     except json.JSONDecodeError as error:
         raise RequestError(f"not valid JSON: {error.msg} at character {error.pos}", param) from None
+    except (ValueError, RecursionError) as error:  # valid syntax that Python does not read: a huge integer, deep nesting
+        raise RequestError(f"not valid JSON: {parser_limit(error)}", param) from None
 
 
 class ServedModel:

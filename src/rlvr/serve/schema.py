@@ -120,7 +120,8 @@ class _Sampling(_Request):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: int | None = Field(None, ge=0, description="extension; 0 = off")
     n: int = Field(1, ge=1, le=16)
-    seed: int | None = None
+    # int64, as OpenAI's: the engines' generators take no larger seed, and a client's mistake is a 400, not a 500.
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

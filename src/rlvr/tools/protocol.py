@@ -28,7 +28,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, parser_limit
 from rlvr.tools.base import Tool, ToolError
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
@@ -61,14 +61,23 @@ def parse_call(body: str) -> ToolCall:
         payload = json.loads(body)
     except json.JSONDecodeError as error:
         raise ToolError(f"the tool call is not valid JSON ({error.msg} at character {error.pos})") from None
+    except (ValueError, RecursionError) as error:  # valid syntax that Python does not read: a huge integer, deep nesting
+        raise ToolError(f"the tool call is not valid JSON ({parser_limit(error)})") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
         raise ToolError('a tool call must be a JSON object {"name": <tool name>, "arguments": {...}}')
     arguments = payload.get("arguments", {})
     if isinstance(arguments, str):  # the OpenAI wire format sends arguments as a JSON string
         try:
             arguments = json.loads(arguments)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise ToolError(f"the arguments of {payload['name']} are not a JSON object") from None
+    try:
+        # A `\ud800` escape reads as a lone surrogate, which no tokenizer encodes: a tool echoing it would end the loop.
+        json.dumps([payload["name"], arguments], ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ToolError("the tool call holds a \\u escape of half a surrogate pair, which is not text") from None
+    except RecursionError as error:  # nested just below json.loads's limit, past json.dumps's
+        raise ToolError(f"the tool call is not valid JSON ({parser_limit(error)})") from None
     return ToolCall(payload["name"], arguments)
 
 
