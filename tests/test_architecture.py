@@ -33,11 +33,12 @@ LAYERS = [
     ("envs", ["rlvr.envs"]),
     ("tools", ["rlvr.tools"]),
     ("rollout", ["rlvr.rollout"]),
-    ("eval", ["rlvr.eval"]),
+    ("eval", ["rlvr.eval", "rlvr.sft"]),
     (
         "trainer",
         [
             "rlvr.trainer",
+            "rlvr.sft.trainer",
             "rlvr.learner",
             "rlvr.lm_head",
             "rlvr.algos",

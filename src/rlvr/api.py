@@ -48,6 +48,43 @@ def train(
     return run_train(config, resume=resume, overwrite=overwrite, console=console)
 
 
+def sft_config(
+    data: str | Path,
+    recipe: str | None = None,
+    *,
+    model: str | None = None,
+    overrides: Sequence[str] = (),
+    plugins: Sequence[str] = (),
+) -> RunConfig:
+    """The config of `rlvr sft DATA [RECIPE]`: the recipe's model, prompt, devices and evaluation, `sft.data`, one
+    trace per group and the loss per token; the run is `<recipe name>-sft` unless `name` is set, and `train.steps`
+    follows from `sft.epochs` unless it is set."""
+    from rlvr.data import Source, read_records
+    from rlvr.sft.trainer import steps_for
+
+    keys = {assignment.partition("=")[0].strip() for assignment in overrides}
+    named = [] if "name" in keys else [f"name={load_config(recipe, list(overrides), plugins).name}-sft"]
+    fixed = [
+        f"sft.data={json.dumps(str(Path(data).resolve()))}",
+        "train.group_size=1",
+        "train.epochs=1",
+        "algo.aggregation=token",
+    ]
+    config = load_config(recipe, [*named, *overrides, *fixed, *([f"model.path={model}"] if model else [])], plugins)
+    if "train.steps" in keys:
+        return config
+    rows = sum(1 for _ in read_records(Source(path=config.sft.data)))
+    return config.model_copy(update={"train": config.train.model_copy(update={"steps": steps_for(config, rows)})})
+
+
+def sft(config: RunConfig, *, resume: bool = False, overwrite: bool = False, console: Console | None = None) -> dict:
+    """Supervised fine-tuning of `sft_config`'s config: `runs/<name>/` as `rlvr train` writes it."""
+    from rlvr.run import train as run_train
+    from rlvr.sft.trainer import SFTTrainer
+
+    return run_train(config, resume=resume, overwrite=overwrite, console=console, trainer_type=SFTTrainer)
+
+
 def eval_config(
     model: str,
     *,

@@ -79,6 +79,32 @@ def train(
         _fail(f"{error}. {config.run_dir} keeps every step up to its last checkpoint: continue with --resume")
 
 
+@app.command()
+def sft(
+    data: Annotated[Path, typer.Argument(help="Chat traces (`messages`) or question/completion pairs: JSONL, CSV, Parquet")],
+    recipe: Annotated[str | None, typer.Argument(help="Recipe whose model, prompt, devices and evaluation to use")] = None,
+    model: Annotated[str | None, typer.Option(help="The model to fine-tune (default: the recipe's)")] = None,
+    overrides: Overrides = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Delete an existing run folder of the same name first")] = False,
+    nproc: Annotated[int, typer.Option(help="Learner processes on this machine (data-parallel, under torchrun)", min=1)] = 1,
+    plugins: Plugins = None,
+) -> None:
+    """Supervised fine-tuning on chat traces, the loss on the assistant's tokens only; evaluates before and after."""
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        _launch_ranks(nproc)
+    from rlvr.api import sft as api_sft
+    from rlvr.api import sft_config
+
+    try:
+        config = sft_config(data, recipe, model=model, overrides=overrides or [], plugins=plugins or [])
+        api_sft(config, resume=resume, overwrite=overwrite, console=console)
+    except (ConfigError, RankError, DivergenceError, ValueError) as error:
+        _fail(error)
+    except EngineError as error:
+        _fail(f"{error}. {config.run_dir} keeps every step up to its last checkpoint: continue with --resume")
+
+
 def _numbers(text: str | None, option: str) -> tuple[int, ...]:
     if not text:
         return ()

@@ -250,6 +250,14 @@ class EvalConfig(_Strict):
     suite: str = Field("regression", description="the suite train.eval_every runs: a packaged name or a suite file")
 
 
+class SFTConfig(_Strict):
+    """`rlvr sft`: supervised fine-tuning on chat traces (`train.prompts_per_step` traces per step)."""
+
+    data: str | None = Field(None, description="chat traces (`messages`) or question/completion pairs: JSONL, CSV, Parquet")
+    epochs: float = Field(1.0, gt=0.0, description="passes over the data; the run's train.steps follow from it")
+    max_tokens: int = Field(1024, ge=1, description="a trace's tokens after its prompt beyond this are cut")
+
+
 class RunConfig(_Strict):
     name: str = "default"
     plugins: list[str] = Field(
@@ -266,6 +274,7 @@ class RunConfig(_Strict):
     algo: AlgoConfig = AlgoConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    sft: SFTConfig = SFTConfig()
     report_to: list[Annotated[str, registered("rlvr.trackers", "TRACKERS")]] = Field(
         [], description="experiment trackers that get every metrics.jsonl row and the config: tensorboard, wandb, trackio, mlflow"
     )
@@ -395,6 +404,9 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
 def anchor_source_paths(data: dict[str, Any], folder: Path) -> None:
     """A relative data path in a recipe is relative to the recipe's folder, so a recipe and its data move together
     and run from any working directory. (Paths given with --set stay relative to the working directory.)"""
+    sft = data.get("sft")
+    if isinstance(sft, dict) and isinstance(sft.get("data"), str) and not Path(sft["data"]).is_absolute():
+        sft["data"] = str((folder / sft["data"]).resolve())
     evaluation = data.get("eval")
     suite = evaluation.get("suite") if isinstance(evaluation, dict) else None
     if isinstance(suite, str) and Path(suite).suffix in (".yaml", ".yml") and not Path(suite).is_absolute():

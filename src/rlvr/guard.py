@@ -108,7 +108,7 @@ def _non_finite_loss(row: Mapping[str, Any], step: int, cfg: GuardConfig, state:
 
 @divergence_check("reward_collapse")
 def _reward_collapse(row: Mapping[str, Any], step: int, cfg: GuardConfig, state: GuardState) -> Verdict | None:
-    if not cfg.collapse_steps:
+    if not cfg.collapse_steps or "reward" not in row:  # a run without rewards (fine-tuning) has none to collapse
         return None
     if row["reward"] > cfg.collapse_reward:
         state.collapse_since = None

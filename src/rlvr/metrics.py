@@ -57,15 +57,22 @@ class MetricsLog:
             TextColumn("[bold]train"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("reward {task.fields[reward]:.3f}  acc {task.fields[accuracy]:.2f}  {task.fields[tps]:.0f} tok/s"),
+            TextColumn("{task.fields[headline]}  {task.fields[tps]:.0f} tok/s"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             TextColumn("[yellow]{task.fields[notice]}"),
         )
         with Progress(*columns, console=self.console) as bar:
-            task = bar.add_task("train", total=total, completed=completed, reward=0.0, accuracy=0.0, tps=0.0, notice="")
+            task = bar.add_task("train", total=total, completed=completed, headline="", tps=0.0, notice="")
             yield StepProgress(bar, task)
+
+
+def headline_of(metrics: dict) -> str:
+    """What a step is judged by: reward and accuracy in RL, the loss in supervised fine-tuning."""
+    if "reward" in metrics:
+        return f"reward {metrics['reward']:.3f}  acc {metrics['accuracy']:.3f}"
+    return f"loss {metrics['loss']:.4f}"
 
 
 class StepProgress:
@@ -78,18 +85,11 @@ class StepProgress:
 
     def advance(self, metrics: dict, notice: str = "") -> None:
         """One finished step; `notice` stays on the bar (e.g. a tool-use collapse) until replaced."""
-        self.bar.update(
-            self.task,
-            advance=1,
-            reward=metrics["reward"],
-            accuracy=metrics["accuracy"],
-            tps=metrics["tokens_per_second"],
-            notice=notice,
-        )
+        headline = headline_of(metrics)
+        self.bar.update(self.task, advance=1, headline=headline, tps=metrics["tokens_per_second"], notice=notice)
         tools = "".join(f"  {tool} {rate:.2f}" for tool, rate in call_rates(metrics).items())
         self.bar.console.print(
-            f"step {metrics['step']:>4}  reward {metrics['reward']:.3f}  acc {metrics['accuracy']:.3f}  "
-            f"len {metrics['response_length']:.1f}{tools}  "
+            f"step {metrics['step']:>4}  {headline}  len {metrics['response_length']:.1f}{tools}  "
             f"{metrics['tokens_per_second']:.0f} tok/s  {metrics['step_seconds']:.1f} s"
         )
         for warning in metrics.get("warnings", []):

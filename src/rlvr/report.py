@@ -10,6 +10,7 @@ CURVES = [
     ("reward", "reward"),
     ("accuracy", "train accuracy"),
     ("response_length", "response length (tokens)"),
+    ("loss", "loss"),
     ("entropy", "entropy"),
     ("grad_norm", "grad norm"),
     ("tokens_per_second", "tokens/s"),

@@ -98,7 +98,13 @@ def _write_config(run_dir: Path, config: RunConfig, precision: dict[str, str]) -
     tmp.replace(run_dir / "config.yaml")
 
 
-def train(config: RunConfig, resume: bool = False, overwrite: bool = False, console: Console | None = None) -> dict:
+def train(
+    config: RunConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    console: Console | None = None,
+    trainer_type: type[Trainer] = Trainer,
+) -> dict:
     """The whole run. With several ranks every rank calls this; rank 0 writes the run folder, evaluates and prints,
     the others train alongside it and wait for it at the named meeting points."""
     console = console or Console(stderr=True)
@@ -108,7 +114,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, cons
     ranks = Ranks.from_environment(config.train.rank_timeout_seconds)
     resolve_device(config.train.device, ranks.local_rank)
     run_dir = _prepare_run_dir(config, resume, overwrite) if ranks.main else config.run_dir
-    trainer = Trainer(config, ranks)
+    trainer = trainer_type(config, ranks)  # RL's, or supervised fine-tuning's (rlvr.sft)
     ranks.barrier("run folder ready")
     precision = trainer.precision()
     if ranks.main:

@@ -104,6 +104,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.spikes: list[str] = []  # the last update's skipped spikes, for the step's warnings
         self.advantage_fn = ADVANTAGES[config.algo.advantage]
+        # The learner scores tokens under the distribution they were drawn from: the sampler's temperature.
+        self.learner_temperature = config.sampling.temperature
         self.step = 0
         self.score_seconds = 0.0
 
@@ -209,7 +211,7 @@ class Trainer:
             epoch_loss = 0.0
             for index, (batch, weight) in enumerate(batches):
                 with self.autocast():
-                    logprobs, entropy = self.learner(batch, cfg.sampling.temperature, epoch == 0)
+                    logprobs, entropy = self.learner(batch, self.learner_temperature, epoch == 0)
                     ref = self._reference_logprobs(batch) if self.objective.kl is not None else None
                 if epoch == 0:  # the weights are still those that sampled: their log-probs are the proximal policy's
                     proximal.append(logprobs.detach())
@@ -247,7 +249,7 @@ class Trainer:
     @torch.no_grad()
     def _reference_logprobs(self, batch: TokenBatch) -> torch.Tensor:
         # A whole copy on every rank, never sharded: it only runs forwards, and the ranks' counts of them may differ.
-        return completion_logprobs(self.reference, batch, self.config.sampling.temperature)[0]
+        return completion_logprobs(self.reference, batch, self.learner_temperature)[0]
 
     def _sequence_kl(self, episodes: list[Episode]) -> None:
         """For a KL folded into the reward: each episode's summed KL to the reference (`meta["kl"]`), measured on the

@@ -12,7 +12,7 @@ Line numbers (`Row.line` and error messages) are what a user would open the file
 """
 
 from rlvr.data.mixing import Mixture, Stream, split_held_out
-from rlvr.data.reading import load_source
+from rlvr.data.reading import load_source, read_records
 from rlvr.data.source import (
     GYM_PREFIX,
     HUMANEVAL,
@@ -39,6 +39,7 @@ __all__ = [
     "SourceKind",
     "Stream",
     "load_source",
+    "read_records",
     "source_kind",
     "split_held_out",
 ]

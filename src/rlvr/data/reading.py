@@ -52,6 +52,15 @@ def load_source(source: Source) -> tuple[list[Row], LoadReport]:
     return rows, report
 
 
+def read_records(source: Source) -> Iterator[tuple[int, Record | InvalidRow]]:
+    """(line, record) pairs of any format a source takes, not yet validated: for readers of rows of another shape
+    (supervised fine-tuning's chat traces). A row that cannot be parsed comes as an InvalidRow."""
+    path = Path(source.path)
+    if not path.exists():
+        raise ConfigError(f"{source.path}: no such file")
+    return _records(source, path, _detect_format(source, path))
+
+
 def _detect_format(source: Source, path: Path) -> Format:
     if source.format != "auto":
         expected_folder = source.format == "datasets"

@@ -33,27 +33,33 @@ def load_demos(path: str | None) -> list[dict[str, Any]]:
         raise ConfigError(f"env.demos: {path}: {parser_limit(error)}") from None
     if not isinstance(demos, list):
         raise ConfigError(f"env.demos: {path}: expected a JSON list of chat messages")
-    for index, message in enumerate(demos):
-        where = f"env.demos: {path}: message {index}"
-        if not isinstance(message, dict) or message.get("role") not in DEMO_ROLES:
-            raise ConfigError(f"{where}: role: expected one of {', '.join(DEMO_ROLES)}")
+    return check_messages(demos, f"env.demos: {path}", DEMO_ROLES)
+
+
+def check_messages(messages: list[Any], where: str, roles: tuple[str, ...]) -> list[dict[str, Any]]:
+    """OpenAI chat messages checked so that a bad one fails with its index and field rather than as a template error
+    later; an assistant message that only calls tools gets the empty content templates read."""
+    for index, message in enumerate(messages):
+        at = f"{where}: message {index}"
+        if not isinstance(message, dict) or message.get("role") not in roles:
+            raise ConfigError(f"{at}: role: expected one of {', '.join(roles)}")
         calls = message.get("tool_calls", [])
         if not isinstance(calls, list):
-            raise ConfigError(f"{where}: tool_calls: expected a list of calls")
+            raise ConfigError(f"{at}: tool_calls: expected a list of calls")
         if message["role"] == "assistant" and calls:
             message.setdefault("content", "")  # OpenAI's format may leave out a call's text; templates read it
         content = message.get("content")
         if not isinstance(content, str):
-            raise ConfigError(f"{where}: content: {'required' if 'content' not in message else 'expected a string'}")
+            raise ConfigError(f"{at}: content: {'required' if 'content' not in message else 'expected a string'}")
         try:
             content.encode("utf-8")  # a `\ud800` escape reads as a lone surrogate, which no tokenizer encodes
         except UnicodeEncodeError:
-            raise ConfigError(f"{where}: content: not Unicode text (a lone surrogate)") from None
+            raise ConfigError(f"{at}: content: not Unicode text (a lone surrogate)") from None
         for call in calls:
             function = call.get("function") if isinstance(call, dict) else None
             if not isinstance(function, dict) or not isinstance(function.get("name"), str) or "arguments" not in function:
-                raise ConfigError(f'{where}: tool_calls: expected {{"type": "function", "function": {{"name", "arguments"}}}}')
-    return demos
+                raise ConfigError(f'{at}: tool_calls: expected {{"type": "function", "function": {{"name", "arguments"}}}}')
+    return messages
 
 
 def standard_rubric(config: EnvCommon) -> Rubric:
@@ -77,6 +83,11 @@ class Environment(ABC):
     @abstractmethod
     def eval_problems(self) -> list[Problem]:
         """The fixed held-out split."""
+
+    def train_pool(self) -> list[Problem] | None:
+        """Every training problem when there are finitely many (rows of files), the ones the training stream cycles
+        through; None for an endless, generated stream (reasoning-gym tasks, searchqa) or when it is not known."""
+        return None
 
     def subsets(self) -> set[str]:
         """The data subsets this environment draws from (those of its held-out split, by default)."""

@@ -1,0 +1,123 @@
+"""Supervised fine-tuning data: chat traces, tokenised with the model's own chat template, the loss on the assistant's
+tokens only.
+
+A row is either `messages` (OpenAI chat format: system, user, assistant, and assistant `tool_calls` with `tool`
+results, as `rlvr rejection-sample` writes them) or a `question` with a `completion`, which becomes the recipe's
+prompt (system prompt, demonstrations, the question) followed by the completion as the assistant's message.
+
+The ids are made the way the tool loop makes an episode's: the conversation is rendered at each turn boundary and
+each new piece is tokenised and appended, so a trace trains on exactly the ids the model would see and write at
+inference. That needs a template that renders append-only (`rlvr template check`); a conversation it does not
+render so (a template that drops earlier reasoning, say) is an error naming the row and the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rlvr.data import Source, read_records
+from rlvr.data.validating import InvalidRow
+from rlvr.envs.base import Environment, check_messages
+from rlvr.errors import ConfigError
+from rlvr.tools.protocol import ChatFormat
+from rlvr.types import Problem
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One tokenised training conversation: the prompt before the first assistant message, then everything after
+    it, with 1 in `loss_mask` on the tokens the assistant wrote (its turns' ends included, tool results not)."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    loss_mask: list[int]
+    where: str  # file:line, for messages about it
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(self.loss_mask)
+
+
+def read_conversations(path: str, env: Environment) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(file:line, messages) of every row of a JSONL, CSV or Parquet file or a `datasets` folder."""
+    conversations = []
+    for line, record in read_records(Source(path=path)):
+        where = f"{path}:{line}"
+        if isinstance(record, InvalidRow):
+            raise ConfigError(f"{where}: {record}")
+        conversations.append((where, _conversation(record, where, env)))
+    if not conversations:
+        raise ConfigError(f"{path}: no rows")
+    return conversations
+
+
+def _conversation(record: dict[str, Any], where: str, env: Environment) -> list[dict[str, Any]]:
+    if "messages" in record:
+        messages = record["messages"]
+        if not isinstance(messages, list):
+            raise ConfigError(f"{where}: messages: expected a list of chat messages")
+        messages = check_messages([dict(m) if isinstance(m, dict) else m for m in messages], f"{where}: messages", ROLES)
+    elif "question" in record and "completion" in record:
+        question, completion = record["question"], record["completion"]
+        for name, value in (("question", question), ("completion", completion)):
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{where}: {name}: expected non-empty text")
+        messages = [*env.messages(Problem(question, "")), {"role": "assistant", "content": completion}]
+    else:
+        raise ConfigError(
+            f"{where}: expected `messages` (chat format) or `question` and `completion` (fields present: "
+            f"{', '.join(map(str, record)) or 'none'})"
+        )
+    if not any(m["role"] == "assistant" for m in messages):
+        raise ConfigError(f"{where}: messages: no assistant message to train on")
+    if messages[0]["role"] == "assistant":
+        raise ConfigError(f"{where}: messages: the conversation starts with the assistant; it needs a prompt before it")
+    return messages
+
+
+def tokenize(where: str, messages: Sequence[dict[str, Any]], chat: ChatFormat, max_tokens: int) -> Trace:
+    """The trace's ids and assistant mask (see the module's docstring). Messages after the last assistant message
+    train nothing and are left out; a trace longer than `max_tokens` after its prompt is cut there."""
+    prepared = chat.prepare(messages)
+    assistant = [index for index, message in enumerate(prepared) if message["role"] == "assistant"]
+    eos = chat.tokenizer.eos_token_id
+    # The texts at each boundary: before an assistant turn (with the generation prompt) and after it.
+    texts: list[tuple[str, bool]] = []
+    for index in assistant:
+        texts.append((chat.render_text(prepared[:index], generation_prompt=True), False))
+        texts.append((chat.render_text(prepared[: index + 1]), True))
+    done, ids, mask = "", [], []
+    prompt_ids: list[int] = []
+    for number, (text, by_assistant) in enumerate(texts):
+        if not text.startswith(done):
+            message = assistant[number // 2]
+            raise ConfigError(
+                f"{where}: the chat template does not render this conversation append-only at message {message} "
+                "(it rewrites what came before; rlvr template check shows how): it cannot be trained on as it is sampled"
+            )
+        piece = chat.tokenizer.encode(text[len(done) :], add_special_tokens=False)
+        if number == 0:
+            prompt_ids = piece
+        elif by_assistant:
+            # The assistant's tokens up to and including its end of turn; what the template writes after the end
+            # token (a newline) is context the model never generates.
+            end = piece.index(eos) + 1 if eos in piece else len(piece)
+            ids += piece
+            mask += [1] * end + [0] * (len(piece) - end)
+        else:
+            ids += piece
+            mask += [0] * len(piece)
+        done = text
+    if len(ids) > max_tokens:
+        ids, mask = ids[:max_tokens], mask[:max_tokens]
+    if not any(mask):
+        raise ConfigError(f"{where}: no assistant token within the first {max_tokens} tokens after the prompt (sft.max_tokens)")
+    return Trace(prompt_ids, ids, mask, where)
+
+
+def load_traces(path: str, env: Environment, chat: ChatFormat, max_tokens: int) -> list[Trace]:
+    return [tokenize(where, messages, chat, max_tokens) for where, messages in read_conversations(path, env)]
