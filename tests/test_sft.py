@@ -189,3 +189,40 @@ def test_the_cli_names_a_bad_row(tiny_model_dir, tmp_path):
     args = ["sft", str(data), "--model", str(tiny_model_dir), *(a for s in TINY for a in ("--set", s))]
     result = CliRunner().invoke(app, [*args, "--set", f"output_dir={tmp_path}"])
     assert result.exit_code == 2 and f"{data}:2: messages: no assistant message to train on" in result.output
+
+
+def test_a_worked_gsm8k_answer_becomes_r1_cold_start_data(tmp_path):
+    from rlvr.rewards.math import worked_solution
+
+    answer = "She sold 48 / 2 = <<48/2=24>>24 clips.\nIn all 48 + 24 = <<48+24=72>>72.\n#### 1,072"
+    assert worked_solution(answer) == ("She sold 48 / 2 = 24 clips.\nIn all 48 + 24 = 72.", "1072")
+    assert worked_solution("72") is None
+    path = tmp_path / "gsm8k.jsonl"
+    path.write_text(
+        json.dumps({"question": "How many clips?", "answer": answer}) + "\n" + json.dumps({"question": "q", "answer": "7"})
+    )
+    env = make_env(load_config(None).env)
+    with pytest.raises(ConfigError, match=r"gsm8k.jsonl:2: answer: not a worked solution ending in '#### <answer>'"):
+        read_conversations(str(path), env)
+    path.write_text(json.dumps({"question": "How many clips?", "answer": answer}) + "\n")
+    ((_, messages),) = read_conversations(str(path), env)
+    assert messages[-1] == {
+        "role": "assistant",
+        "content": "<think>\nShe sold 48 / 2 = 24 clips.\nIn all 48 + 24 = 72.\n</think>\nAnswer: 1072",
+    }
+
+
+def test_traces_of_held_out_questions_are_left_out(tmp_path):
+    from rlvr.sft.data import training_conversations
+
+    env = make_env(load_config(None).env)
+    held = env.eval_problems()[0].question
+    path = tmp_path / "t.jsonl"
+    rows = [{"question": held, "completion": "Answer: 1"}, {"question": "What is 1 + 1?", "completion": "Answer: 2"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept, dropped = training_conversations(str(path), env)
+    assert dropped == 1 and [messages[-2]["content"] for _, messages in kept] == ["What is 1 + 1?"]
+    assert len(training_conversations(str(path), env, keep_held_out=True)[0]) == 2
+    path.write_text(json.dumps(rows[0]) + "\n")
+    with pytest.raises(ConfigError, match="every trace's question is held out"):
+        training_conversations(str(path), env)

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlvr.config import RunConfig, load_config
-from rlvr.errors import EngineError
+from rlvr.errors import ConfigError, EngineError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from rlvr.eval import EvalSettings
     from rlvr.eval.suite import SuiteRow
+    from rlvr.rejection import RejectionSummary
 
 Progress = Callable[[int, int, int], None]  # (samples done now, samples in all, new tokens)
 
@@ -59,7 +60,8 @@ def sft_config(
     """The config of `rlvr sft DATA [RECIPE]`: the recipe's model, prompt, devices and evaluation, `sft.data`, one
     trace per group and the loss per token; the run is `<recipe name>-sft` unless `name` is set, and `train.steps`
     follows from `sft.epochs` unless it is set."""
-    from rlvr.data import Source, read_records
+    from rlvr.envs import make_env
+    from rlvr.sft.data import training_conversations
     from rlvr.sft.trainer import steps_for
 
     keys = {assignment.partition("=")[0].strip() for assignment in overrides}
@@ -73,8 +75,9 @@ def sft_config(
     config = load_config(recipe, [*named, *overrides, *fixed, *([f"model.path={model}"] if model else [])], plugins)
     if "train.steps" in keys:
         return config
-    rows = sum(1 for _ in read_records(Source(path=config.sft.data)))
-    return config.model_copy(update={"train": config.train.model_copy(update={"steps": steps_for(config, rows)})})
+    conversations, _ = training_conversations(config.sft.data, make_env(config.env), config.sft.keep_held_out)
+    steps = steps_for(config, len(conversations))
+    return config.model_copy(update={"train": config.train.model_copy(update={"steps": steps})})
 
 
 def sft(config: RunConfig, *, resume: bool = False, overwrite: bool = False, console: Console | None = None) -> dict:
@@ -166,6 +169,71 @@ def run_evaluation(
 
         write_report(out, summary, samples)
     return summary
+
+
+def rejection_sample(
+    model: str,
+    out: str | Path,
+    *,
+    data: str | Path | None = None,
+    env: str | None = None,
+    recipe: str | None = None,
+    overrides: Sequence[str] = (),
+    plugins: Sequence[str] = (),
+    n: int = 8,
+    keep: str = "all",
+    max_per_question: int | None = None,
+    temperature: float | None = None,
+    max_new_tokens: int | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    split: str | None = None,
+    progress: Progress | None = None,
+) -> RejectionSummary:
+    """`rlvr rejection-sample`: `n` answers per question of the environment's training split (`split="eval"`: its
+    held-out one; with `data`, every row of the file), with the prompt, engine, tool loop and verifier of training and
+    evaluation; the verified-correct ones that `keep` (all, shortest, distinct) and `max_per_question` keep are
+    written to `out` as chat traces (`rlvr sft`'s input), the numbers to `<out>.provenance.json`. `limit`: the first
+    L questions. An engine failure raises EngineError, the traces written before it kept."""
+    from dataclasses import replace
+
+    from rlvr.envs import make_env
+    from rlvr.eval.generation import no_progress
+    from rlvr.rejection import Selection, choose_problems
+    from rlvr.rejection import rejection_sample as sample_traces
+    from rlvr.rollout.sampler import make_sampler
+    from rlvr.scoring import Scorer
+
+    selection = Selection(keep, max_per_question)
+    if data is not None and env is not None:
+        raise ConfigError("--data, --env: give one of them (--recipe may go with either)")
+    if data is not None and split is not None:
+        raise ConfigError("--split: --data samples every row of its file")
+    if temperature == 0 and n > 1:
+        raise ConfigError("--temperature: 0 is greedy decoding, the same answer n times: give a temperature > 0 or --n 1")
+    config = eval_config(model, data=data, env=env, recipe=recipe, overrides=overrides, plugins=plugins)
+    settings = eval_settings(config, n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    settings = replace(settings, greedy=temperature == 0)  # sampled, n = 1 included (evaluation's n = 1 is greedy)
+    environment = make_env(config.env)
+    problems = choose_problems(environment, "eval" if data is not None else split or "train", limit)
+    tokenizer, engine, provenance = _load_engine(config)
+    sampler, chat, _ = make_sampler(engine, tokenizer, config, environment)
+    provenance["data"] = str(data) if data is not None else config.env.label
+    provenance["split"] = "all" if data is not None else split or "train"
+    with Scorer(environment.rubric, config.scoring.workers, config.scoring.timeout_seconds, config.scoring.on_hack) as scorer:
+        return sample_traces(
+            sampler,
+            environment,
+            tokenizer,
+            scorer,
+            chat,
+            problems,
+            settings,
+            selection,
+            Path(out),
+            provenance,
+            progress or no_progress,
+        )
 
 
 def _load_engine(config: RunConfig) -> tuple[Any, Any, dict[str, Any]]:

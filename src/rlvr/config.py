@@ -256,6 +256,9 @@ class SFTConfig(_Strict):
     data: str | None = Field(None, description="chat traces (`messages`) or question/completion pairs: JSONL, CSV, Parquet")
     epochs: float = Field(1.0, gt=0.0, description="passes over the data; the run's train.steps follow from it")
     max_tokens: int = Field(1024, ge=1, description="a trace's tokens after its prompt beyond this are cut")
+    keep_held_out: bool = Field(
+        False, description="train on traces of questions the recipe's evaluation holds out too (default: they are left out)"
+    )
 
 
 class RunConfig(_Strict):

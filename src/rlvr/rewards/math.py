@@ -107,6 +107,19 @@ def normalize_reference(answer: str) -> str:
     return answer.strip()
 
 
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+
+
+def worked_solution(answer: str) -> tuple[str, str] | None:
+    """A GSM8K reference split into its worked steps (calculator marks `<<48/2=24>>` dropped) and its final answer;
+    None for a reference without a `#### answer` line."""
+    marked = _GSM8K_MARK.findall(answer)
+    if not marked:
+        return None
+    steps = _CALCULATOR.sub("", _GSM8K_MARK.sub("", answer)).strip()
+    return steps, _strip_number_commas(marked[-1])
+
+
 def _unwrap(answer: str) -> str:
     """Drop inline-math delimiters so the answer can be boxed (`$\\frac12$.` -> `\\frac12`)."""
     answer = answer.strip().rstrip(".").strip()

@@ -1,9 +1,10 @@
 """Supervised fine-tuning data: chat traces, tokenised with the model's own chat template, the loss on the assistant's
 tokens only.
 
-A row is either `messages` (OpenAI chat format: system, user, assistant, and assistant `tool_calls` with `tool`
-results, as `rlvr rejection-sample` writes them) or a `question` with a `completion`, which becomes the recipe's
-prompt (system prompt, demonstrations, the question) followed by the completion as the assistant's message.
+A row is `messages` (OpenAI chat format: system, user, assistant, and assistant `tool_calls` with `tool` results, as
+`rlvr rejection-sample` writes them), or a `question` with a `completion`, which becomes the recipe's prompt (system
+prompt, demonstrations, the question) followed by the completion as the assistant's message, or a `question` with a
+worked GSM8K `answer`, whose steps become the thinking and its number the answer line (cold-start data).
 
 The ids are made the way the tool loop makes an episode's: the conversation is rendered at each turn boundary and
 each new piece is tokenised and appended, so a trace trains on exactly the ids the model would see and write at
@@ -21,6 +22,7 @@ from rlvr.data import Source, read_records
 from rlvr.data.validating import InvalidRow
 from rlvr.envs.base import Environment, check_messages
 from rlvr.errors import ConfigError
+from rlvr.rewards.math import worked_solution
 from rlvr.tools.protocol import ChatFormat
 from rlvr.types import Problem
 
@@ -61,22 +63,41 @@ def _conversation(record: dict[str, Any], where: str, env: Environment) -> list[
         if not isinstance(messages, list):
             raise ConfigError(f"{where}: messages: expected a list of chat messages")
         messages = check_messages([dict(m) if isinstance(m, dict) else m for m in messages], f"{where}: messages", ROLES)
-    elif "question" in record and "completion" in record:
-        question, completion = record["question"], record["completion"]
-        for name, value in (("question", question), ("completion", completion)):
+    elif "question" in record and ("completion" in record or "answer" in record):
+        target = "completion" if "completion" in record else "answer"
+        question, completion = record["question"], record[target]
+        for name, value in (("question", question), (target, completion)):
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"{where}: {name}: expected non-empty text")
+        if target == "answer":
+            completion = _from_worked_solution(completion, where)
         messages = [*env.messages(Problem(question, "")), {"role": "assistant", "content": completion}]
     else:
+        present = ", ".join(map(str, record)) or "none"
         raise ConfigError(
-            f"{where}: expected `messages` (chat format) or `question` and `completion` (fields present: "
-            f"{', '.join(map(str, record)) or 'none'})"
+            f"{where}: expected `messages` (chat format), `question` and `completion`, or `question` and a worked GSM8K "
+            f"`answer` (fields present: {present})"
         )
     if not any(m["role"] == "assistant" for m in messages):
         raise ConfigError(f"{where}: messages: no assistant message to train on")
     if messages[0]["role"] == "assistant":
         raise ConfigError(f"{where}: messages: the conversation starts with the assistant; it needs a prompt before it")
     return messages
+
+
+def _from_worked_solution(answer: str, where: str) -> str:
+    """A GSM8K row's worked solution in R1's format: the steps as the thinking, the number on the answer line the
+    default prompt asks for. This is how a file of worked solutions becomes cold-start data."""
+    solution = worked_solution(answer)
+    if solution is None:
+        raise ConfigError(f"{where}: answer: not a worked solution ending in '#### <answer>'; give a `completion` instead")
+    steps, final = solution
+    return f"<think>\n{steps}\n</think>\nAnswer: {final}"
+
+
+def first_question(messages: Sequence[dict[str, Any]]) -> str:
+    """The first user message: the question a trace answers, to keep held-out questions out of training."""
+    return next((m["content"] for m in messages if m["role"] == "user"), "")
 
 
 def tokenize(where: str, messages: Sequence[dict[str, Any]], chat: ChatFormat, max_tokens: int) -> Trace:
@@ -119,5 +140,19 @@ def tokenize(where: str, messages: Sequence[dict[str, Any]], chat: ChatFormat, m
     return Trace(prompt_ids, ids, mask, where)
 
 
-def load_traces(path: str, env: Environment, chat: ChatFormat, max_tokens: int) -> list[Trace]:
-    return [tokenize(where, messages, chat, max_tokens) for where, messages in read_conversations(path, env)]
+def training_conversations(
+    path: str, env: Environment, keep_held_out: bool = False
+) -> tuple[list[tuple[str, list[dict[str, Any]]]], int]:
+    """The file's conversations to train on, and how many were left out because the environment's evaluation holds
+    out their question (a trace of a held-out question would make the evaluation after training meaningless)."""
+    rows = read_conversations(path, env)
+    held_out = set() if keep_held_out else {problem.question for problem in env.eval_problems()}
+    kept = [(where, messages) for where, messages in rows if first_question(messages) not in held_out]
+    if not kept:
+        raise ConfigError(f"{path}: every trace's question is held out by the recipe's evaluation (sft.keep_held_out)")
+    return kept, len(rows) - len(kept)
+
+
+def load_traces(path: str, env: Environment, chat: ChatFormat, max_tokens: int, keep_held_out: bool = False) -> list[Trace]:
+    conversations, _ = training_conversations(path, env, keep_held_out)
+    return [tokenize(where, messages, chat, max_tokens) for where, messages in conversations]

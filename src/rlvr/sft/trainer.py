@@ -10,6 +10,7 @@ would.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -22,9 +23,11 @@ from rlvr.algos.losses import LossOutputs, aggregate
 from rlvr.config import RunConfig
 from rlvr.distributed import Ranks
 from rlvr.seeds import derive_seed
-from rlvr.sft.data import Trace, load_traces
+from rlvr.sft.data import Trace, tokenize, training_conversations
 from rlvr.trainer import Trainer
 from rlvr.types import Episode
+
+logger = logging.getLogger(__name__)
 
 
 class NegativeLogLikelihood:
@@ -51,7 +54,12 @@ class SFTTrainer(Trainer):
         super().__init__(config, ranks)
         if config.sft.data is None:
             raise ValueError("supervised fine-tuning needs sft.data: a file of chat traces")
-        self.traces: list[Trace] = load_traces(config.sft.data, self.env, self.chat, config.sft.max_tokens)
+        conversations, dropped = training_conversations(config.sft.data, self.env, config.sft.keep_held_out)
+        if dropped and self.ranks.main:
+            logger.warning("sft: left out %d traces of questions the recipe's evaluation holds out", dropped)
+        self.traces: list[Trace] = [
+            tokenize(where, messages, self.chat, config.sft.max_tokens) for where, messages in conversations
+        ]
         self.objective = NegativeLogLikelihood()  # type: ignore[assignment]
         self.learner_temperature = 1.0  # the model's own distribution, not the sampler's
 
