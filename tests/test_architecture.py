@@ -33,7 +33,7 @@ LAYERS = [
     ("envs", ["rlvr.envs"]),
     ("tools", ["rlvr.tools"]),
     ("rollout", ["rlvr.rollout"]),
-    ("eval", ["rlvr.eval", "rlvr.sft"]),
+    ("eval", ["rlvr.eval", "rlvr.sft", "rlvr.rejection"]),
     (
         "trainer",
         [

@@ -37,7 +37,7 @@ def _masked(trace, tokenizer, value: int) -> str:
 
 
 def test_only_the_assistants_tokens_and_their_ends_of_turn_are_trained(tokenizer):
-    trace = tokenize("x:1", CHAT, ChatFormat(tokenizer), max_tokens=1000)
+    trace = tokenize("x:1", CHAT, ChatFormat(tokenizer), max_tokens=1000, turns="all")
     # The prompt is the conversation up to the first assistant turn, rendered for generation.
     assert tokenizer.decode(trace.prompt_ids).endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
     assert _masked(trace, tokenizer, 1) == "Hello.<|im_end|>Goodbye.<|im_end|>"
@@ -45,6 +45,13 @@ def test_only_the_assistants_tokens_and_their_ends_of_turn_are_trained(tokenizer
     assert _masked(trace, tokenizer, 0) == "\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n\n"
     # Appended piece by piece, the ids are the whole conversation's text.
     assert tokenizer.decode(trace.prompt_ids + trace.completion_ids) == tokenizer.apply_chat_template(CHAT, tokenize=False)
+    # By default only the answer to the last user message trains: earlier turns (and demonstrations) are prompt.
+    last = tokenize("x:1", CHAT, ChatFormat(tokenizer), max_tokens=1000)
+    assert tokenizer.decode(last.prompt_ids).endswith("<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n")
+    assert (
+        _masked(last, tokenizer, 1) == "Goodbye.<|im_end|>"
+        and last.prompt_ids + last.completion_ids == trace.prompt_ids + trace.completion_ids
+    )
 
 
 def test_tool_calls_are_trained_and_tool_results_are_not(tokenizer):
@@ -74,7 +81,7 @@ def test_a_template_that_rewrites_earlier_turns_is_refused_with_the_row_and_mess
         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
     with pytest.raises(ConfigError, match=r"^traces.jsonl:3: the chat template does not render this conversation append-only"):
-        tokenize("traces.jsonl:3", CHAT, ChatFormat(dropping), max_tokens=1000)
+        tokenize("traces.jsonl:3", CHAT, ChatFormat(dropping), max_tokens=1000, turns="all")
 
 
 @pytest.mark.parametrize(
@@ -210,6 +217,17 @@ def test_a_worked_gsm8k_answer_becomes_r1_cold_start_data(tmp_path):
         "role": "assistant",
         "content": "<think>\nShe sold 48 / 2 = 24 clips.\nIn all 48 + 24 = 72.\n</think>\nAnswer: 1072",
     }
+
+
+def test_demonstrations_are_prompt_and_the_answered_question_is_the_last(tokenizer):
+    from rlvr.sft.data import answered_question
+
+    demo = [{"role": "user", "content": "What is 1 + 1?"}, {"role": "assistant", "content": "Answer: 2"}]
+    messages = [{"role": "system", "content": "s"}, *demo, {"role": "user", "content": "What is 2 + 2?"}]
+    messages.append({"role": "assistant", "content": "Answer: 4"})
+    assert answered_question(messages) == "What is 2 + 2?"
+    trace = tokenize("x:1", messages, ChatFormat(tokenizer), max_tokens=1000)
+    assert _masked(trace, tokenizer, 1) == "Answer: 4<|im_end|>"
 
 
 def test_traces_of_held_out_questions_are_left_out(tmp_path):

@@ -1,7 +1,8 @@
 """rlvr: train language models into reasoning models with reinforcement learning from verifiable rewards.
 
 The Python API (`rlvr.api`): `rlvr.load_config(recipe, overrides)`, `rlvr.train(config)`, `rlvr.evaluate(model, ...)`,
-`rlvr.run_suite(model)` (the regression suite).
+`rlvr.run_suite(model)` (the regression suite),
+`rlvr.rejection_sample(model, out)` (verified answers as chat traces).
 Each is imported on first use, so `import rlvr` loads nothing heavy (the sandbox's programs and the scoring
 workers import parts of rlvr too).
 """
@@ -20,6 +21,7 @@ _API = {
     "train": "rlvr.api",
     "evaluate": "rlvr.api",
     "run_suite": "rlvr.api",
+    "rejection_sample": "rlvr.api",
     "load_config": "rlvr.config",
     "RunConfig": "rlvr.config",
 }

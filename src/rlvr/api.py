@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from rlvr.eval import EvalSettings
     from rlvr.eval.suite import SuiteRow
-    from rlvr.rejection import RejectionSummary
+    from rlvr.rejection import RejectionJob, RejectionSummary
 
 Progress = Callable[[int, int, int], None]  # (samples done now, samples in all, new tokens)
 
@@ -78,6 +78,27 @@ def sft_config(
     conversations, _ = training_conversations(config.sft.data, make_env(config.env), config.sft.keep_held_out)
     steps = steps_for(config, len(conversations))
     return config.model_copy(update={"train": config.train.model_copy(update={"steps": steps})})
+
+
+def distill_config(
+    recipe: str | None,
+    teacher: str,
+    *,
+    with_reward: bool = False,
+    overrides: Sequence[str] = (),
+    plugins: Sequence[str] = (),
+) -> RunConfig:
+    """`rlvr distill --teacher T RECIPE`: on-policy distillation. The student (the recipe's model) samples as in RL;
+    the teacher scores each of its tokens, and the loss is the per-token reverse KL (student || teacher), the k2
+    estimator, whose gradient on the student's own samples is that of the reverse KL. Without `with_reward` it is the
+    only signal (the recipe's reward is measured, not paid); with it the KL is added to the RL loss. The run is
+    `<recipe name>-distill` unless `name` is set; `--set algo.kl.coef=...` weighs the KL."""
+    keys = {assignment.partition("=")[0].strip() for assignment in overrides}
+    named = [] if "name" in keys else [f"name={load_config(recipe, list(overrides), plugins).name}-distill"]
+    kl = [] if "algo.kl.coef" in keys else ["algo.kl.coef=1.0"]
+    fixed = [f"algo.teacher={json.dumps(teacher)}", "algo.kl.estimator=k2", "algo.kl.in_reward=false"]
+    unpaid = [] if with_reward else ["env.correct_weight=0", "env.format_reward=0", "env.rewards={}"]
+    return load_config(recipe, [*named, *kl, *overrides, *fixed, *unpaid], plugins)
 
 
 def sft(config: RunConfig, *, resume: bool = False, overwrite: bool = False, console: Console | None = None) -> dict:
@@ -171,9 +192,8 @@ def run_evaluation(
     return summary
 
 
-def rejection_sample(
+def rejection_job(
     model: str,
-    out: str | Path,
     *,
     data: str | Path | None = None,
     env: str | None = None,
@@ -188,52 +208,61 @@ def rejection_sample(
     seed: int = 0,
     limit: int | None = None,
     split: str | None = None,
-    progress: Progress | None = None,
-) -> RejectionSummary:
-    """`rlvr rejection-sample`: `n` answers per question of the environment's training split (`split="eval"`: its
-    held-out one; with `data`, every row of the file), with the prompt, engine, tool loop and verifier of training and
-    evaluation; the verified-correct ones that `keep` (all, shortest, distinct) and `max_per_question` keep are
-    written to `out` as chat traces (`rlvr sft`'s input), the numbers to `<out>.provenance.json`. `limit`: the first
-    L questions. An engine failure raises EngineError, the traces written before it kept."""
+) -> RejectionJob:
+    """What `rlvr rejection-sample` does, every option checked (a bad one is a ConfigError naming it) and the questions
+    chosen before any model loads: the environment's training split (`split="eval"`: its held-out one; with `data`,
+    every row of the file; `limit`: the first L questions), sampled with the recipe's prompt, tools and verifiers."""
     from dataclasses import replace
 
     from rlvr.envs import make_env
-    from rlvr.eval.generation import no_progress
-    from rlvr.rejection import Selection, choose_problems
-    from rlvr.rejection import rejection_sample as sample_traces
-    from rlvr.rollout.sampler import make_sampler
-    from rlvr.scoring import Scorer
+    from rlvr.rejection import RejectionJob, Selection, choose_problems, sampled_split
 
     selection = Selection(keep, max_per_question)
-    if data is not None and env is not None:
-        raise ConfigError("--data, --env: give one of them (--recipe may go with either)")
-    if data is not None and split is not None:
-        raise ConfigError("--split: --data samples every row of its file")
+    chosen = sampled_split(split, data is not None)
     if temperature == 0 and n > 1:
         raise ConfigError("--temperature: 0 is greedy decoding, the same answer n times: give a temperature > 0 or --n 1")
     config = eval_config(model, data=data, env=env, recipe=recipe, overrides=overrides, plugins=plugins)
     settings = eval_settings(config, n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     settings = replace(settings, greedy=temperature == 0)  # sampled, n = 1 included (evaluation's n = 1 is greedy)
     environment = make_env(config.env)
-    problems = choose_problems(environment, "eval" if data is not None else split or "train", limit)
+    problems = choose_problems(environment, chosen, limit)
+    label = str(data) if data is not None else config.env.label
+    return RejectionJob(config, settings, selection, environment, problems, label, chosen)
+
+
+def run_rejection(job: RejectionJob, out: str | Path, progress: Progress | None = None) -> RejectionSummary:
+    """Sample the job's questions n times with the engine, tool loop and verifier of training and evaluation, and write
+    the verified-correct answers its keep rule keeps to `out` as chat traces (`rlvr sft`'s input), the numbers to
+    `<out>.provenance.json`. An engine failure raises EngineError, the traces written before it kept."""
+    from rlvr.eval.generation import no_progress
+    from rlvr.rejection import rejection_sample as sample_traces
+    from rlvr.rollout.sampler import make_sampler
+    from rlvr.scoring import Scorer
+
+    config = job.config
     tokenizer, engine, provenance = _load_engine(config)
-    sampler, chat, _ = make_sampler(engine, tokenizer, config, environment)
-    provenance["data"] = str(data) if data is not None else config.env.label
-    provenance["split"] = "all" if data is not None else split or "train"
-    with Scorer(environment.rubric, config.scoring.workers, config.scoring.timeout_seconds, config.scoring.on_hack) as scorer:
+    sampler, chat, _ = make_sampler(engine, tokenizer, config, job.env)
+    provenance.update(data=job.data, split=job.split)
+    with Scorer(job.env.rubric, config.scoring.workers, config.scoring.timeout_seconds, config.scoring.on_hack) as scorer:
         return sample_traces(
             sampler,
-            environment,
+            job.env,
             tokenizer,
             scorer,
             chat,
-            problems,
-            settings,
-            selection,
+            job.problems,
+            job.settings,
+            job.selection,
             Path(out),
             provenance,
             progress or no_progress,
         )
+
+
+def rejection_sample(model: str, out: str | Path, *, progress: Progress | None = None, **options: Any) -> RejectionSummary:
+    """`rlvr rejection-sample` in Python: `options` are those of `rejection_job` (data, env, recipe, overrides,
+    plugins, n, keep, max_per_question, temperature, max_new_tokens, seed, limit, split)."""
+    return run_rejection(rejection_job(model, **options), out, progress)
 
 
 def _load_engine(config: RunConfig) -> tuple[Any, Any, dict[str, Any]]:

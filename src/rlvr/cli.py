@@ -80,6 +80,36 @@ def train(
 
 
 @app.command()
+def distill(
+    recipe: Annotated[
+        str | None, typer.Argument(help="Recipe YAML file or packaged recipe name (its model is the student)")
+    ] = None,
+    teacher: Annotated[str, typer.Option(help="The teacher: a run, a checkpoint or a model folder sharing the tokenizer")] = "",
+    with_reward: Annotated[
+        bool, typer.Option(help="Add the distillation loss to the recipe's RL reward, not instead of it")
+    ] = False,
+    overrides: Overrides = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Delete an existing run folder of the same name first")] = False,
+    plugins: Plugins = None,
+) -> None:
+    """On-policy distillation: the student samples, the teacher scores each of its tokens, and the loss is the
+    per-token reverse KL (student || teacher); evaluates before and after."""
+    from rlvr.api import distill_config
+    from rlvr.api import train as api_train
+
+    try:
+        if not teacher:
+            raise ConfigError("--teacher: give the model to distil from (a run, a checkpoint or a model folder)")
+        config = distill_config(recipe, teacher, with_reward=with_reward, overrides=overrides or [], plugins=plugins or [])
+        api_train(config, resume=resume, overwrite=overwrite, console=console)
+    except (ConfigError, RankError, DivergenceError) as error:
+        _fail(error)
+    except EngineError as error:
+        _fail(f"{error}. {config.run_dir} keeps every step up to its last checkpoint: continue with --resume")
+
+
+@app.command()
 def sft(
     data: Annotated[Path, typer.Argument(help="Chat traces (`messages`) or question/completion pairs: JSONL, CSV, Parquet")],
     recipe: Annotated[str | None, typer.Argument(help="Recipe whose model, prompt, devices and evaluation to use")] = None,
@@ -363,6 +393,56 @@ def sample(
     if failure is not None:
         _fail(f"{failure}; the {written} samples before it are in {output}")
     console.print(f"wrote {written} samples to {output}")
+
+
+@app.command("rejection-sample")
+def rejection_sample(
+    model: Annotated[str, typer.Option(help="Model folder, a run or checkpoint, or 'smollm2-135m'")],
+    out: Annotated[Path, typer.Option(help="JSONL of the kept chat traces; the numbers go to <out>.provenance.json")],
+    data: Annotated[Path | None, typer.Option(help="JSONL/CSV/Parquet with question and answer: every row is sampled")] = None,
+    env: Annotated[str | None, typer.Option(help="An environment by name (gym, mixture, ...) instead of the recipe's")] = None,
+    recipe: Annotated[str | None, typer.Option(help="Recipe whose environment, prompt, tools and sampling to use")] = None,
+    overrides: Overrides = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Samples per question")] = 8,
+    keep: Annotated[str, typer.Option(help="Which correct answers to keep: all, shortest or distinct (per question)")] = "all",
+    max_per_question: Annotated[int | None, typer.Option(min=1, help="Keep at most m traces per question")] = None,
+    temperature: Annotated[float | None, typer.Option(min=0.0, help="Sampling temperature (default: the recipe's)")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Generation limit (default: the recipe's)")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed")] = 0,
+    limit: Annotated[int | None, typer.Option(min=1, help="Sample the first L questions only")] = None,
+    split: Annotated[str | None, typer.Option(help="train (default) or eval: eval puts held-out questions in the traces")] = None,
+    plugins: Plugins = None,
+) -> None:
+    """Expert iteration's data: n answers per training question, the verified-correct ones written as chat traces
+    (`messages`, the input of rlvr sft), with their provenance and yield. The summary goes to stdout (JSON)."""
+    from rlvr.api import rejection_job, run_rejection
+    from rlvr.rejection import provenance_path, summary_table
+
+    try:
+        job = rejection_job(
+            model,
+            data=data,
+            env=env,
+            recipe=recipe,
+            overrides=overrides or [],
+            plugins=plugins or [],
+            n=n,
+            keep=keep,
+            max_per_question=max_per_question,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            limit=limit,
+            split=split,
+        )
+        with _eval_progress() as bar:  # an engine failure is reported once the bar has closed: the last line
+            summary = run_rejection(job, out, bar("rejection-sample"))
+    except (ConfigError, ValueError, EngineError) as error:
+        _fail(error)
+    console.print(summary_table(summary))
+    console.print(f"wrote {summary.overall.traces} traces to {out} and their provenance to {provenance_path(out)}")
+    json.dump(summary.to_dict(), sys.stdout)
+    sys.stdout.write("\n")
 
 
 @app.command()

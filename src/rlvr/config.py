@@ -175,6 +175,15 @@ class AlgoConfig(_Strict):
     )
     overlong_filter: bool = Field(True, description="truncated completions get no gradient")
     dynamic_sampling: bool = Field(False, description="drop groups whose rewards are all equal")
+    teacher: str | None = Field(
+        None, description="on-policy distillation: the KL term's reference is this model instead of the starting one"
+    )
+
+    @model_validator(mode="after")
+    def _teacher_needs_the_kl(self) -> AlgoConfig:
+        if self.teacher is not None and self.kl.coef == 0:
+            raise ValueError("a teacher is the KL term's reference: set algo.kl.coef > 0 (rlvr distill sets 1)")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -256,6 +265,9 @@ class SFTConfig(_Strict):
     data: str | None = Field(None, description="chat traces (`messages`) or question/completion pairs: JSONL, CSV, Parquet")
     epochs: float = Field(1.0, gt=0.0, description="passes over the data; the run's train.steps follow from it")
     max_tokens: int = Field(1024, ge=1, description="a trace's tokens after its prompt beyond this are cut")
+    turns: Literal["last", "all"] = Field(
+        "last", description="last: the assistant turns after the last user message; all: every assistant turn"
+    )
     keep_held_out: bool = Field(
         False, description="train on traces of questions the recipe's evaluation holds out too (default: they are left out)"
     )

@@ -78,7 +78,7 @@ class Trainer:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.learner_precision = learner_autocast(config.model.autocast_bf16, self.device.type)
         self.objective = Objective(config.algo)
-        reference = load_reference(config.model.path) if self.objective.needs_reference else None
+        reference = load_reference(self._reference_path()) if self.objective.needs_reference else None
         self.reference = reference.to(self.device) if reference is not None else None
         self.env: Environment = make_env(config.env)
         self.scorer = Scorer(self.env.rubric, config.scoring.workers, config.scoring.timeout_seconds, config.scoring.on_hack)
@@ -108,6 +108,16 @@ class Trainer:
         self.learner_temperature = config.sampling.temperature
         self.step = 0
         self.score_seconds = 0.0
+
+    def _reference_path(self) -> str:
+        """The KL term's reference: the starting model, or the teacher of on-policy distillation, which must read the
+        student's tokens as the student does (the same vocabulary)."""
+        teacher = self.config.algo.teacher
+        if teacher is None:
+            return self.config.model.path
+        if load_tokenizer(teacher).get_vocab() != self.tokenizer.get_vocab():
+            raise ConfigError(f"algo.teacher: {teacher}: its tokenizer differs from the student's; a teacher must share it")
+        return teacher
 
     def _lr_factor(self, step: int) -> float:
         """Warmup, times what the guard's rollbacks left of the learning rate (1.0 until one happens: exact)."""

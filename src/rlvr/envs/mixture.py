@@ -114,6 +114,8 @@ class MixtureEnvironment(Environment):
             if source.use != "eval" and train is not None:  # split_held_out already refused to hold out every row
                 trainable.append((source, train))
         self._mixture = Mixture(trainable, seed=config.train_seed) if trainable else None
+        finite = [train for _, train in trainable if isinstance(train, list)]
+        self._pool = [p for rows in finite for p in rows] if trainable and len(finite) == len(trainable) else None
 
     def train_problems(self, start: int, count: int) -> list[Problem]:
         if self._mixture is None:
@@ -122,6 +124,9 @@ class MixtureEnvironment(Environment):
 
     def eval_problems(self) -> list[Problem]:
         return list(self._held_out)
+
+    def train_pool(self) -> list[Problem] | None:
+        return list(self._pool) if self._pool is not None else None
 
     def subsets(self) -> set[str]:
         # A training-only source has no held-out rows, and a subset column can name more than the sources do.

@@ -41,14 +41,16 @@ def run_eval(
     provenance: dict | None = None,
     progress: Progress = no_progress,
     chat: ChatFormat | None = None,
+    problems: Sequence[Problem] | None = None,
 ) -> tuple[dict, list[Sample]]:
     """(summary, samples). The summary's top level holds the plain run's metrics, or the largest budget's when
     budgets are given (each budget's are under `budgets`). With tools, `engine` is the tool loop and `chat`
-    the format that advertises its tools in the prompt."""
+    the format that advertises its tools in the prompt. `problems`: the questions to sample (default: the
+    environment's held-out split; rejection sampling passes training questions)."""
     chat = chat or ChatFormat(tokenizer)
     if chat.tools and (settings.budgets or not settings.reasoning):
         raise ValueError("thinking budgets and --no-reasoning are not supported together with tools")
-    problems = env.eval_problems()[: settings.limit]
+    problems = list(env.eval_problems() if problems is None else problems)[: settings.limit]
     if not problems:
         raise ValueError("no problems to evaluate")
     if any(k > settings.n for k in settings.ks):

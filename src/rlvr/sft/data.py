@@ -95,16 +95,31 @@ def _from_worked_solution(answer: str, where: str) -> str:
     return f"<think>\n{steps}\n</think>\nAnswer: {final}"
 
 
-def first_question(messages: Sequence[dict[str, Any]]) -> str:
-    """The first user message: the question a trace answers, to keep held-out questions out of training."""
-    return next((m["content"] for m in messages if m["role"] == "user"), "")
+def answered_question(messages: Sequence[dict[str, Any]]) -> str:
+    """The last user message: the question the trace's final answer answers (demonstrations come before it), to
+    keep held-out questions out of training."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
 
 
-def tokenize(where: str, messages: Sequence[dict[str, Any]], chat: ChatFormat, max_tokens: int) -> Trace:
-    """The trace's ids and assistant mask (see the module's docstring). Messages after the last assistant message
-    train nothing and are left out; a trace longer than `max_tokens` after its prompt is cut there."""
+def trained_turns(messages: Sequence[dict[str, Any]], turns: str) -> list[int]:
+    """The assistant messages whose tokens are trained: every one (`all`), or those after the last user message
+    (`last`: the final answer and its tool turns, not the demonstrations or earlier turns shown before it)."""
+    assistant = [index for index, message in enumerate(messages) if message["role"] == "assistant"]
+    if turns == "all":
+        return assistant
+    last_user = max((index for index, message in enumerate(messages) if message["role"] == "user"), default=-1)
+    return [index for index in assistant if index > last_user]
+
+
+def tokenize(where: str, messages: Sequence[dict[str, Any]], chat: ChatFormat, max_tokens: int, turns: str = "last") -> Trace:
+    """The trace's ids and assistant mask (see the module's docstring). The prompt runs up to the first trained
+    assistant turn; messages after the last one train nothing and are left out; a trace longer than `max_tokens`
+    after its prompt is cut there."""
     prepared = chat.prepare(messages)
-    assistant = [index for index, message in enumerate(prepared) if message["role"] == "assistant"]
+    shift = len(prepared) - len(messages)  # the fallback tool format may put a system message first
+    assistant = [index + shift for index in trained_turns(messages, turns)]
+    if not assistant:
+        raise ConfigError(f"{where}: messages: no assistant message after the last user message to train on (sft.turns)")
     eos = chat.tokenizer.eos_token_id
     # The texts at each boundary: before an assistant turn (with the generation prompt) and after it.
     texts: list[tuple[str, bool]] = []
@@ -147,12 +162,14 @@ def training_conversations(
     out their question (a trace of a held-out question would make the evaluation after training meaningless)."""
     rows = read_conversations(path, env)
     held_out = set() if keep_held_out else {problem.question for problem in env.eval_problems()}
-    kept = [(where, messages) for where, messages in rows if first_question(messages) not in held_out]
+    kept = [(where, messages) for where, messages in rows if answered_question(messages) not in held_out]
     if not kept:
         raise ConfigError(f"{path}: every trace's question is held out by the recipe's evaluation (sft.keep_held_out)")
     return kept, len(rows) - len(kept)
 
 
-def load_traces(path: str, env: Environment, chat: ChatFormat, max_tokens: int, keep_held_out: bool = False) -> list[Trace]:
+def load_traces(
+    path: str, env: Environment, chat: ChatFormat, max_tokens: int, keep_held_out: bool = False, turns: str = "last"
+) -> list[Trace]:
     conversations, _ = training_conversations(path, env, keep_held_out)
-    return [tokenize(where, messages, chat, max_tokens) for where, messages in conversations]
+    return [tokenize(where, messages, chat, max_tokens, turns) for where, messages in conversations]

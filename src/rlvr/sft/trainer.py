@@ -58,7 +58,7 @@ class SFTTrainer(Trainer):
         if dropped and self.ranks.main:
             logger.warning("sft: left out %d traces of questions the recipe's evaluation holds out", dropped)
         self.traces: list[Trace] = [
-            tokenize(where, messages, self.chat, config.sft.max_tokens) for where, messages in conversations
+            tokenize(where, messages, self.chat, config.sft.max_tokens, config.sft.turns) for where, messages in conversations
         ]
         self.objective = NegativeLogLikelihood()  # type: ignore[assignment]
         self.learner_temperature = 1.0  # the model's own distribution, not the sampler's
