@@ -67,6 +67,8 @@ def test_tool_calls_are_trained_and_tool_results_are_not(tokenizer):
     trace = tokenize("x:1", messages, chat, max_tokens=1000)
     trained, context = _masked(trace, tokenizer, 1), _masked(trace, tokenizer, 0)
     assert '<tool_call>{"name": "python", "arguments": {"code": "print(6 * 7)"}}</tool_call>' in trained
+    # A calling turn ends at the call's close, where the model stops; the end of turn after it is context.
+    assert "</tool_call><|im_end|>" not in trained and context.startswith("<|im_end|>")
     assert trained.endswith("Answer: 42<|im_end|>") and "42\n" not in trained.removesuffix("Answer: 42<|im_end|>")
     assert "<tool_response>\n42\n\n</tool_response>" in context
     assert "python" in tokenizer.decode(trace.prompt_ids)  # the tools are advertised in the prompt, as in training
@@ -231,16 +233,27 @@ def test_demonstrations_are_prompt_and_the_answered_question_is_the_last(tokeniz
 
 
 def test_traces_of_held_out_questions_are_left_out(tmp_path):
-    from rlvr.sft.data import training_conversations
+    from rlvr.config import RECIPES_DIR
+    from rlvr.sft.data import held_out_questions, training_conversations
 
     env = make_env(load_config(None).env)
     held = env.eval_problems()[0].question
     path = tmp_path / "t.jsonl"
     rows = [{"question": held, "completion": "Answer: 1"}, {"question": "What is 1 + 1?", "completion": "Answer: 2"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    kept, dropped = training_conversations(str(path), env)
+    questions = held_out_questions(load_config(None), env)
+    kept, dropped = training_conversations(str(path), env, questions)
     assert dropped == 1 and [messages[-2]["content"] for _, messages in kept] == ["What is 1 + 1?"]
-    assert len(training_conversations(str(path), env, keep_held_out=True)[0]) == 2
-    path.write_text(json.dumps(rows[0]) + "\n")
+    assert held_out_questions(load_config(None, ["sft.keep_held_out=true"]), env) == set()
+    # With train.eval_every, the regression suite's questions are held out too.
+    lines = (RECIPES_DIR / "data" / "word_problems.jsonl").read_text().splitlines()
+    word_problems = {json.loads(line)["question"] for line in lines}
+    with_suite = held_out_questions(load_config(None, ["train.eval_every=5"]), env)
+    assert questions < with_suite and len(with_suite & word_problems) == 50  # the suite's 50 held-out word problems
+    # Trained on every turn, a trace leaks when any of its questions is held out, not only the last.
+    both = [{"role": "user", "content": held}, {"role": "assistant", "content": "Answer: 1"}]
+    both += [{"role": "user", "content": "What is 1 + 1?"}, {"role": "assistant", "content": "Answer: 2"}]
+    path.write_text(json.dumps({"messages": both}) + "\n")
+    assert training_conversations(str(path), env, questions)[1] == 0
     with pytest.raises(ConfigError, match="every trace's question is held out"):
-        training_conversations(str(path), env)
+        training_conversations(str(path), env, questions, turns="all")

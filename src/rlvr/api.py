@@ -11,6 +11,7 @@ Heavy modules (torch, transformers, vLLM) are imported on use, so `import rlvr` 
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -61,7 +62,7 @@ def sft_config(
     trace per group and the loss per token; the run is `<recipe name>-sft` unless `name` is set, and `train.steps`
     follows from `sft.epochs` unless it is set."""
     from rlvr.envs import make_env
-    from rlvr.sft.data import training_conversations
+    from rlvr.sft.data import held_out_questions, training_conversations
     from rlvr.sft.trainer import steps_for
 
     keys = {assignment.partition("=")[0].strip() for assignment in overrides}
@@ -70,12 +71,15 @@ def sft_config(
         f"sft.data={json.dumps(str(Path(data).resolve()))}",
         "train.group_size=1",
         "train.epochs=1",
-        "algo.aggregation=token",
+        "algo.aggregation=token",  # what the likelihood objective's normaliser counts
+        "algo.kl.coef=0",  # and it has no KL term: no reference model to load
     ]
     config = load_config(recipe, [*named, *overrides, *fixed, *([f"model.path={model}"] if model else [])], plugins)
     if "train.steps" in keys:
         return config
-    conversations, _ = training_conversations(config.sft.data, make_env(config.env), config.sft.keep_held_out)
+    environment = make_env(config.env)
+    held_out = held_out_questions(config, environment)
+    conversations, _ = training_conversations(config.sft.data, environment, held_out, config.sft.turns)
     steps = steps_for(config, len(conversations))
     return config.model_copy(update={"train": config.train.model_copy(update={"steps": steps})})
 
@@ -97,7 +101,10 @@ def distill_config(
     named = [] if "name" in keys else [f"name={load_config(recipe, list(overrides), plugins).name}-distill"]
     kl = [] if "algo.kl.coef" in keys else ["algo.kl.coef=1.0"]
     fixed = [f"algo.teacher={json.dumps(teacher)}", "algo.kl.estimator=k2", "algo.kl.in_reward=false"]
-    unpaid = [] if with_reward else ["env.correct_weight=0", "env.format_reward=0", "env.rewards={}"]
+    # Unpaid, every group's rewards are equal (0): dynamic sampling would drop every group and train nothing.
+    unpaid = (
+        [] if with_reward else ["env.correct_weight=0", "env.format_reward=0", "env.rewards={}", "algo.dynamic_sampling=false"]
+    )
     return load_config(recipe, [*named, *kl, *overrides, *fixed, *unpaid], plugins)
 
 
@@ -311,24 +318,37 @@ def run_suite(
         first = next(iter(configs.values()))
         where = folder / role if folder is not None else None
         cached = read_results(where, list(configs)) if where is not None and role == "base" else None
-        if cached is not None and _same_weights(where, list(configs), first.model.path):
+        if cached is not None and _same_measurement(where, chosen, configs, first.model.path):
             results[role] = cached
             continue
         tokenizer, engine, provenance = _load_engine(first)
         labelled = (lambda name, role=role: progress(f"{role}: {name}")) if progress is not None else None
         results[role] = evaluate_suite(engine, tokenizer, chosen, configs, where, labelled, provenance)
+        del engine  # the next model's engine must not share the memory with this one
+        gc.collect()
     rows = compare_results(results["model"], results.get("base"))
     if folder is not None:
         write_table(folder, rows, model, base)
     return rows
 
 
-def _same_weights(folder: Path, names: Sequence[str], model: str) -> bool:
-    from rlvr.eval.provenance import model_hash
+def _same_measurement(folder: Path, suite: Any, configs: dict[str, RunConfig], model: str) -> bool:
+    """Whether results in `folder` measured these weights on these questions with this decoding: only then are they
+    this model's results (a changed limit, task or generation length is a new measurement)."""
+    from rlvr.envs import make_env
+    from rlvr.eval.provenance import data_hash, model_hash
+    from rlvr.eval.suite import suite_settings
     from rlvr.models import resolve_model_path
 
     wanted = model_hash(resolve_model_path(model))
-    return all(json.loads((folder / name / "summary.json").read_text()).get("model_hash") == wanted for name in names)
+    for name, config in configs.items():
+        summary = json.loads((folder / name / "summary.json").read_text())
+        settings = suite_settings(config, suite.evals[name], config.seed)
+        problems = make_env(config.env).eval_problems()[: settings.limit]
+        measured = (summary.get("model_hash"), summary.get("data_hash"), summary.get("decoding"))
+        if measured != (wanted, data_hash(problems), json.loads(json.dumps(settings.decoding()))):
+            return False
+    return True
 
 
 def _keep_partial(out: Path | None, samples: list[dict]) -> str:

@@ -342,9 +342,10 @@ def _describe(error: dict, root: type[BaseModel]) -> str:
     return f"{loc}: {message}{got}"
 
 
-def _self_reference(data: Any) -> str | None:
-    """The key of a value that holds itself (YAML's `a: &x [*x]`), if any: `Any` fields validate it, but no config.yaml
-    can be written of it. Iterative, and each shared value walked once, however deep or often it is aliased."""
+def _unwritable(data: Any) -> str | None:
+    """`key: what is wrong` for a value no config.yaml can be written of, if any: one that holds itself (YAML's
+    `a: &x [*x]`), or text with a lone surrogate (a `"\\ud800"` escape), which `Any` fields validate all the same.
+    Iterative, and each shared value walked once, however deep or often it is aliased."""
     ancestors: set[int] = set()  # the values on the path to the one in hand
     walked: set[int] = set()
     stack: list[tuple[Any, str, bool]] = [(data, "", False)]
@@ -353,14 +354,27 @@ def _self_reference(data: Any) -> str | None:
         if leaving:
             ancestors.discard(id(node))
             walked.add(id(node))
+        elif isinstance(node, str) and not _encodable(node):
+            return f"{key}: not Unicode text (a lone surrogate)"
         elif isinstance(node, dict | list) and id(node) not in walked:
             if id(node) in ancestors:
-                return key
+                return f"{key}: holds itself (a YAML alias inside its own anchor)"
             ancestors.add(id(node))
             stack.append((node, key, True))
             items = node.items() if isinstance(node, dict) else enumerate(node)
-            stack.extend((item, f"{key}.{name}" if key else str(name), False) for name, item in items)
+            for name, item in items:
+                if isinstance(name, str) and not _encodable(name):
+                    return f"{key + '.' if key else ''}{name!r}: not Unicode text (a lone surrogate)"
+                stack.append((item, f"{key}.{name}" if key else str(name), False))
     return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
@@ -368,8 +382,8 @@ def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     plugins = data.get("plugins", [])
     if not isinstance(plugins, list):
         raise ConfigError(f"{source}: plugins: expected a list of files (.py) or module names (got {plugins!r})")
-    if (key := _self_reference(data)) is not None:
-        raise ConfigError(f"{source}: {key}: holds itself (a YAML alias inside its own anchor)")
+    if (problem := _unwritable(data)) is not None:
+        raise ConfigError(f"{source}: {problem}")
     load_plugins(plugins)
     try:
         return RunConfig.model_validate(data)

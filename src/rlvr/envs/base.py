@@ -46,8 +46,8 @@ def check_messages(messages: list[Any], where: str, roles: tuple[str, ...]) -> l
         calls = message.get("tool_calls", [])
         if not isinstance(calls, list):
             raise ConfigError(f"{at}: tool_calls: expected a list of calls")
-        if message["role"] == "assistant" and calls:
-            message.setdefault("content", "")  # OpenAI's format may leave out a call's text; templates read it
+        if message["role"] == "assistant" and calls and message.get("content") is None:
+            message["content"] = ""  # OpenAI's format leaves out (or nulls) a call's text; templates read it
         content = message.get("content")
         if not isinstance(content, str):
             raise ConfigError(f"{at}: content: {'required' if 'content' not in message else 'expected a string'}")

@@ -284,6 +284,8 @@ def starting_model(model: str) -> str | None:
     """The model a run started from (its config.yaml's model.path), for a run folder, its `final/` or one of its
     checkpoints; None for a model that is not part of a run."""
     path = Path(model).expanduser()
+    if not path.exists():  # a model name (`smollm2-135m`) is no run: the working folder's files say nothing about it
+        return None
     for folder in [path, *path.parents][:4]:
         saved = folder / "config.yaml"
         if saved.exists():

@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rlvr.config import RunConfig
 from rlvr.data import Source, read_records
 from rlvr.data.validating import InvalidRow
 from rlvr.envs.base import Environment, check_messages
 from rlvr.errors import ConfigError
 from rlvr.rewards.math import worked_solution
-from rlvr.tools.protocol import ChatFormat
+from rlvr.tools.protocol import CALL_CLOSE, ChatFormat
 from rlvr.types import Problem
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -139,11 +140,21 @@ def tokenize(where: str, messages: Sequence[dict[str, Any]], chat: ChatFormat, m
         if number == 0:
             prompt_ids = piece
         elif by_assistant:
-            # The assistant's tokens up to and including its end of turn; what the template writes after the end
-            # token (a newline) is context the model never generates.
-            end = piece.index(eos) + 1 if eos in piece else len(piece)
-            ids += piece
-            mask += [1] * end + [0] * (len(piece) - end)
+            new = text[len(done) :]
+            if CALL_CLOSE in new:
+                # A turn that calls a tool ends where the model stops, at the call's close (the stop string); the
+                # end of turn after it is the tool loop's context, as in the episodes RL trains on.
+                cut = new.rindex(CALL_CLOSE) + len(CALL_CLOSE)
+                written = chat.tokenizer.encode(new[:cut], add_special_tokens=False)
+                after = chat.tokenizer.encode(new[cut:], add_special_tokens=False)
+                ids += written + after
+                mask += [1] * len(written) + [0] * len(after)
+            else:
+                # Up to and including the end-of-turn token; what the template writes after it (a newline) is
+                # context the model never generates.
+                end = piece.index(eos) + 1 if eos in piece else len(piece)
+                ids += piece
+                mask += [1] * end + [0] * (len(piece) - end)
         else:
             ids += piece
             mask += [0] * len(piece)
@@ -155,21 +166,42 @@ def tokenize(where: str, messages: Sequence[dict[str, Any]], chat: ChatFormat, m
     return Trace(prompt_ids, ids, mask, where)
 
 
+def held_out_questions(config: RunConfig, env: Environment) -> set[str]:
+    """The questions no trace may train on: the recipe's held-out split, and with `train.eval_every` the regression
+    suite's (its evaluations would no longer be held out); none with `sft.keep_held_out`."""
+    if config.sft.keep_held_out:
+        return set()
+    questions = {problem.question for problem in env.eval_problems()}
+    if config.train.eval_every:
+        from rlvr.envs import make_env
+        from rlvr.eval.suite import load_suite, suite_configs
+
+        for suite_config in suite_configs(load_suite(config.eval.suite), config.model.path, plugins=config.plugins).values():
+            questions |= {problem.question for problem in make_env(suite_config.env).eval_problems()}
+    return questions
+
+
 def training_conversations(
-    path: str, env: Environment, keep_held_out: bool = False
+    path: str, env: Environment, held_out: set[str] | frozenset[str] = frozenset(), turns: str = "last"
 ) -> tuple[list[tuple[str, list[dict[str, Any]]]], int]:
-    """The file's conversations to train on, and how many were left out because the environment's evaluation holds
-    out their question (a trace of a held-out question would make the evaluation after training meaningless)."""
+    """The file's conversations to train on, and how many were left out because they train on an answer to a
+    held-out question (a trace of one would make the evaluation after training meaningless): the answered (last)
+    question, or with `turns: all` any of its questions."""
     rows = read_conversations(path, env)
-    held_out = set() if keep_held_out else {problem.question for problem in env.eval_problems()}
-    kept = [(where, messages) for where, messages in rows if answered_question(messages) not in held_out]
+
+    def leaks(messages: list[dict[str, Any]]) -> bool:
+        if turns == "all":
+            return any(m["role"] == "user" and m["content"] in held_out for m in messages)
+        return answered_question(messages) in held_out
+
+    kept = [(where, messages) for where, messages in rows if not leaks(messages)]
     if not kept:
-        raise ConfigError(f"{path}: every trace's question is held out by the recipe's evaluation (sft.keep_held_out)")
+        raise ConfigError(f"{path}: every trace's question is held out by the evaluation (sft.keep_held_out)")
     return kept, len(rows) - len(kept)
 
 
 def load_traces(
-    path: str, env: Environment, chat: ChatFormat, max_tokens: int, keep_held_out: bool = False, turns: str = "last"
+    path: str, env: Environment, chat: ChatFormat, max_tokens: int, held_out: set[str] | frozenset[str] = frozenset()
 ) -> list[Trace]:
-    conversations, _ = training_conversations(path, env, keep_held_out)
-    return [tokenize(where, messages, chat, max_tokens, turns) for where, messages in conversations]
+    conversations, _ = training_conversations(path, env, held_out)
+    return [tokenize(where, messages, chat, max_tokens) for where, messages in conversations]

@@ -22,8 +22,9 @@ from rlvr.algos import Stat
 from rlvr.algos.losses import LossOutputs, aggregate
 from rlvr.config import RunConfig
 from rlvr.distributed import Ranks
+from rlvr.errors import ConfigError
 from rlvr.seeds import derive_seed
-from rlvr.sft.data import Trace, tokenize, training_conversations
+from rlvr.sft.data import Trace, held_out_questions, tokenize, training_conversations
 from rlvr.trainer import Trainer
 from rlvr.types import Episode
 
@@ -54,12 +55,16 @@ class SFTTrainer(Trainer):
         super().__init__(config, ranks)
         if config.sft.data is None:
             raise ValueError("supervised fine-tuning needs sft.data: a file of chat traces")
-        conversations, dropped = training_conversations(config.sft.data, self.env, config.sft.keep_held_out)
+        if config.algo.aggregation != "token":
+            raise ConfigError("rlvr sft: the likelihood is averaged per token: algo.aggregation must be token")
+        held_out = held_out_questions(config, self.env)
+        conversations, dropped = training_conversations(config.sft.data, self.env, held_out, config.sft.turns)
         if dropped and self.ranks.main:
             logger.warning("sft: left out %d traces of questions the recipe's evaluation holds out", dropped)
         self.traces: list[Trace] = [
             tokenize(where, messages, self.chat, config.sft.max_tokens, config.sft.turns) for where, messages in conversations
         ]
+        self._orders: dict[int, list[int]] = {}
         self.objective = NegativeLogLikelihood()  # type: ignore[assignment]
         self.learner_temperature = 1.0  # the model's own distribution, not the sampler's
 
@@ -71,10 +76,16 @@ class SFTTrainer(Trainer):
         chosen = []
         for position in range(start, start + per_step):
             epoch, index = divmod(position, count)
-            order = list(range(count))
-            random.Random(derive_seed(self.config.seed, epoch)).shuffle(order)
-            chosen.append(self.traces[order[index]])
+            chosen.append(self.traces[self._order(epoch)[index]])
         return chosen
+
+    def _order(self, epoch: int) -> list[int]:
+        """The traces' order in `epoch`, shuffled by its own seed (kept: a step reads one epoch or two)."""
+        if epoch not in self._orders:
+            order = list(range(len(self.traces)))
+            random.Random(derive_seed(self.config.seed, epoch)).shuffle(order)
+            self._orders = {epoch: order}
+        return self._orders[epoch]
 
     def train_step(self, step: int) -> dict[str, float]:
         started = time.perf_counter()
