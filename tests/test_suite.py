@@ -130,6 +130,13 @@ def test_rlvr_eval_suite_on_a_tiny_model_reuses_the_base_results(tiny_model_dir,
     written = (out / "base" / "chain_sum" / "samples.jsonl").stat().st_mtime_ns
     assert run_suite(str(tiny_model_dir), **kwargs) == rows
     assert (out / "base" / "chain_sum" / "samples.jsonl").stat().st_mtime_ns == written  # reused, not measured again
+    # Results a kill left half-written, or measured with other settings, are measured again.
+    samples = out / "base" / "chain_sum" / "samples.jsonl"
+    samples.write_text(samples.read_text().splitlines()[0] + "\n")
+    assert run_suite(str(tiny_model_dir), **kwargs) == rows and len(samples.read_text().splitlines()) == 3
+    changed = run_suite(str(tiny_model_dir), **{**kwargs, "overrides": [*TINY, "eval.max_new_tokens=3"]})
+    assert json.loads((out / "base" / "chain_sum" / "summary.json").read_text())["decoding"]["max_new_tokens"] == 3
+    assert [r.verdict for r in changed] == ["same", "same"]
 
 
 def test_eval_every_puts_the_suite_in_the_metrics_rows(tiny_model_dir, tmp_path):

@@ -189,8 +189,14 @@ def read_results(folder: Path, names: Sequence[str]) -> dict[str, SuiteResult] |
         summary_path, samples_path = folder / name / "summary.json", folder / name / "samples.jsonl"
         if not (summary_path.exists() and samples_path.exists()):
             return None
-        samples = [Sample.from_dict(json.loads(line)) for line in samples_path.read_text().splitlines()]
-        results[name] = SuiteResult.of(name, json.loads(summary_path.read_text()), samples)
+        try:
+            samples = [Sample.from_dict(json.loads(line)) for line in samples_path.read_text().splitlines()]
+            summary = json.loads(summary_path.read_text())
+        except json.JSONDecodeError:  # a kill while they were written: measured again
+            return None
+        if len(samples) != summary["questions"] * summary["samples_per_question"]:
+            return None
+        results[name] = SuiteResult.of(name, summary, samples)
     return results
 
 
