@@ -1,5 +1,6 @@
 """Recipes, overrides and the one-line errors a user sees."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,11 @@ def test_choosing_another_loss_or_correction_drops_the_old_ones_keys():
         load_config(None, ["algo.kl={coef: 0.1, estimator: k1}"])
     with pytest.raises(ConfigError, match="min_weight"):
         load_config(None, ["algo.loss={name: cispo, min_weight: 6}"])
+
+
+def test_a_json_escaped_character_beyond_16_bits_reads_as_itself():
+    """JSON escapes 😀 as a surrogate pair, which YAML alone would read as two lone surrogates."""
+    config = load_config(None, ["env.system_prompt=" + json.dumps("Be brief 😀")])
+    assert config.env.system_prompt == "Be brief 😀"
+    with pytest.raises(ConfigError, match=r"env.system_prompt: not Unicode text \(a lone surrogate\)"):
+        load_config(None, ["env.system_prompt=" + json.dumps("\ud800")])

@@ -43,6 +43,21 @@ from rlvr.tools.protocol import CALL_CLOSE, CALL_OPEN, ChatFormat, find_call, ha
 from rlvr.types import Episode
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _examples_that_depend_on_this_file_alone():
+    """Hypothesis mixes literal constants of every local module imported so far into its examples, so they would
+    change with the test order and with any edit anywhere in the project. Derandomized examples must be the same
+    wherever and however this file runs, so that a failure is a bug and never the luck of an import order."""
+    from hypothesis.internal.conjecture import providers
+
+    original = providers._get_local_constants
+    providers._get_local_constants = providers.Constants
+    providers.CONSTANTS_CACHE.cache.clear()
+    yield
+    providers._get_local_constants = original
+    providers.CONSTANTS_CACHE.cache.clear()
+
+
 def fuzz(examples: int) -> Callable:
     """Hypothesis settings for every test here: the same examples each run, nothing written to disk."""
     return settings(

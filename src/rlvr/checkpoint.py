@@ -77,9 +77,16 @@ def save_model_folder(
     ranks = ranks or Ranks()
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if ranks.main:
-        model.save_pretrained(folder, state_dict=full)
+        # Written beside it and renamed into place: a kill mid-write leaves the folder as it was (or absent), never
+        # half a model or the writer's temporary files in it.
+        partial = folder.with_name(f".{folder.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial, state_dict=full)
         if tokenizer is not None:
-            tokenizer.save_pretrained(folder)
+            tokenizer.save_pretrained(partial)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(partial, folder)
 
 
 def save_checkpoint(

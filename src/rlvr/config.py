@@ -8,6 +8,7 @@ falls back to a default.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -363,9 +364,10 @@ def _unwritable(data: Any) -> str | None:
             stack.append((node, key, True))
             items = node.items() if isinstance(node, dict) else enumerate(node)
             for name, item in items:
+                shown = str(name) if str(name).isprintable() else repr(str(name))  # one line, whatever the key holds
                 if isinstance(name, str) and not _encodable(name):
-                    return f"{key + '.' if key else ''}{name!r}: not Unicode text (a lone surrogate)"
-                stack.append((item, f"{key}.{name}" if key else str(name), False))
+                    return f"{key + '.' if key else ''}{shown}: not Unicode text (a lone surrogate)"
+                stack.append((item, f"{key}.{shown}" if key else shown, False))
     return None
 
 
@@ -407,6 +409,16 @@ def recipe_path(recipe: str | None) -> Path:
     return packaged
 
 
+# JSON writes a character beyond the 16-bit range as two escapes (`json.dumps("😀")` is "\ud83d\ude00"), which
+# YAML reads as two lone surrogates; YAML's own escape for it is \U0001f600.
+_SURROGATE_PAIR = re.compile(r"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})", re.IGNORECASE)
+
+
+def _astral_escape(match: re.Match[str]) -> str:
+    high, low = int(match[1], 16), int(match[2], 16)
+    return f"\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08x}"
+
+
 def set_override(data: dict[str, Any], assignment: str) -> None:
     """Apply one `a.b.c=value` override; the value is parsed as YAML (so `1e-5`, `true`, `[1, 2]` work)."""
     key, sep, raw = assignment.partition("=")
@@ -422,7 +434,7 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
         node = child
     # YAML reads `1e-5` as a string; pydantic's lax mode turns it into the float the field wants.
     try:
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = yaml.safe_load(_SURROGATE_PAIR.sub(_astral_escape, raw))
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]  # a reader's error has no `problem`
         raise ConfigError(f"--set {key}: invalid YAML value: {problem}") from None
