@@ -50,6 +50,17 @@ def train(
     return run_train(config, resume=resume, overwrite=overwrite, console=console)
 
 
+def _override_keys(overrides: Sequence[str]) -> set[str]:
+    return {assignment.partition("=")[0].strip() for assignment in overrides}
+
+
+def _derived_name(recipe: str | None, overrides: Sequence[str], plugins: Sequence[str], suffix: str) -> list[str]:
+    """`name=<the recipe's run name>-<suffix>` as an override, unless the overrides name the run themselves."""
+    if "name" in _override_keys(overrides):
+        return []
+    return [f"name={load_config(recipe, list(overrides), plugins).name}-{suffix}"]
+
+
 def sft_config(
     data: str | Path,
     recipe: str | None = None,
@@ -65,8 +76,8 @@ def sft_config(
     from rlvr.sft.data import held_out_questions, training_conversations
     from rlvr.sft.trainer import steps_for
 
-    keys = {assignment.partition("=")[0].strip() for assignment in overrides}
-    named = [] if "name" in keys else [f"name={load_config(recipe, list(overrides), plugins).name}-sft"]
+    keys = _override_keys(overrides)
+    named = _derived_name(recipe, overrides, plugins, "sft")
     fixed = [
         f"sft.data={json.dumps(str(Path(data).resolve()))}",
         "train.group_size=1",
@@ -97,8 +108,8 @@ def distill_config(
     estimator, whose gradient on the student's own samples is that of the reverse KL. Without `with_reward` it is the
     only signal (the recipe's reward is measured, not paid); with it the KL is added to the RL loss. The run is
     `<recipe name>-distill` unless `name` is set; `--set algo.kl.coef=...` weighs the KL."""
-    keys = {assignment.partition("=")[0].strip() for assignment in overrides}
-    named = [] if "name" in keys else [f"name={load_config(recipe, list(overrides), plugins).name}-distill"]
+    keys = _override_keys(overrides)
+    named = _derived_name(recipe, overrides, plugins, "distill")
     kl = [] if "algo.kl.coef" in keys else ["algo.kl.coef=1.0"]
     fixed = [f"algo.teacher={json.dumps(teacher)}", "algo.kl.estimator=k2", "algo.kl.in_reward=false"]
     # Unpaid, every group's rewards are equal (0): dynamic sampling would drop every group and train nothing.

@@ -8,10 +8,11 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +21,9 @@ from rlvr.errors import ConfigError, DivergenceError, EngineError, RankError
 from rlvr.sandbox.cli import sandbox_app
 from rlvr.seeds import derive_seed
 from rlvr.tools.index_cli import index_app
+
+if TYPE_CHECKING:
+    from rlvr.config import RunConfig
 
 app = typer.Typer(help="Reinforcement learning from verifiable rewards.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -33,6 +37,11 @@ Plugins = Annotated[
     list[str] | None,
     typer.Option("--plugin", "-p", help="A Python file or module to import first (its rewards, envs, tools...)"),
 ]
+
+# The options every command that trains shares (train, distill, sft).
+Resume = Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint")]
+Overwrite = Annotated[bool, typer.Option(help="Delete an existing run folder of the same name first")]
+Nproc = Annotated[int, typer.Option(help="Learner processes on this machine (data-parallel, under torchrun)", min=1)]
 
 
 def _fail(error: Exception | str) -> None:
@@ -59,9 +68,9 @@ def _launch_ranks(nproc: int) -> None:
 def train(
     recipe: Annotated[str | None, typer.Argument(help="Recipe YAML file or packaged recipe name")] = None,
     overrides: Overrides = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Delete an existing run folder of the same name first")] = False,
-    nproc: Annotated[int, typer.Option(help="Learner processes on this machine (data-parallel, under torchrun)", min=1)] = 1,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+    nproc: Nproc = 1,
     plugins: Plugins = None,
 ) -> None:
     """Train a policy with RL on a recipe; evaluates before and after."""
@@ -70,13 +79,21 @@ def train(
     from rlvr.api import train as api_train
     from rlvr.config import load_config
 
+    _run_training(lambda: load_config(recipe, overrides or [], plugins or []), api_train, resume, overwrite)
+
+
+def _run_training(make_config: Callable[[], RunConfig], run: Callable[..., dict], resume: bool, overwrite: bool) -> None:
+    """A training command's run: a bad config, a diverged run or a missing rank is one line; an engine failure also
+    says that the run folder keeps every step up to its last checkpoint."""
+    config = None
     try:
-        config = load_config(recipe, overrides or [], plugins or [])
-        api_train(config, resume=resume, overwrite=overwrite, console=console)
+        config = make_config()
+        run(config, resume=resume, overwrite=overwrite, console=console)
     except (ConfigError, RankError, DivergenceError) as error:
         _fail(error)
     except EngineError as error:
-        _fail(f"{error}. {config.run_dir} keeps every step up to its last checkpoint: continue with --resume")
+        kept = f". {config.run_dir} keeps every step up to its last checkpoint: continue with --resume" if config else ""
+        _fail(f"{error}{kept}")
 
 
 @app.command()
@@ -89,8 +106,8 @@ def distill(
         bool, typer.Option(help="Add the distillation loss to the recipe's RL reward, not instead of it")
     ] = False,
     overrides: Overrides = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Delete an existing run folder of the same name first")] = False,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
     plugins: Plugins = None,
 ) -> None:
     """On-policy distillation: the student samples, the teacher scores each of its tokens, and the loss is the
@@ -98,15 +115,12 @@ def distill(
     from rlvr.api import distill_config
     from rlvr.api import train as api_train
 
-    try:
+    def make_config() -> RunConfig:
         if not teacher:
             raise ConfigError("--teacher: give the model to distil from (a run, a checkpoint or a model folder)")
-        config = distill_config(recipe, teacher, with_reward=with_reward, overrides=overrides or [], plugins=plugins or [])
-        api_train(config, resume=resume, overwrite=overwrite, console=console)
-    except (ConfigError, RankError, DivergenceError) as error:
-        _fail(error)
-    except EngineError as error:
-        _fail(f"{error}. {config.run_dir} keeps every step up to its last checkpoint: continue with --resume")
+        return distill_config(recipe, teacher, with_reward=with_reward, overrides=overrides or [], plugins=plugins or [])
+
+    _run_training(make_config, api_train, resume, overwrite)
 
 
 @app.command()
@@ -115,9 +129,9 @@ def sft(
     recipe: Annotated[str | None, typer.Argument(help="Recipe whose model, prompt, devices and evaluation to use")] = None,
     model: Annotated[str | None, typer.Option(help="The model to fine-tune (default: the recipe's)")] = None,
     overrides: Overrides = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Delete an existing run folder of the same name first")] = False,
-    nproc: Annotated[int, typer.Option(help="Learner processes on this machine (data-parallel, under torchrun)", min=1)] = 1,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+    nproc: Nproc = 1,
     plugins: Plugins = None,
 ) -> None:
     """Supervised fine-tuning on chat traces, the loss on the assistant's tokens only; evaluates before and after."""
@@ -126,13 +140,12 @@ def sft(
     from rlvr.api import sft as api_sft
     from rlvr.api import sft_config
 
-    try:
-        config = sft_config(data, recipe, model=model, overrides=overrides or [], plugins=plugins or [])
-        api_sft(config, resume=resume, overwrite=overwrite, console=console)
-    except (ConfigError, RankError, DivergenceError, ValueError) as error:
-        _fail(error)
-    except EngineError as error:
-        _fail(f"{error}. {config.run_dir} keeps every step up to its last checkpoint: continue with --resume")
+    _run_training(
+        lambda: sft_config(data, recipe, model=model, overrides=overrides or [], plugins=plugins or []),
+        api_sft,
+        resume,
+        overwrite,
+    )
 
 
 def _numbers(text: str | None, option: str) -> tuple[int, ...]:

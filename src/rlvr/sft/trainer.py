@@ -54,7 +54,7 @@ class SFTTrainer(Trainer):
     def __init__(self, config: RunConfig, ranks: Ranks | None = None) -> None:
         super().__init__(config, ranks)
         if config.sft.data is None:
-            raise ValueError("supervised fine-tuning needs sft.data: a file of chat traces")
+            raise ConfigError("sft.data: supervised fine-tuning needs a file of chat traces")
         if config.algo.aggregation != "token":
             raise ConfigError("rlvr sft: the likelihood is averaged per token: algo.aggregation must be token")
         held_out = held_out_questions(config, self.env)
