@@ -29,7 +29,7 @@ from rlvr.algo_config import (
 )
 from rlvr.data import source_kind
 from rlvr.env_config import EnvCommon, EnvConfig, GymEnvConfig, env_config_type
-from rlvr.errors import ConfigError, parser_limit
+from rlvr.errors import ConfigError, lone_surrogate, parser_limit
 from rlvr.plugins import anchor_plugin, load_plugins
 from rlvr.registry import registered, section_name
 
@@ -355,7 +355,7 @@ def _unwritable(data: Any) -> str | None:
         if leaving:
             ancestors.discard(id(node))
             walked.add(id(node))
-        elif isinstance(node, str) and not _encodable(node):
+        elif isinstance(node, str) and lone_surrogate(node) is not None:
             return f"{key}: not Unicode text (a lone surrogate)"
         elif isinstance(node, dict | list) and id(node) not in walked:
             if id(node) in ancestors:
@@ -365,18 +365,10 @@ def _unwritable(data: Any) -> str | None:
             items = node.items() if isinstance(node, dict) else enumerate(node)
             for name, item in items:
                 shown = str(name) if str(name).isprintable() else repr(str(name))  # one line, whatever the key holds
-                if isinstance(name, str) and not _encodable(name):
+                if isinstance(name, str) and lone_surrogate(name) is not None:
                     return f"{key + '.' if key else ''}{shown}: not Unicode text (a lone surrogate)"
                 stack.append((item, f"{key}.{shown}" if key else shown, False))
     return None
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
@@ -396,17 +388,37 @@ def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
 
 def recipe_path(recipe: str | None) -> Path:
     """A recipe file path, or the name of a packaged recipe (`default`, ...)."""
-    name = recipe or DEFAULT_RECIPE
+    return packaged_or_file(recipe or DEFAULT_RECIPE, RECIPES_DIR, "recipe")
+
+
+def packaged_or_file(name: str, folder: Path, kind: str) -> Path:
+    """A `kind` file (a path ending in .yaml or .yml), or the name of one packaged in `folder` (a recipe, a suite)."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
         if not path.exists():
-            raise ConfigError(f"{name}: recipe file not found")
+            raise ConfigError(f"{name}: {kind} file not found")
         return path
-    packaged = RECIPES_DIR / f"{name}.yaml"
+    packaged = folder / f"{name}.yaml"
     if not packaged.exists():
-        choices = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
-        raise ConfigError(f"{name}: no such recipe file or packaged recipe (packaged: {choices})")
+        choices = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+        raise ConfigError(f"{name}: no such {kind} file or packaged {kind} (packaged: {choices})")
     return packaged
+
+
+def read_yaml_mapping(path: Path, shape: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; what is wrong with it is one line naming the file (and the line), and
+    `shape` says what the mapping should be."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, or read as YAML but not buildable (see set_override)
+        raise ConfigError(f"{path}: invalid YAML: {parser_limit(exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: {shape}")
+    return data
 
 
 # JSON writes a character beyond the 16-bit range as two escapes (`json.dumps("😀")` is "\ud83d\ude00"), which
@@ -505,16 +517,7 @@ def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...
     """A recipe (a file or a packaged name) with `--set` overrides applied; `plugins` (from `--plugin`, relative to the
     working directory) are imported after the recipe's own."""
     path = recipe_path(recipe)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    except (ValueError, RecursionError) as exc:  # not UTF-8, or read as YAML but not buildable (see set_override)
-        raise ConfigError(f"{path}: invalid YAML: {parser_limit(exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+    data = read_yaml_mapping(path, "a recipe must be a mapping of sections")
     anchor_source_paths(data, path.parent)
     if isinstance(data.get("plugins"), list):
         data["plugins"] = [anchor_plugin(spec, path.parent) if isinstance(spec, str) else spec for spec in data["plugins"]]

@@ -32,3 +32,13 @@ def parser_limit(error: ValueError | RecursionError) -> str:
         return "nested too deeply"
     # The integer limit's message ends in advice to call sys.set_int_max_str_digits(), which is not the user's to take.
     return str(error).split(";")[0]
+
+
+def lone_surrogate(text: str) -> str | None:
+    """The first lone surrogate in `text`, or None when it is Unicode text: JSON's `\\ud800` escape (and YAML's)
+    reads as one, which no tokenizer encodes and no UTF-8 file can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return text[exc.start]
+    return None

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rlvr.data.source import Record, Row, Source
+from rlvr.errors import lone_surrogate
 
 
 class InvalidRow(ValueError):
@@ -58,11 +59,9 @@ def _text(record: Record, name: str, numbers: bool) -> str:
 
 
 def _unicode(name: str, value: str) -> str:
-    # JSON's `\ud800` escape reads as a lone surrogate, which no tokenizer encodes: refused here, not mid-run.
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidRow(f"{name}: not Unicode text (a lone surrogate {value[exc.start]!r})") from None
+    # Refused here, not mid-run in the tokenizer.
+    if (surrogate := lone_surrogate(value)) is not None:
+        raise InvalidRow(f"{name}: not Unicode text (a lone surrogate {surrogate!r})")
     return value
 
 

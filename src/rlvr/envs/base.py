@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from rlvr.env_config import EnvCommon
-from rlvr.errors import ConfigError, parser_limit
+from rlvr.errors import ConfigError, lone_surrogate, parser_limit
 from rlvr.rewards.rubric import Rubric
 from rlvr.types import Document, Problem
 
@@ -51,10 +51,8 @@ def check_messages(messages: list[Any], where: str, roles: tuple[str, ...]) -> l
         content = message.get("content")
         if not isinstance(content, str):
             raise ConfigError(f"{at}: content: {'required' if 'content' not in message else 'expected a string'}")
-        try:
-            content.encode("utf-8")  # a `\ud800` escape reads as a lone surrogate, which no tokenizer encodes
-        except UnicodeEncodeError:
-            raise ConfigError(f"{at}: content: not Unicode text (a lone surrogate)") from None
+        if lone_surrogate(content) is not None:
+            raise ConfigError(f"{at}: content: not Unicode text (a lone surrogate)")
         for call in calls:
             function = call.get("function") if isinstance(call, dict) else None
             if not isinstance(function, dict) or not isinstance(function.get("name"), str) or "arguments" not in function:

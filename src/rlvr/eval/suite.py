@@ -22,7 +22,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from rlvr.config import RECIPES_DIR, ConfigError, RunConfig, anchor_source_paths, load_config
+from rlvr.config import (
+    RECIPES_DIR,
+    ConfigError,
+    RunConfig,
+    anchor_source_paths,
+    load_config,
+    packaged_or_file,
+    read_yaml_mapping,
+)
 from rlvr.eval.compare import paired_accuracy, question_accuracy
 from rlvr.eval.sample import Sample
 from rlvr.eval.settings import EvalSettings
@@ -71,27 +79,12 @@ class Suite(BaseModel):
 
 def suite_path(suite: str | None) -> Path:
     """A suite file, or the name of a packaged suite (`regression`)."""
-    name = suite or DEFAULT_SUITE
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.exists():
-            raise ConfigError(f"{name}: suite file not found")
-        return path
-    packaged = SUITES_DIR / f"{name}.yaml"
-    if not packaged.exists():
-        choices = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.yaml")))
-        raise ConfigError(f"{name}: no such suite file or packaged suite (packaged: {choices})")
-    return packaged
+    return packaged_or_file(suite or DEFAULT_SUITE, SUITES_DIR, "suite")
 
 
 def load_suite(suite: str | None = None) -> Suite:
     path = suite_path(suite)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a suite is a mapping with `recipe` and `evals`")
+    data = read_yaml_mapping(path, "a suite is a mapping with `recipe` and `evals`")
     recipe = data.get("recipe")
     if isinstance(recipe, str) and Path(recipe).suffix in (".yaml", ".yml") and not Path(recipe).is_absolute():
         data["recipe"] = str((path.parent / recipe).resolve())

@@ -28,7 +28,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from rlvr.errors import ConfigError, parser_limit
+from rlvr.errors import ConfigError, lone_surrogate, parser_limit
 from rlvr.tools.base import Tool, ToolError
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
@@ -72,12 +72,11 @@ def parse_call(body: str) -> ToolCall:
         except (ValueError, RecursionError):
             raise ToolError(f"the arguments of {payload['name']} are not a JSON object") from None
     try:
-        # A `\ud800` escape reads as a lone surrogate, which no tokenizer encodes: a tool echoing it would end the loop.
-        json.dumps([payload["name"], arguments], ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ToolError("the tool call holds a \\u escape of half a surrogate pair, which is not text") from None
+        text = json.dumps([payload["name"], arguments], ensure_ascii=False)
     except RecursionError as error:  # nested just below json.loads's limit, past json.dumps's
         raise ToolError(f"the tool call is not valid JSON ({parser_limit(error)})") from None
+    if lone_surrogate(text) is not None:  # a tool echoing it would end the loop in the tokenizer
+        raise ToolError("the tool call holds a \\u escape of half a surrogate pair, which is not text")
     return ToolCall(payload["name"], arguments)
 
 
