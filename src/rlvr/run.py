@@ -15,7 +15,7 @@ from rich.table import Table
 from rlvr.config import ConfigError, RunConfig, parse_config
 from rlvr.distributed import Ranks
 from rlvr.eval import evaluate
-from rlvr.eval.suite import SuiteDuringTraining
+from rlvr.eval.suite import SuiteDuringTraining, suite_due
 from rlvr.hardware import resolve_device
 from rlvr.metrics import MetricsLog
 from rlvr.models import resolve_model_path
@@ -58,12 +58,13 @@ def _suite_callback(suite: SuiteDuringTraining | None, trainer: Trainer, console
 
     def evaluate(step: int) -> dict:
         metrics: dict = {}
-        if suite is not None and suite.due(step):
+        if not suite_due(trainer.config.train.eval_every, step):
+            return metrics
+        if suite is not None:  # rank 0's
             # A line, not a spinner: the training bar is the live display now.
             console.print(f"step {step}: regression suite ({', '.join(suite.configs)})", highlight=False)
             metrics = suite(step)
-        if trainer.config.train.eval_every and step % trainer.config.train.eval_every == 0:
-            trainer.ranks.barrier(f"step {step}: regression suite")
+        trainer.ranks.barrier(f"step {step}: regression suite")
         return metrics
 
     return evaluate

@@ -294,6 +294,11 @@ def starting_model(model: str) -> str | None:
     return None
 
 
+def suite_due(every: int, step: int) -> bool:
+    """Whether `train.eval_every: every` runs the suite after `step` (0: never)."""
+    return every > 0 and step % every == 0
+
+
 class SuiteDuringTraining:
     """`train.eval_every`: the suite on the policy being trained, every N steps, against the starting model.
 
@@ -310,7 +315,7 @@ class SuiteDuringTraining:
         self.start: dict[str, SuiteResult] | None = None
 
     def due(self, step: int) -> bool:
-        return self.every > 0 and step % self.every == 0
+        return suite_due(self.every, step)
 
     def baseline(self, progress: Callable[[str], Progress] | None = None) -> dict[str, SuiteResult]:
         folder = self.folder / "step-000000"
