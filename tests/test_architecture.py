@@ -20,6 +20,7 @@ LAYERS = [
             "rlvr.config",
             "rlvr.env_config",
             "rlvr.algo_config",
+            "rlvr.stage_config",
             "rlvr.data",
             "rlvr.step_metrics",
             "rlvr.seeds",
@@ -33,7 +34,7 @@ LAYERS = [
     ("envs", ["rlvr.envs"]),
     ("tools", ["rlvr.tools"]),
     ("rollout", ["rlvr.rollout"]),
-    ("eval", ["rlvr.eval", "rlvr.sft", "rlvr.rejection"]),
+    ("eval", ["rlvr.eval", "rlvr.sft", "rlvr.rejection", "rlvr.progress"]),
     (
         "trainer",
         [
@@ -59,6 +60,8 @@ LAYERS = [
             "rlvr.cli",
             "rlvr.controls",
             "rlvr.run",
+            "rlvr.pipeline",
+            "rlvr.jobs",
             "rlvr.report",
             "rlvr.assistant",
             "rlvr.chat_view",

@@ -137,7 +137,7 @@ def test_data_errors_name_the_file_line_and_field(tmp_path):
         ),
         (
             ["env.name=mixture", "env.sources=[{path: a.jsonl, verifier: maths}]"],
-            "unknown verifier 'maths' (choices: code, exact_match, f1, gym, instructions, math)",
+            "unknown verifier 'maths' (choices: code, exact_match, f1, gym, instructions, judge, math)",
         ),
         # `correct` calls a verifier and `length` shapes a reward: neither decides correctness.
         (["env.name=mixture", "env.sources=[{path: a.jsonl, verifier: correct}]"], "unknown verifier 'correct'"),

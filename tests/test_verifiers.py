@@ -23,7 +23,7 @@ def test_rewards_are_registered():
     from rlvr.rewards import VERIFIERS
 
     assert {"math", "exact_match", "f1", "length", "gym", "code", "format", "think_format", "correct"} <= set(REWARDS)
-    assert set(VERIFIERS) == {"math", "exact_match", "f1", "gym", "code", "instructions"}
+    assert set(VERIFIERS) == {"math", "exact_match", "f1", "gym", "code", "instructions", "judge"}
 
 
 # --- math-verify oracle: (reference, prediction) -------------------------------------------------------------

@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlvr.config import RunConfig, load_config
-from rlvr.errors import ConfigError, EngineError
+from rlvr.errors import EngineError
+from rlvr.jobs import (
+    distill_overrides,
+    eval_settings,
+    load_engine,
+    rejection_job_of,
+    run_rejection,
+    sft_overrides,
+    with_sft_steps,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -47,6 +56,10 @@ def train(
         config = load_config(config, list(overrides), plugins)
     elif overrides or plugins:
         raise ValueError("overrides and plugins apply to a recipe; a RunConfig is used as it is")
+    if config.stages:  # a pipeline: its stages in order, in one run folder (rlvr.pipeline)
+        from rlvr.pipeline import run_pipeline
+
+        return run_pipeline(config, resume=resume, overwrite=overwrite, console=console)
     return run_train(config, resume=resume, overwrite=overwrite, console=console)
 
 
@@ -72,27 +85,9 @@ def sft_config(
     """The config of `rlvr sft DATA [RECIPE]`: the recipe's model, prompt, devices and evaluation, `sft.data`, one
     trace per group and the loss per token; the run is `<recipe name>-sft` unless `name` is set, and `train.steps`
     follows from `sft.epochs` unless it is set."""
-    from rlvr.envs import make_env
-    from rlvr.sft.data import held_out_questions, training_conversations
-    from rlvr.sft.trainer import steps_for
-
-    keys = _override_keys(overrides)
     named = _derived_name(recipe, overrides, plugins, "sft")
-    fixed = [
-        f"sft.data={json.dumps(str(Path(data).resolve()))}",
-        "train.group_size=1",
-        "train.epochs=1",
-        "algo.aggregation=token",  # what the likelihood objective's normaliser counts
-        "algo.kl.coef=0",  # and it has no KL term: no reference model to load
-    ]
-    config = load_config(recipe, [*named, *overrides, *fixed, *([f"model.path={model}"] if model else [])], plugins)
-    if "train.steps" in keys:
-        return config
-    environment = make_env(config.env)
-    held_out = held_out_questions(config, environment)
-    conversations, _ = training_conversations(config.sft.data, environment, held_out, config.sft.turns)
-    steps = steps_for(config, len(conversations))
-    return config.model_copy(update={"train": config.train.model_copy(update={"steps": steps})})
+    config = load_config(recipe, [*named, *overrides, *sft_overrides(data), *([f"model.path={model}"] if model else [])], plugins)
+    return config if "train.steps" in _override_keys(overrides) else with_sft_steps(config)
 
 
 def distill_config(
@@ -108,15 +103,9 @@ def distill_config(
     estimator, whose gradient on the student's own samples is that of the reverse KL. Without `with_reward` it is the
     only signal (the recipe's reward is measured, not paid); with it the KL is added to the RL loss. The run is
     `<recipe name>-distill` unless `name` is set; `--set algo.kl.coef=...` weighs the KL."""
-    keys = _override_keys(overrides)
     named = _derived_name(recipe, overrides, plugins, "distill")
-    kl = [] if "algo.kl.coef" in keys else ["algo.kl.coef=1.0"]
-    fixed = [f"algo.teacher={json.dumps(teacher)}", "algo.kl.estimator=k2", "algo.kl.in_reward=false"]
-    # Unpaid, every group's rewards are equal (0): dynamic sampling would drop every group and train nothing.
-    unpaid = (
-        [] if with_reward else ["env.correct_weight=0", "env.format_reward=0", "env.rewards={}", "algo.dynamic_sampling=false"]
-    )
-    return load_config(recipe, [*named, *kl, *overrides, *fixed, *unpaid], plugins)
+    weighted = "algo.kl.coef" in _override_keys(overrides)
+    return load_config(recipe, [*named, *overrides, *distill_overrides(teacher, with_reward, weighted)], plugins)
 
 
 def sft(config: RunConfig, *, resume: bool = False, overwrite: bool = False, console: Console | None = None) -> dict:
@@ -146,42 +135,6 @@ def eval_config(
     return load_config(recipe, [*switch, *overrides, f"model.path={model}"], plugins)
 
 
-def eval_settings(
-    config: RunConfig,
-    *,
-    n: int = 1,
-    k: Sequence[int] = (1,),
-    limit: int | None = None,
-    temperature: float | None = None,
-    max_new_tokens: int | None = None,
-    seed: int = 0,
-    budgets: Sequence[int] = (),
-    effort: str | None = None,
-    reasoning: bool = True,
-    min_thinking: int = 0,
-) -> EvalSettings:
-    """What to measure: the recipe's sampling with these changes. Temperature 0 is greedy decoding (the recipe's
-    temperature stays in the record, unused); `effort` is a named thinking budget (low, medium, high)."""
-    from rlvr.eval import EvalSettings
-    from rlvr.eval.thinking import resolve_budget
-
-    sampling = config.eval_sampling()
-    sampling = sampling.model_copy(
-        update={"temperature": temperature or sampling.temperature, "max_new_tokens": max_new_tokens or sampling.max_new_tokens}
-    )
-    return EvalSettings(
-        n=n,
-        ks=tuple(k),
-        limit=limit,
-        greedy=True if temperature == 0 else None,
-        sampling=sampling,
-        seed=seed,
-        budgets=tuple(budgets) or tuple(b for b in [resolve_budget(None, effort)] if b is not None),
-        reasoning=reasoning,
-        min_thinking=min_thinking,
-    )
-
-
 def run_evaluation(
     config: RunConfig, settings: EvalSettings, data_label: str, out: Path | None = None, progress: Progress | None = None
 ) -> dict:
@@ -189,14 +142,16 @@ def run_evaluation(
     files. An engine failure raises EngineError, the samples generated before it kept in `out`."""
     from rlvr.envs import make_env
     from rlvr.eval.runner import run_eval
+    from rlvr.rollout.judge import make_judge
     from rlvr.rollout.sampler import make_sampler
     from rlvr.scoring import Scorer
 
-    tokenizer, engine, provenance = _load_engine(config)
+    tokenizer, engine, provenance = load_engine(config)
     environment = make_env(config.env)
     sampler, chat, _ = make_sampler(engine, tokenizer, config, environment)
     provenance["data"] = data_label
-    with Scorer(environment.rubric, config.scoring.workers, config.scoring.timeout_seconds, config.scoring.on_hack) as scorer:
+    scoring, judge = config.scoring, make_judge(config, engine, tokenizer)
+    with Scorer(environment.rubric, scoring.workers, scoring.timeout_seconds, scoring.on_hack, judge) as scorer:
         try:
             summary, samples = run_eval(sampler, environment, tokenizer, scorer, settings, provenance, progress, chat)
         except EngineError as error:
@@ -230,73 +185,21 @@ def rejection_job(
     """What `rlvr rejection-sample` does, every option checked (a bad one is a ConfigError naming it) and the questions
     chosen before any model loads: the environment's training split (`split="eval"`: its held-out one; with `data`,
     every row of the file; `limit`: the first L questions), sampled with the recipe's prompt, tools and verifiers."""
-    from dataclasses import replace
+    from rlvr.rejection import sampled_split
 
-    from rlvr.envs import make_env
-    from rlvr.rejection import RejectionJob, Selection, choose_problems, sampled_split
-
-    selection = Selection(keep, max_per_question)
     chosen = sampled_split(split, data is not None)
-    if temperature == 0 and n > 1:
-        raise ConfigError("--temperature: 0 is greedy decoding, the same answer n times: give a temperature > 0 or --n 1")
     config = eval_config(model, data=data, env=env, recipe=recipe, overrides=overrides, plugins=plugins)
-    settings = eval_settings(config, n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
-    settings = replace(settings, greedy=temperature == 0)  # sampled, n = 1 included (evaluation's n = 1 is greedy)
-    environment = make_env(config.env)
-    problems = choose_problems(environment, chosen, limit)
     label = str(data) if data is not None else config.env.label
-    return RejectionJob(config, settings, selection, environment, problems, label, chosen)
-
-
-def run_rejection(job: RejectionJob, out: str | Path, progress: Progress | None = None) -> RejectionSummary:
-    """Sample the job's questions n times with the engine, tool loop and verifier of training and evaluation, and write
-    the verified-correct answers its keep rule keeps to `out` as chat traces (`rlvr sft`'s input), the numbers to
-    `<out>.provenance.json`. An engine failure raises EngineError, the traces written before it kept."""
-    from rlvr.eval.generation import no_progress
-    from rlvr.rejection import rejection_sample as sample_traces
-    from rlvr.rollout.sampler import make_sampler
-    from rlvr.scoring import Scorer
-
-    config = job.config
-    tokenizer, engine, provenance = _load_engine(config)
-    sampler, chat, _ = make_sampler(engine, tokenizer, config, job.env)
-    provenance.update(data=job.data, split=job.split)
-    with Scorer(job.env.rubric, config.scoring.workers, config.scoring.timeout_seconds, config.scoring.on_hack) as scorer:
-        return sample_traces(
-            sampler,
-            job.env,
-            tokenizer,
-            scorer,
-            chat,
-            job.problems,
-            job.settings,
-            job.selection,
-            Path(out),
-            provenance,
-            progress or no_progress,
-        )
+    return rejection_job_of(
+        config, label, chosen, n=n, keep=keep, max_per_question=max_per_question, temperature=temperature,
+        max_new_tokens=max_new_tokens, seed=seed, limit=limit,
+    )  # fmt: skip
 
 
 def rejection_sample(model: str, out: str | Path, *, progress: Progress | None = None, **options: Any) -> RejectionSummary:
     """`rlvr rejection-sample` in Python: `options` are those of `rejection_job` (data, env, recipe, overrides,
     plugins, n, keep, max_per_question, temperature, max_new_tokens, seed, limit, split)."""
     return run_rejection(rejection_job(model, **options), out, progress)
-
-
-def _load_engine(config: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
-    """The config's model loaded into its engine: (tokenizer, engine, what a result records about them)."""
-    from rlvr.eval.provenance import model_hash
-    from rlvr.models import load_policy, load_tokenizer, resolve_model_path
-    from rlvr.rollout import make_engine
-
-    tokenizer = load_tokenizer(config.model.path)
-    engine = make_engine(config.rollout, load_policy(config.model.path), tokenizer, config.eval.batch_size)
-    provenance = {
-        "model": config.model.path,
-        "model_hash": model_hash(resolve_model_path(config.model.path)),
-        "engine": f"{type(engine).__name__}, {engine.precision}",
-    }
-    return tokenizer, engine, provenance
 
 
 def run_suite(
@@ -332,7 +235,7 @@ def run_suite(
         if cached is not None and _same_measurement(where, chosen, configs, first.model.path):
             results[role] = cached
             continue
-        tokenizer, engine, provenance = _load_engine(first)
+        tokenizer, engine, provenance = load_engine(first)
         labelled = (lambda name, role=role: progress(f"{role}: {name}")) if progress is not None else None
         results[role] = evaluate_suite(engine, tokenizer, chosen, configs, where, labelled, provenance)
         del engine  # the next model's engine must not share the memory with this one

@@ -7,9 +7,7 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -18,6 +16,7 @@ import typer
 from rich.console import Console
 
 from rlvr.errors import ConfigError, DivergenceError, EngineError, RankError
+from rlvr.progress import sample_bars
 from rlvr.sandbox.cli import sandbox_app
 from rlvr.seeds import derive_seed
 from rlvr.tools.index_cli import index_app
@@ -221,7 +220,7 @@ def eval_(
             reasoning=reasoning,
             min_thinking=min_thinking,
         )
-        with _eval_progress() as bar:  # an engine failure is reported once the bar has closed: the last line
+        with sample_bars(console) as bar:  # an engine failure is reported once the bar has closed: the last line
             summary = run_evaluation(config, settings, str(data) if data else config.env.label, out, bar("eval"))
     except (ConfigError, ValueError, EngineError) as error:
         _fail(error)
@@ -232,37 +231,6 @@ def eval_(
     console.print(markdown(summary), highlight=False, markup=False)
     json.dump(summary, sys.stdout)
     sys.stdout.write("\n")
-
-
-@contextmanager
-def _eval_progress():
-    """Progress bars over the samples, with tokens/s and ETA; yields `bar(label)`, which adds one and returns the
-    runner's progress callback for it (one for `rlvr eval`, one per evaluation of a suite)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[tps]:.0f} tok/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as bars:
-
-        def bar(label: str):
-            task = bars.add_task(label, total=None, tps=0.0)
-            started, tokens = time.perf_counter(), 0
-
-            def advance(done: int, total: int, new_tokens: int) -> None:
-                nonlocal tokens
-                tokens += new_tokens
-                bars.update(task, advance=done, total=total, tps=tokens / max(time.perf_counter() - started, 1e-9))
-
-            return advance
-
-        yield bar
 
 
 def _suite(
@@ -278,7 +246,7 @@ def _suite(
     from rlvr.api import run_suite
     from rlvr.eval.suite import markdown_table, starting_model
 
-    with _eval_progress() as progress:
+    with sample_bars(console) as progress:
         rows = run_suite(
             model,
             suite=suite,
@@ -387,7 +355,7 @@ def sample(
     sampling = assistant.sampling(temperature, max_new_tokens, seed)
     written = 0
     failure: EngineError | None = None
-    with output.open("w") as handle, _eval_progress() as bar:
+    with output.open("w") as handle, sample_bars(console) as bar:
         progress = bar("sample")
         for start in range(0, len(requests), batch_size):
             batch = requests[start : start + batch_size]
@@ -448,7 +416,7 @@ def rejection_sample(
             limit=limit,
             split=split,
         )
-        with _eval_progress() as bar:  # an engine failure is reported once the bar has closed: the last line
+        with sample_bars(console) as bar:  # an engine failure is reported once the bar has closed: the last line
             summary = run_rejection(job, out, bar("rejection-sample"))
     except (ConfigError, ValueError, EngineError) as error:
         _fail(error)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlvr.algo_config import (
     CORRECTION_CONFIGS,
@@ -28,10 +28,12 @@ from rlvr.algo_config import (
     TISCorrection,
 )
 from rlvr.data import source_kind
+from rlvr.data.source import anchor_prompt_file, hard_verifier, judge_prompt_text
 from rlvr.env_config import EnvCommon, EnvConfig, GymEnvConfig, env_config_type
 from rlvr.errors import ConfigError, lone_surrogate, parser_limit
 from rlvr.plugins import anchor_plugin, load_plugins
 from rlvr.registry import registered, section_name
+from rlvr.stage_config import STAGE_CONFIGS, Stage, check_stages
 
 # The packaged recipes ship inside the package (package data), so a wheel or a plain `pip install .` finds them
 # from any working directory; `recipes/` at the top of the source tree links here.
@@ -69,6 +71,22 @@ class ScoringConfig(_Strict):
     )
     hack_alarm_rate: float = Field(0.05, ge=0.0, le=1.0, description="warn when a probe's flag rate stays above this")
     hack_alarm_steps: int = Field(5, ge=1, description="... for this many steps in a row")
+
+
+class JudgeConfig(_Strict):
+    """`verifier: judge`: a model grades answers against a rubric prompt, a soft verifier (README: Judge rewards)."""
+
+    model: str = Field("policy", description="policy (the model being trained, as it is now), or a model folder, run, checkpoint")
+    prompt: Annotated[str, AfterValidator(judge_prompt_text)] | None = Field(
+        None, description="the rubric, text or a .txt/.md file, with {answer}, {question}, {reference}; default: the built-in one"
+    )
+    max_new_tokens: int = Field(256, ge=1, description="per reply, its reasoning and the verdict line")
+    batch_size: int = Field(16, ge=1, description="answers graded together")
+    timeout_seconds: float | None = Field(None, gt=0.0, description="per batch; a reply cut here scores 0; default: scoring's")
+    check_against: Annotated[str, registered("rlvr.rewards", "VERIFIERS"), AfterValidator(hard_verifier)] | None = Field(
+        None, description="a hard verifier also run on the judged answers, for judge/agreement, judge/kappa, ..."
+    )
+    cache: bool | None = Field(None, description="reuse verdicts per (question, answer); default: on, but off for policy")
 
 
 class SamplingConfig(_Strict):
@@ -286,11 +304,15 @@ class RunConfig(_Strict):
     sampling: SamplingConfig = SamplingConfig()
     rollout: RolloutConfig = RolloutConfig()
     scoring: ScoringConfig = ScoringConfig()
+    judge: JudgeConfig = JudgeConfig()
     tools: ToolsConfig = ToolsConfig()
     algo: AlgoConfig = AlgoConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     sft: SFTConfig = SFTConfig()
+    stages: Annotated[list[Stage], AfterValidator(check_stages)] = Field(
+        [], description="a pipeline: sft, rl, rejection_sample and distill stages run in order, each from the model before it"
+    )
     report_to: list[Annotated[str, registered("rlvr.trackers", "TRACKERS")]] = Field(
         [], description="experiment trackers that get every metrics.jsonl row and the config: tensorboard, wandb, trackio, mlflow"
     )
@@ -308,6 +330,7 @@ _TAGGED_UNIONS: dict[tuple[str, ...], Callable[[str], type[BaseModel]]] = {
     ("env",): env_config_type,
     ("algo", "loss"): lambda tag: LOSS_CONFIGS.get(tag, PluginLossConfig),
     ("algo", "correction"): lambda tag: CORRECTION_CONFIGS.get(tag, PluginCorrectionConfig),
+    ("stages", "*"): lambda tag: STAGE_CONFIGS[tag],
 }
 
 
@@ -322,12 +345,15 @@ def _describe(error: dict, root: type[BaseModel]) -> str:
         part = parts[index]
         shown.append(str(part) if str(part).isprintable() else repr(str(part)))  # a key with a line break: one line still
         index += 1
-        if index == len(parts) or isinstance(part, int) or model is None:
-            continue  # the failing key itself, or a list index (the list's item model is already in hand)
-        if tuple(shown) in _TAGGED_UNIONS and isinstance(parts[index], str):
-            model = _TAGGED_UNIONS[tuple(shown)](parts[index])
+        if index == len(parts):
+            continue  # the failing key itself
+        pattern = tuple("*" if isinstance(p, int) else str(p) for p in parts[:index])  # a list item's union: `stages.*`
+        if pattern in _TAGGED_UNIONS and isinstance(parts[index], str):
+            model = _TAGGED_UNIONS[pattern](parts[index])
             index += 1
             continue
+        if isinstance(part, int) or model is None:
+            continue  # a list index: the list's item model is already in hand
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field else None
         if get_origin(annotation) is list:
@@ -339,7 +365,9 @@ def _describe(error: dict, root: type[BaseModel]) -> str:
     if error["type"] == "extra_forbidden" and model is not None:
         return f"{loc}: unknown key (valid keys: {', '.join(model.model_fields)})"
     message = error["msg"].removeprefix("Value error, ")
-    got = "" if isinstance(error["input"], dict) else f" (got {error['input']!r})"  # a whole section says nothing
+    value = error["input"]
+    whole = isinstance(value, dict) or (isinstance(value, list) and any(isinstance(item, dict) for item in value))
+    got = "" if whole else f" (got {value!r})"  # a whole section (or a list of them) says nothing
     return f"{loc}: {message}{got}"
 
 
@@ -438,12 +466,17 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
     if not sep or "" in parts or not key.isprintable():  # `=1`, `train..lr=1`, a line break: a key that names no setting
         raise ConfigError(f"--set {assignment!r}: expected key=value, the key a dotted path such as train.lr")
     *parents, leaf = parts
-    node = data
-    for part in parents:
+    node: Any = data
+    for depth, part in enumerate(parents):
+        if isinstance(node, list):  # an item of a list of sections, by index: `stages.1.set={train.steps: 30}`
+            node = _list_item(node, part, ".".join(parts[:depth]))
+            continue
         child = node.setdefault(part, {})
-        if not isinstance(child, dict):
+        if not isinstance(child, dict | list):
             raise ConfigError(f"--set {key}: {part} is not a section")
         node = child
+    if isinstance(node, list):
+        raise ConfigError(f"--set {key}: {'.'.join(parents)} is a list: set one of its items' keys, or the whole list")
     # YAML reads `1e-5` as a string; pydantic's lax mode turns it into the float the field wants.
     try:
         node[leaf] = yaml.safe_load(_SURROGATE_PAIR.sub(_astral_escape, raw))
@@ -452,6 +485,15 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
         raise ConfigError(f"--set {key}: invalid YAML value: {problem}") from None
     except (ValueError, RecursionError) as exc:  # read as YAML but not buildable: a date like 2024-13-01, a huge integer
         raise ConfigError(f"--set {key}: invalid YAML value: {parser_limit(exc)}") from None
+
+
+def _list_item(items: list, index: str, where: str) -> dict:
+    if not index.isdigit() or int(index) >= len(items):
+        raise ConfigError(f"--set {where}.{index}: {where} has items 0 to {len(items) - 1}")
+    item = items[int(index)]
+    if not isinstance(item, dict):
+        raise ConfigError(f"--set {where}.{index}: not a section")
+    return item
 
 
 def anchor_source_paths(data: dict[str, Any], folder: Path) -> None:
@@ -470,8 +512,17 @@ def anchor_source_paths(data: dict[str, Any], folder: Path) -> None:
     # The folder a verifiers environment's module is imported from, likewise.
     if isinstance(env, dict) and env.get("name") == "verifiers" and isinstance(env.get("path"), str):
         env["path"] = str((folder / env["path"]).resolve())
+    stages = data.get("stages")
+    named = {stage.get("name") for stage in stages if isinstance(stage, dict)} if isinstance(stages, list) else set()
+    for stage in stages if isinstance(stages, list) else []:
+        # A stage's traces file, unless it names an earlier stage (whose traces the pipeline passes on).
+        traces = stage.get("data") if isinstance(stage, dict) else None
+        if isinstance(traces, str) and traces not in named and not Path(traces).is_absolute():
+            stage["data"] = str((folder / traces).resolve())
     sources = env.get("sources") if isinstance(env, dict) else None
+    anchor_prompt_file(data.get("judge"), "prompt", folder)  # a rubric prompt file, likewise
     for source in sources if isinstance(sources, list) else []:
+        anchor_prompt_file(source, "judge_prompt", folder)
         if not isinstance(source, dict) or not isinstance(source.get("path"), str):
             continue  # validation reports it
         if source_kind(source["path"]) == "file" and not Path(source["path"]).is_absolute():
@@ -513,6 +564,14 @@ def _switch_named_sections(data: dict[str, Any], recipe: dict[str, Any], overrid
         parent[path[-1]] = rebuilt[path[-1]]
 
 
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> None:
+    """`--set` assignments applied to a config's mapping in order, a section chosen by `name` switched as a whole."""
+    before = copy.deepcopy(data)
+    for assignment in overrides:
+        set_override(data, assignment)
+    _switch_named_sections(data, before, overrides)
+
+
 def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = (), plugins: Sequence[str] = ()) -> RunConfig:
     """A recipe (a file or a packaged name) with `--set` overrides applied; `plugins` (from `--plugin`, relative to the
     working directory) are imported after the recipe's own."""
@@ -521,10 +580,7 @@ def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...
     anchor_source_paths(data, path.parent)
     if isinstance(data.get("plugins"), list):
         data["plugins"] = [anchor_plugin(spec, path.parent) if isinstance(spec, str) else spec for spec in data["plugins"]]
-    recipe = copy.deepcopy(data)
-    for assignment in overrides:
-        set_override(data, assignment)
-    _switch_named_sections(data, recipe, overrides)
+    apply_overrides(data, overrides)
     if plugins or isinstance(data.get("plugins"), list):
         # The recipe's own are anchored to its folder above; those given with --set or --plugin, to the working
         # directory: every file is absolute in config.yaml, so a resume from another folder finds it.

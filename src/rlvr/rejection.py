@@ -325,6 +325,7 @@ class RejectionSummary:
     tools: list[str]
     overall: Tally
     subsets: dict[str, Tally]
+    generated_tokens: int  # by the model, over every sample (the compute a pipeline's report counts)
     seconds: float
     versions: dict[str, str | None]
     complete: bool = True  # False: an engine failure stopped it; the numbers are those of the questions before it
@@ -407,6 +408,7 @@ def rejection_sample(
         progress(done, total, tokens)
 
     results: list[QuestionResult] = []
+    generated = 0
     failure: EngineError | None = None
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -419,6 +421,7 @@ def rejection_sample(
             except EngineError as error:
                 failure = error
                 break
+            generated += sum(sample.tokens for sample in samples)
             for index, problem in enumerate(part):
                 own = samples[index * settings.n : (index + 1) * settings.n]
                 traces, result = keep_question(problem, own, env.messages(problem), selection, tools)
@@ -444,6 +447,7 @@ def rejection_sample(
         tools=[t["function"]["name"] for t in tools or []],
         overall=overall,
         subsets=subsets,
+        generated_tokens=generated,
         seconds=time.perf_counter() - started,
         versions=versions(),
         complete=failure is None,

@@ -70,7 +70,7 @@ def _suite_callback(suite: SuiteDuringTraining | None, trainer: Trainer, console
     return evaluate
 
 
-def _prepare_run_dir(config: RunConfig, resume: bool, overwrite: bool) -> Path:
+def prepare_run_dir(config: RunConfig, resume: bool, overwrite: bool) -> Path:
     run_dir = config.run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
         if overwrite:
@@ -89,7 +89,7 @@ def _prepare_run_dir(config: RunConfig, resume: bool, overwrite: bool) -> Path:
     return run_dir
 
 
-def _write_config(run_dir: Path, config: RunConfig, precision: dict[str, str]) -> None:
+def write_config(run_dir: Path, config: RunConfig, precision: dict[str, str]) -> None:
     """The full config, headed by what `auto` chose on this machine (comments: a resume on another machine may
     choose differently, and the config it is compared with stays the one that was asked for)."""
     header = "".join(f"# {name}: {choice}\n" for name, choice in precision.items())
@@ -114,12 +114,12 @@ def train(
     resolve_model_path(config.model.path)  # a bad path or a missing device fails before anything is written
     ranks = Ranks.from_environment(config.train.rank_timeout_seconds)
     resolve_device(config.train.device, ranks.local_rank)
-    run_dir = _prepare_run_dir(config, resume, overwrite) if ranks.main else config.run_dir
+    run_dir = prepare_run_dir(config, resume, overwrite) if ranks.main else config.run_dir
     trainer = trainer_type(config, ranks)  # RL's, or supervised fine-tuning's (rlvr.sft)
     ranks.barrier("run folder ready")
     precision = trainer.precision()
     if ranks.main:
-        _write_config(run_dir, config, precision)
+        write_config(run_dir, config, precision)
         for name, choice in precision.items():
             console.print(f"{name}: {choice}", highlight=False)
     # The process group is left to end with the process: an in-process vLLM engine tears down its own groups at

@@ -18,6 +18,10 @@ still bounds itself with its own alarm there); an exception still scores 0 with 
 
 The reward-hacking probes (`rlvr.rewards.probes`) run in the same task right after the rubric, so the timeout
 bounds them too; their findings travel in `Score.flags`, and `on_hack` decides what a flag costs.
+
+A judge (`rlvr.rewards.judge`) is a model, which cannot run per completion in each worker: the scorer's `Judge`
+grades the judged completions of a call here first, batched and under its own deadline, and each verdict travels
+to the workers in its problem's meta.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from dataclasses import replace
 
 from pebble import ProcessExpired, ProcessPool
 
+from rlvr.errors import ConfigError
 from rlvr.plugins import load_plugins, loaded_plugins
 from rlvr.rewards import Rubric, Score
+from rlvr.rewards.judge import JUDGE, Judge
 from rlvr.rewards.probes import hacked, run_probes
 from rlvr.step_metrics import PROBES_META
 from rlvr.types import Episode, Problem
@@ -76,10 +82,18 @@ class Scorer:
     # Chunks per worker in one call: enough to even out uneven chunks, few enough to keep the overhead small.
     CHUNKS_PER_WORKER = 4
 
-    def __init__(self, rubric: Rubric, workers: int = 2, timeout_seconds: float = 30.0, on_hack: str = "flag") -> None:
+    def __init__(
+        self,
+        rubric: Rubric,
+        workers: int = 2,
+        timeout_seconds: float = 30.0,
+        on_hack: str = "flag",
+        judge: Judge | None = None,
+    ) -> None:
         if on_hack not in HACK_POLICIES:
             raise ValueError(f"scoring.on_hack: unknown policy {on_hack!r} (choices: {', '.join(HACK_POLICIES)})")
         self.rubric = rubric
+        self.judge = judge
         self.on_hack = HACK_POLICIES[on_hack]
         self.workers = workers
         self.timeout_seconds = timeout_seconds
@@ -122,7 +136,7 @@ class Scorer:
             replace(problem, meta={**problem.meta, "max_tokens": max_tokens, "completion_tokens": tokens})
             for tokens, problem in zip(num_tokens, problems)
         ]
-        scores = self.score(texts, sized)
+        scores = self.score(texts, self._judged(texts, sized))
         errors = [score.error for score in scores if score.error]
         if errors:
             logger.warning(
@@ -132,6 +146,20 @@ class Scorer:
         if broken:
             logger.warning("%d reward-hacking probe runs crashed (not flagged); first: %s", len(broken), broken[0])
         return scores
+
+    def _judged(self, texts: Sequence[str], problems: list[Problem]) -> list[Problem]:
+        """The problems, those the judge grades (its verifier's, or all when the rubric weights `judge`) with its
+        verdict in their meta: one batched call for them all."""
+        judged = [i for i, problem in enumerate(problems) if problem.verifier == JUDGE or self.rubric.weights.get(JUDGE)]
+        if not judged:
+            return problems
+        if self.judge is None:
+            raise ConfigError("verifier: judge needs the `judge:` section, and this scorer was built without a judge")
+        annotated = self.judge.annotate([texts[i] for i in judged], [problems[i] for i in judged])
+        problems = list(problems)
+        for index, problem in zip(judged, annotated):
+            problems[index] = problem
+        return problems
 
     def score_episodes(self, episodes: Sequence[Episode], problems: Sequence[Problem], max_tokens: int) -> list[Score]:
         """Score each episode against its problem and store the result on it (reward, components, diagnostics)."""

@@ -5,7 +5,8 @@ of each re-deriving key names by string convention.
 A metrics.jsonl row is flat: `reward`, `accuracy`, ...; per data subset `<subset>/accuracy`, ...; the verifiers'
 diagnostics `verify/<name>`; tool use `tools/calls_per_episode`, `tools/<tool>/call_rate`, and per subset
 `<subset>/tools/...`; the reward-hacking probes `hack/<probe>/rate` (the share of the episodes it checked that
-it flagged), `hack/rate` (flagged by any) and per subset `<subset>/hack/<probe>/rate`.
+it flagged), `hack/rate` (flagged by any) and per subset `<subset>/hack/<probe>/rate`; a judge's agreement with a
+hard verifier `judge/agreement`, `judge/false_positive_rate`, `judge/false_negative_rate`, `judge/kappa`.
 """
 
 from __future__ import annotations
@@ -88,7 +89,46 @@ def verifier_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
             values[name].append(value)
     metrics = {f"verify/{name}": float(np.mean(v)) for name, v in sorted(values.items())}
     metrics["score_errors"] = sum("score_error" in e.meta for e in episodes)
-    return {**metrics, **hack_metrics(episodes)}
+    return {**metrics, **hack_metrics(episodes), **judge_metrics(episodes)}
+
+
+# What the judge verifier reports in a score's info (so `verify/judge/...` too): its verdict, and where a hard
+# verifier checks the same items (`judge.check_against`), that verifier's.
+JUDGE_VERDICT = "judge/verdict"
+JUDGE_HARD = "judge/hard_correct"
+
+
+def judge_agreement(pairs: Sequence[tuple[bool, bool]]) -> dict[str, float]:
+    """How a soft verifier's verdicts agree with a hard one's on the same items, from (judge says correct, hard
+    verifier says correct) pairs: `judge/agreement` (the share where they agree), `judge/false_positive_rate`
+    (judged correct among the hard-wrong), `judge/false_negative_rate` (judged wrong among the hard-correct) and
+    Cohen's `judge/kappa` (agreement beyond chance). A rate whose denominator is 0 is left out, as is kappa when
+    chance alone agrees on every item."""
+    if not pairs:
+        return {}
+    n = len(pairs)
+    agree = sum(judge == hard for judge, hard in pairs) / n
+    hard_wrong = [judge for judge, hard in pairs if not hard]
+    hard_right = [judge for judge, hard in pairs if hard]
+    metrics = {"judge/checked": float(n), "judge/agreement": agree}
+    if hard_wrong:
+        metrics["judge/false_positive_rate"] = sum(hard_wrong) / len(hard_wrong)
+    if hard_right:
+        metrics["judge/false_negative_rate"] = (len(hard_right) - sum(hard_right)) / len(hard_right)
+    judge_yes, hard_yes = sum(judge for judge, _ in pairs) / n, len(hard_right) / n
+    chance = judge_yes * hard_yes + (1 - judge_yes) * (1 - hard_yes)
+    if chance < 1:
+        metrics["judge/kappa"] = (agree - chance) / (1 - chance)
+    return metrics
+
+
+def judge_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
+    """`judge/...`: the judge's agreement with the hard verifier over the episodes both scored (none judged or
+    none checked: no keys; the judge's own rates are `verify/judge/...`)."""
+    infos = [e.meta.get("score_info", {}) for e in episodes]
+    return judge_agreement(
+        [(i[JUDGE_VERDICT] == 1.0, i[JUDGE_HARD] == 1.0) for i in infos if JUDGE_VERDICT in i and JUDGE_HARD in i]
+    )
 
 
 def tool_rates(stats: Sequence[Mapping[str, Any]], tools: Sequence[str], subset: str | None = None) -> dict[str, float]:

@@ -44,6 +44,7 @@ from rlvr.models import decoder_layers, inference_weights, load_policy, load_ref
 from rlvr.optimizers import make_optimizer, step_freeing_gradients
 from rlvr.rewards.probes import HackMonitor
 from rlvr.rollout import RolloutEngine, SamplingParams, make_engine
+from rlvr.rollout.judge import JUDGE_CACHE, make_judge
 from rlvr.rollout.sampler import make_sampler
 from rlvr.scoring import Scorer
 from rlvr.seeds import derive_seed, seed_everything
@@ -81,7 +82,6 @@ class Trainer:
         reference = load_reference(self._reference_path()) if self.objective.needs_reference else None
         self.reference = reference.to(self.device) if reference is not None else None
         self.env: Environment = make_env(config.env)
-        self.scorer = Scorer(self.env.rubric, config.scoring.workers, config.scoring.timeout_seconds, config.scoring.on_hack)
         self.hack_monitor = HackMonitor(config.scoring.hack_alarm_rate, config.scoring.hack_alarm_steps)
         self.mixed_subsets = len(self.env.subsets()) > 1  # fixed by the data: asked once, not every step
         self.engine: RolloutEngine = make_engine(config.rollout, self.policy, self.tokenizer)
@@ -92,6 +92,9 @@ class Trainer:
             replica = load_policy(config.model.path).to(self.device)
             self.engine = make_engine(config.rollout, replica, self.tokenizer)
             self.engine.shares_weights = False
+        judge = make_judge(config, self.engine, self.tokenizer, config.run_dir / JUDGE_CACHE)  # `verifier: judge`
+        scoring = config.scoring
+        self.scorer = Scorer(self.env.rubric, scoring.workers, scoring.timeout_seconds, scoring.on_hack, judge)
         self.sampler, self.chat, self.tool_names = make_sampler(self.engine, self.tokenizer, config, self.env)
         self.tool_monitor = CollapseMonitor(self.tool_names, config.tools.collapse_threshold, config.tools.collapse_steps)
         self.learner = CompletionLogprobs(self.policy)
@@ -305,6 +308,8 @@ class Trainer:
             "response_length": tokens / len(episodes),
             "truncated_rate": float(np.mean([e.truncated for e in episodes])),
             "episodes_trained": len(trained_on),
+            "generated_tokens": tokens,  # the step's compute, as a pipeline's report adds it up
+            "trained_tokens": sum(sum(e.loss_mask) for e in trained_on),
             **stats,
             "lr": self.scheduler.get_last_lr()[0],
             "guard/nonfinite_weights": self._nonfinite_weights(),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlvr.registry import registered
 
@@ -18,6 +19,54 @@ HUMANEVAL = "humaneval"
 INSTRUCTIONS = "instructions"
 # A skipped-rows summary quotes this many reasons: enough to spot a pattern, short enough to read.
 MAX_REASONS = 5
+
+# A judge's rubric prompt (`verifier: judge`, README: Judge rewards) fills these from the problem and the answer.
+# It is checked here, with the sources and `judge.prompt` that carry one, so a typo stops the run at load time.
+JUDGE_PLACEHOLDERS = ("question", "reference", "answer")
+JUDGE_PROMPT_META = "judge_prompt"  # where a problem carries its source's rubric prompt
+_PROMPT_FILES = (".txt", ".md")
+
+
+def is_prompt_file(value: str) -> bool:
+    """Whether a rubric prompt names a file (one line ending in .txt or .md) rather than being the text itself; a
+    template holds `{answer}`, so none is ever taken for a file name."""
+    return "\n" not in value and "{" not in value and Path(value).suffix in _PROMPT_FILES
+
+
+def anchor_prompt_file(section: Any, key: str, folder: Path) -> None:
+    """A rubric prompt file named in a recipe section (`judge.prompt`, a source's `judge_prompt`) is relative to the
+    recipe's folder, like its data files."""
+    value = section.get(key) if isinstance(section, dict) else None
+    if isinstance(value, str) and is_prompt_file(value) and not Path(value).is_absolute():
+        section[key] = str((folder / value).resolve())
+
+
+def hard_verifier(name: str) -> str:
+    """`judge.check_against`: any registered verifier but the judge itself."""
+    if name == "judge":
+        raise ValueError("a hard verifier checks the judge, not the judge itself")
+    return name
+
+
+def judge_prompt_text(value: str) -> str:
+    """The rubric template a `judge_prompt` (or `judge.prompt`) gives: the file's text when it names a file, else
+    itself; checked to use only the placeholders and `{answer}` among them (`{{` and `}}` are literal braces)."""
+    if is_prompt_file(value):
+        try:
+            value = Path(value).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read the rubric prompt file {value}: {exc}") from None
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(value) if name is not None]
+    except ValueError as exc:  # a lone `{` or `}`
+        raise ValueError(f"not a prompt template: {exc} (write a literal brace as {{{{ or }}}})") from None
+    allowed = ", ".join(f"{{{name}}}" for name in JUDGE_PLACEHOLDERS)
+    for name, spec, conversion in fields:
+        if name not in JUDGE_PLACEHOLDERS or spec or conversion:
+            raise ValueError(f"unknown placeholder {{{name}}} in the rubric prompt (placeholders: {allowed})")
+    if "answer" not in {name for name, _, _ in fields}:
+        raise ValueError(f"the rubric prompt never shows the answer: it needs {{answer}} (placeholders: {allowed})")
+    return value
 
 
 class FieldMap(BaseModel):
@@ -83,6 +132,9 @@ class Source(BaseModel):
         None, ge=0, description="held-out rows; default: all of a file or benchmark for use=eval, else a share of env.eval_size"
     )
     system_prompt: str | None = Field(None, description="instead of the environment's system prompt, for this source's rows")
+    judge_prompt: Annotated[str, AfterValidator(judge_prompt_text)] | None = Field(
+        None, description="verifier judge: this source's rubric, text or a .txt/.md file (relative to the recipe)"
+    )
 
     @property
     def kind(self) -> SourceKind:
@@ -121,6 +173,8 @@ class Source(BaseModel):
         if self.verifier is None:
             by_kind = {"gym": "gym", "humaneval": "code", "instructions": "instructions"}
             self.verifier = by_kind.get(self.kind) or ("code" if self.fields.tests else "math")
+        if self.judge_prompt is not None and (self.verifier != "judge" or self.kind != "file"):
+            raise ValueError("judge_prompt is the rubric of a file source whose verifier is judge")
         return self
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from rlvr.data import Mixture, Row, Source, Stream, load_source, split_held_out
+from rlvr.data.source import JUDGE_PROMPT_META
 from rlvr.env_config import EnvCommon
 from rlvr.envs.base import DEFAULT_SYSTEM_PROMPT, Environment, load_demos, standard_rubric
 from rlvr.envs.gym import gym_split
@@ -55,6 +56,8 @@ def row_problem(row: Row, source: Source) -> Problem:
     meta = {**row.extra, "origin": f"{row.source}:{row.line}"}
     if row.tests is not None:
         meta["tests"] = row.tests
+    if source.judge_prompt is not None:  # the rubric the judge grades this source's answers by
+        meta[JUDGE_PROMPT_META] = source.judge_prompt
     if source.verifier == "gym":
         # A row exported from reasoning-gym: its metadata names the task whose scorer checks it.
         metadata = row.extra.get("metadata")

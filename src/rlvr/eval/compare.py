@@ -17,11 +17,26 @@ from rlvr.eval.sample import Sample
 
 
 def per_question_accuracy(run: Path) -> dict[str, float]:
-    """Question id -> mean correctness over its samples, of an evaluation folder (`rlvr eval --out`)."""
-    summary_path, samples_path = run / "summary.json", run / "samples.jsonl"
-    if not summary_path.exists() or not samples_path.exists():
-        raise ConfigError(f"{run}: not an evaluation folder (needs summary.json and samples.jsonl from rlvr eval --out)")
-    return sample_accuracy(summary_path, samples_path)
+    """Question id -> mean correctness over its samples, of an evaluation folder (`rlvr eval --out`), a run folder
+    (its evaluation after training) or a pipeline's folder (the evaluation after its last training stage)."""
+    return sample_accuracy(*evaluation_files(run))
+
+
+def evaluation_files(folder: Path) -> tuple[Path, Path]:
+    """The summary and the samples of the evaluation a folder holds (see `per_question_accuracy`)."""
+    pipeline = folder / "pipeline.json"
+    if pipeline.exists():
+        trained = [Path(stage["folder"]) for stage in json.loads(pipeline.read_text())["stages"] if stage.get("accuracy")]
+        if not trained:
+            raise ConfigError(f"{folder}: the pipeline has no evaluated training stage yet")
+        folder = trained[-1]
+    for summary, samples in (("summary.json", "samples.jsonl"), ("eval_after.json", "eval_after.samples.jsonl")):
+        if (folder / summary).exists() and (folder / samples).exists():
+            return folder / summary, folder / samples
+    raise ConfigError(
+        f"{folder}: not an evaluation folder (summary.json and samples.jsonl from rlvr eval --out), nor a run or pipeline "
+        "evaluated after training (eval_after.json and eval_after.samples.jsonl)"
+    )
 
 
 def sample_accuracy(summary_path: Path, samples_path: Path) -> dict[str, float]:

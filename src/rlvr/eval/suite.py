@@ -149,6 +149,7 @@ def evaluate_suite(
     from rlvr.eval.generation import no_progress
     from rlvr.eval.report import write_report
     from rlvr.eval.runner import run_eval
+    from rlvr.rollout.judge import make_judge
     from rlvr.rollout.sampler import make_sampler
     from rlvr.scoring import Scorer
 
@@ -157,8 +158,8 @@ def evaluate_suite(
         environment = make_env(config.env)
         sampler, chat, _ = make_sampler(engine, tokenizer, config, environment)
         settings = suite_settings(config, suite.evals[name], config.seed)
-        scoring = config.scoring
-        with Scorer(environment.rubric, scoring.workers, scoring.timeout_seconds, scoring.on_hack) as scorer:
+        scoring, judge = config.scoring, make_judge(config, engine, tokenizer)
+        with Scorer(environment.rubric, scoring.workers, scoring.timeout_seconds, scoring.on_hack, judge) as scorer:
             summary, samples = run_eval(
                 sampler,
                 environment,

@@ -1,10 +1,11 @@
 """Verifiable reward functions, registered by name so any rubric can use them (see `rewards.base`).
 
 Importing the package registers every built-in reward: the format rewards, the `correct` dispatcher and the
-verifiers (math, gym, code, exact_match, f1, instructions) with their vote keys, and the reward-hacking probes (`probes`).
+verifiers (math, gym, code, exact_match, f1, instructions; judge, a soft one) with their vote keys, and the
+reward-hacking probes (`probes`).
 """
 
-from rlvr.rewards import code, controls, format, gym, instructions, length, math, qa  # noqa: F401  (they register themselves)
+from rlvr.rewards import code, controls, format, gym, instructions, judge, length, math, qa  # noqa: F401  (they register themselves)
 from rlvr.rewards.answers import answer_tag, extract_answer
 from rlvr.rewards.base import (
     REWARDS,

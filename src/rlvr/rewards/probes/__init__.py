@@ -6,7 +6,7 @@ answers where one is asked for) and `thinking` (a format reward earned with an e
 `monitor` is the alarm on their per-step rates.
 """
 
-from rlvr.rewards.probes import answers, code, thinking  # noqa: F401  (they register themselves)
+from rlvr.rewards.probes import answers, code, flattery, thinking  # noqa: F401  (they register themselves)
 from rlvr.rewards.probes.base import PROBES, Finding, Probe, ProbeInput, hacked, register_probe, run_probes
 from rlvr.rewards.probes.monitor import HackMonitor
 
