@@ -363,3 +363,24 @@ def test_a_rubric_file_is_read_relative_to_the_recipe_and_reaches_the_problem(tm
     assert problem.verifier == "judge" and problem.meta["judge_prompt"] == source.judge_prompt
     with pytest.raises(ValueError, match="cannot read the rubric prompt file"):
         Source(path="x.jsonl", verifier="judge", judge_prompt=str(tmp_path / "missing.txt"))
+
+
+def test_an_evaluation_reports_what_the_judge_accepted_and_its_agreement():
+    from rlvr.eval.report import _judge
+    from rlvr.eval.summary import judge_summary
+
+    # 4 checked: (accept, right) x2 agree, (accept, wrong) a false positive, (reject, wrong) agrees; 1 unchecked.
+    judged = [
+        {"verdict": True, "hard_correct": True},
+        {"verdict": True, "hard_correct": True},
+        {"verdict": True, "hard_correct": False},
+        {"verdict": False, "hard_correct": False},
+        {"verdict": True},
+    ]
+    summary = judge_summary(judged)
+    assert summary["judged"] == 5 and summary["accepted"] == 0.8 and summary["checked"] == 4
+    assert summary["agreement"] == 0.75 and summary["false_positive_rate"] == 0.5 and summary["false_negative_rate"] == 0.0
+    # kappa: judge yes 3/4, hard yes 2/4, chance = 3/4*1/2 + 1/4*1/2 = 1/2, (3/4 - 1/2) / (1/2) = 1/2
+    assert summary["kappa"] == pytest.approx(0.5)
+    text = "\n".join(_judge(summary))
+    assert "accepted 80.0% of 5 answers" in text and "| false positives (accepted, hard-wrong) | 0.500 |" in text

@@ -72,7 +72,8 @@ def train(
     nproc: Nproc = 1,
     plugins: Plugins = None,
 ) -> None:
-    """Train a policy with RL on a recipe; evaluates before and after."""
+    """Train a policy with RL on a recipe, or run a recipe's stages (a pipeline: sft, rl, rejection sampling,
+    distillation); evaluates before and after."""
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         _launch_ranks(nproc)
     from rlvr.api import train as api_train

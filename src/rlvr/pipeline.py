@@ -16,6 +16,7 @@ compute the stage spent (tokens generated and trained on, seconds); `pipeline.pn
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -256,6 +257,9 @@ def run_pipeline(config: RunConfig, resume: bool = False, overwrite: bool = Fals
     """Every stage of `config.stages` in order (see the module's docstring); returns what `pipeline.json` holds."""
     from rlvr.run import prepare_run_dir, write_config
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Its data stages (rejection sampling) run in one process; run a training stage on ranks as its own run.
+        raise ConfigError("stages: a pipeline runs in one process (no --nproc); its stages' run folders resume on ranks alone")
     console = console or Console(stderr=True)
     run_dir = prepare_run_dir(config, resume, overwrite)
     write_config(run_dir, config, {})

@@ -57,12 +57,25 @@ def markdown(summary: dict) -> str:
         ]
     if "hacking" in summary:
         lines += _hacking(summary["hacking"])
+    if "judge" in summary:
+        lines += _judge(summary["judge"])
     if "budgets" in summary:
         lines += ["", "| thinking budget | avg@n | thinking tokens (mean) | forced |", "| --- | --- | --- | --- |"]
         for row in summary["budgets"]:
             thinking = row["compute"]["thinking_tokens_per_sample"]["mean"]
             lines.append(f"| {row['budget']} | {_cell(row['avg@n'])} | {thinking:.1f} | {row['compute']['forced_rate']:.0%} |")
     return "\n".join(lines) + "\n"
+
+
+def _judge(judge: dict) -> list[str]:
+    """The soft verifier's section: what the judge accepted, and its agreement with a hard verifier where one checked."""
+    lines = ["", "## Judge (soft verifier)", "", f"The judge accepted {judge['accepted']:.1%} of {judge['judged']} answers."]
+    if "checked" in judge:
+        rows = [("agreement", "agreement"), ("false_positive_rate", "false positives (accepted, hard-wrong)")]
+        rows += [("false_negative_rate", "false negatives (rejected, hard-right)"), ("kappa", "Cohen's kappa")]
+        lines += ["", f"Against the hard verifier on {judge['checked']:.0f} answers both scored:", "", "| | |", "|---|---|"]
+        lines += [f"| {label} | {judge[key]:.3f} |" for key, label in rows if key in judge]
+    return lines
 
 
 def _hacking(hacking: dict) -> list[str]:

@@ -28,6 +28,7 @@ from rlvr.rewards import VOTE_KEYS
 from rlvr.rollout.base import RolloutEngine
 from rlvr.rollout.tool_loop import ToolLoop
 from rlvr.scoring import Scorer
+from rlvr.step_metrics import JUDGE_HARD, JUDGE_VERDICT
 from rlvr.tools.protocol import ChatFormat
 from rlvr.types import Problem
 
@@ -102,6 +103,9 @@ def _verify(scorer: Scorer, problems: Sequence[Problem], samples: list[Sample], 
         checked = [finding for finding in score.flags if finding.error is None]
         sample.probes = [finding.probe for finding in checked] or None
         sample.hacks = {finding.probe: finding.reason for finding in checked if finding.flagged} or None
+        if JUDGE_VERDICT in score.info:
+            hard = {"hard_correct": score.info[JUDGE_HARD] == 1.0} if JUDGE_HARD in score.info else {}
+            sample.judged = {"verdict": score.info[JUDGE_VERDICT] == 1.0, **hard}
 
 
 def evaluate(

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 # Written only when present, so files without tools or scoring errors stay as short as they were.
-_OPTIONAL = {"tools", "messages", "score_error", "probes", "hacks"}
+_OPTIONAL = {"tools", "messages", "score_error", "probes", "hacks", "judged"}
 # What verification adds; a sample kept from a run that failed before verifying it has none of these.
 _VERIFICATION = {
     *("id", "subset", "question", "reference", "sample", "correct", "reward", "extracted", "score_error", "budget"),
-    *("probes", "hacks"),
+    *("probes", "hacks", "judged"),
 }
 
 
@@ -46,6 +46,8 @@ class Sample:
     budget: int | None = None  # the thinking budget it was generated under
     probes: list[str] | None = None  # the reward-hacking probes that checked it ...
     hacks: dict[str, str] | None = None  # ... and those that flagged it, with their evidence
+    # A judged answer (verifier: judge): the judge's verdict and, with judge.check_against, the hard verifier's.
+    judged: dict[str, bool] | None = None
 
     @property
     def tokens(self) -> int:

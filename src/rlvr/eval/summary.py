@@ -10,7 +10,7 @@ from rlvr.eval.estimators import QuestionSamples, summarize
 from rlvr.eval.sample import Sample
 from rlvr.eval.settings import EvalSettings
 from rlvr.rewards import VOTE_KEYS
-from rlvr.step_metrics import tool_rates
+from rlvr.step_metrics import judge_agreement, tool_rates
 from rlvr.types import Problem
 
 TOKEN_BINS = 4  # accuracy by tokens spent: quartiles of the per-sample token counts
@@ -88,7 +88,18 @@ def metrics(problems: Sequence[Problem], samples: Sequence[Sample], settings: Ev
     hacking = hacking_summary(samples)
     if hacking:
         result["hacking"] = hacking
+    judged = [s.judged for s in samples if s.judged is not None]
+    if judged:
+        result["judge"] = judge_summary(judged)
     return result
+
+
+def judge_summary(judged: Sequence[dict[str, bool]]) -> dict:
+    """A soft verifier's numbers: the share of answers the judge accepted and, on the answers a hard verifier also
+    checked, how far they agree (agreement, false positive and negative rates, Cohen's kappa)."""
+    pairs = [(j["verdict"], j["hard_correct"]) for j in judged if "hard_correct" in j]
+    agreement = {key.removeprefix("judge/"): value for key, value in judge_agreement(pairs).items()}
+    return {"judged": len(judged), "accepted": sum(j["verdict"] for j in judged) / len(judged), **agreement}
 
 
 HACK_EXAMPLES = 3  # flagged samples kept per probe in the summary and the report
