@@ -28,7 +28,10 @@ def _overrides(out, **extra):
 @pytest.mark.slow
 def test_grpo_steps_on_the_packaged_model(tmp_path):
     # An fp32 learner on every CPU, so that it computes exactly what the sampler, sharing its weights, computed.
-    config = load_config(None, _overrides(tmp_path, name="e2e", **{"model.autocast_bf16": "false"}))
+    # A checkpoint at step 2 only (and the guard's at step 0): each of the 135M model's costs seconds to write.
+    # Evaluation generates 8 tokens: it is the whole evaluation path on 8 questions either way.
+    settings = {"model.autocast_bf16": "false", "train.save_every": 2, "eval.max_new_tokens": 8}
+    config = load_config(None, _overrides(tmp_path, name="e2e", **settings))
     summary = train(config)
     run = tmp_path / "e2e"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -73,6 +76,7 @@ def test_lora_run_saves_an_adapter_that_eval_can_load(tiny_model_dir, tmp_path):
                 "model.path": str(tiny_model_dir),
                 "model.lora.rank": 4,
                 "train.lr": 1e-3,
+                "scoring.workers": 0,  # scoring in worker processes is the mixture test's; here, two fewer interpreters
                 "eval.before": False,
                 "sampling.max_new_tokens": 8,
                 "env.eval_size": 2,

@@ -41,7 +41,9 @@ def test_learner_rescoring_matches_the_sampler_on_multi_turn_tool_episodes(polic
         chat.prompt_ids([system, *search_demos, *python_demos, {"role": "user", "content": "What is 4821 * 37 - 1234?"}]),
     ]
     loop = ToolLoop(TransformersEngine(policy, tokenizer), chat, ToolLoopSettings(max_turns=3, max_result_tokens=96))
-    episodes = loop.generate([p for p in prompts for _ in range(4)], SamplingParams(TEMPERATURE, max_new_tokens=48, seed=3))
+    # Two samples of each prompt (seeded): both search episodes and both python ones call their tool, with 1 torch
+    # thread or 2; rows are what the rollout and the re-scoring cost.
+    episodes = loop.generate([p for p in prompts for _ in range(2)], SamplingParams(TEMPERATURE, max_new_tokens=48, seed=3))
 
     called = {name for e in episodes for name, count in e.meta["tools"]["calls"].items() if count}
     assert {"search", "python"} <= called, f"the model called {called}: the test needs both tools exercised"
