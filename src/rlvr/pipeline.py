@@ -74,11 +74,6 @@ class StageOutcome:
     versus_start: dict | None = None  # paired difference from the starting model on the same questions
     traces: dict | None = None  # a rejection stage's file, traces kept, pass rate and yield
 
-    @staticmethod
-    def from_dict(row: dict) -> StageOutcome:
-        accuracy = Accuracy(**{**row["accuracy"], "ci95": tuple(row["accuracy"]["ci95"])}) if row.get("accuracy") else None
-        return StageOutcome(**{**row, "compute": Compute(**row["compute"]), "accuracy": accuracy})
-
 
 @dataclass
 class Pipeline:
