@@ -173,32 +173,33 @@ def rejection_job(
     recipe: str | None = None,
     overrides: Sequence[str] = (),
     plugins: Sequence[str] = (),
-    n: int = 8,
-    keep: str = "all",
-    max_per_question: int | None = None,
-    temperature: float | None = None,
-    max_new_tokens: int | None = None,
-    seed: int = 0,
-    limit: int | None = None,
     split: str | None = None,
+    **options: Any,
 ) -> RejectionJob:
     """What `rlvr rejection-sample` does, every option checked (a bad one is a ConfigError naming it) and the questions
     chosen before any model loads: the environment's training split (`split="eval"`: its held-out one; with `data`,
-    every row of the file; `limit`: the first L questions), sampled with the recipe's prompt, tools and verifiers."""
-    from rlvr.rejection import sampled_split
+    every row of the file; `limit`: the first L questions), sampled with the recipe's prompt, tools and verifiers.
+    `options` are RejectionOptions' fields: n, keep, max_per_question, limit, temperature, max_new_tokens, seed."""
+    from pydantic import ValidationError
 
+    from rlvr.errors import ConfigError
+    from rlvr.rejection import sampled_split
+    from rlvr.stage_config import RejectionOptions
+
+    try:
+        chosen_options = RejectionOptions(**options)
+    except ValidationError as error:
+        problems = (f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors())
+        raise ConfigError("; ".join(problems)) from None
     chosen = sampled_split(split, data is not None)
     config = eval_config(model, data=data, env=env, recipe=recipe, overrides=overrides, plugins=plugins)
     label = str(data) if data is not None else config.env.label
-    return rejection_job_of(
-        config, label, chosen, n=n, keep=keep, max_per_question=max_per_question, temperature=temperature,
-        max_new_tokens=max_new_tokens, seed=seed, limit=limit,
-    )  # fmt: skip
+    return rejection_job_of(config, label, chosen, chosen_options)
 
 
 def rejection_sample(model: str, out: str | Path, *, progress: Progress | None = None, **options: Any) -> RejectionSummary:
     """`rlvr rejection-sample` in Python: `options` are those of `rejection_job` (data, env, recipe, overrides,
-    plugins, n, keep, max_per_question, temperature, max_new_tokens, seed, limit, split)."""
+    plugins, split, and RejectionOptions' n, keep, max_per_question, limit, temperature, max_new_tokens, seed)."""
     return run_rejection(rejection_job(model, **options), out, progress)
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from rlvr.eval import EvalSettings
     from rlvr.progress import Advance
     from rlvr.rejection import RejectionJob, RejectionSummary
+    from rlvr.stage_config import RejectionOptions
 
 
 def sft_overrides(data: str | Path) -> list[str]:
@@ -92,32 +93,22 @@ def eval_settings(
     )
 
 
-def rejection_job_of(
-    config: RunConfig,
-    label: str,
-    split: str,
-    *,
-    n: int = 8,
-    keep: str = "all",
-    max_per_question: int | None = None,
-    temperature: float | None = None,
-    max_new_tokens: int | None = None,
-    seed: int = 0,
-    limit: int | None = None,
-) -> RejectionJob:
+def rejection_job_of(config: RunConfig, label: str, split: str, options: RejectionOptions) -> RejectionJob:
     """`rejection_job` of a config whose model and environment are chosen (a pipeline's rejection_sample stage)."""
     from dataclasses import replace
 
     from rlvr.envs import make_env
     from rlvr.rejection import RejectionJob, Selection, choose_problems
 
-    selection = Selection(keep, max_per_question)
-    if temperature == 0 and n > 1:
+    selection = Selection(options.keep, options.max_per_question)
+    temperature = options.temperature
+    if temperature == 0 and options.n > 1:
         raise ConfigError("--temperature: 0 is greedy decoding, the same answer n times: give a temperature > 0 or --n 1")
-    settings = eval_settings(config, n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    sampling = {"temperature": temperature, "max_new_tokens": options.max_new_tokens, "seed": options.seed}
+    settings = eval_settings(config, n=options.n, **sampling)
     settings = replace(settings, greedy=temperature == 0)  # sampled, n = 1 included (evaluation's n = 1 is greedy)
     environment = make_env(config.env)
-    problems = choose_problems(environment, split, limit)
+    problems = choose_problems(environment, split, options.limit)
     return RejectionJob(config, settings, selection, environment, problems, label, split)
 
 

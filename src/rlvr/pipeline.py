@@ -219,10 +219,7 @@ def rejection_stage(pipeline: Pipeline, stage: RejectionStage, index: int) -> St
     done = provenance_path(out)
     summary = json.loads(done.read_text()) if done.exists() else None
     if summary is None or not summary.get("complete"):
-        job = rejection_job_of(
-            config, config.env.label, "train", n=stage.n, keep=stage.keep, max_per_question=stage.max_per_question,
-            temperature=stage.temperature, max_new_tokens=stage.max_new_tokens, seed=stage.seed, limit=stage.limit,
-        )  # fmt: skip
+        job = rejection_job_of(config, config.env.label, "train", stage.options())
         with sample_bars(pipeline.console) as bar:
             summary = run_rejection(job, out, bar(f"{stage.name}: sampling")).to_dict()
     overall = summary["overall"]

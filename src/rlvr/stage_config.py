@@ -61,19 +61,29 @@ class DistillStage(StageCommon):
     with_reward: bool = Field(False, description="add the distillation loss to the RL reward, not instead of it")
 
 
-class RejectionStage(_Strict):
+class RejectionOptions(_Strict):
+    """How rejection sampling samples and what it keeps: the options of `rlvr rejection-sample` (and of
+    `rlvr.rejection_sample`), which a pipeline's rejection_sample stage takes too."""
+
+    n: int = Field(8, ge=1, description="samples per question")
+    keep: str = Field("all", description="which correct answers to keep: all, shortest, distinct")
+    max_per_question: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1, description="training questions sampled; default: all of a file's")
+    temperature: float | None = Field(None, ge=0.0, description="default: the recipe's sampling temperature; 0: greedy")
+    max_new_tokens: int | None = Field(None, ge=1, description="default: the recipe's")
+    seed: int = 0
+
+
+class RejectionStage(RejectionOptions):
     """Rejection sampling (`rlvr rejection-sample`) from the model so far, on the environment's training split: the
     verified answers become the traces a later `sft` stage reads."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     kind: Literal["rejection_sample"]
-    n: int = Field(8, ge=1, description="samples per question")
-    keep: str = Field("all", description="which correct answers to keep: all, shortest, distinct")
-    max_per_question: int | None = Field(None, ge=1)
-    limit: int | None = Field(None, ge=1, description="training questions sampled; default: all of a file's")
     temperature: float | None = Field(None, gt=0.0, description="default: the recipe's sampling temperature")
-    max_new_tokens: int | None = Field(None, ge=1, description="default: the recipe's")
-    seed: int = 0
+
+    def options(self) -> RejectionOptions:
+        return RejectionOptions(**self.model_dump(include=set(RejectionOptions.model_fields)))
 
 
 STAGE_CONFIGS: dict[str, type[BaseModel]] = {
