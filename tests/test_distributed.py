@@ -5,30 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPTS = Path(__file__).parent / "scripts"
-
-
-def _ranks(nproc: int, script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    if nproc == 1:
-        command = [sys.executable, str(SCRIPTS / script), *args]
-    else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-        command += [str(SCRIPTS / script), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def _errors(stderr: str) -> str:
-    """stderr without torchrun's own warning lines (`W1201 12:59:48 ...`)."""
-    return "\n".join(line for line in stderr.splitlines() if not re.match(r"[WI]\d{4} ", line))[-4000:]
+from ranks import assert_same_weights, errors, finish, one_rank_here, running, start
 
 
 @pytest.fixture(scope="module")
@@ -37,25 +20,20 @@ def runs(tiny_model_dir, tmp_path_factory) -> dict[str, dict]:
     number of ranks."""
     folder = tmp_path_factory.mktemp("ranks")
     results = {}
-    for name, nproc, args in [
-        ("one", 1, ["run"]),
-        ("two", 2, ["run"]),
-        ("two_resumed_on_one", 1, ["resume", str(folder / "two.pt.run")]),
-        ("one_resumed_on_two", 2, ["resume", str(folder / "one.pt.run")]),
+    # Each 2-rank launch runs while this process runs a 1-rank one beside it: the two runs, then each one's
+    # checkpoint resumed on the other number of ranks.
+    one_checkpoint, two_checkpoint = str(folder / "one.pt.run"), str(folder / "two.pt.run")
+    for (two, two_args), (one, one_args) in [
+        (("two", ["run"]), ("one", ["run"])),
+        (("one_resumed_on_two", ["resume", one_checkpoint]), ("two_resumed_on_one", ["resume", two_checkpoint])),
     ]:
-        done = _ranks(nproc, "ranked_update.py", str(tiny_model_dir), str(folder / f"{name}.pt"), *args)
-        assert done.returncode == 0, f"{name}: {_errors(done.stderr)}"
-        results[name] = torch.load(folder / f"{name}.pt", weights_only=False)
+        with running(start(2, "ranked_update.py", str(tiny_model_dir), str(folder / f"{two}.pt"), *two_args)) as launch:
+            one_rank_here("ranked_update.py", str(tiny_model_dir), str(folder / f"{one}.pt"), *one_args)
+            done = finish(launch, 300)
+        assert done.returncode == 0, f"{two}: {errors(done.stderr)}"
+        for name in (one, two):
+            results[name] = torch.load(folder / f"{name}.pt", weights_only=False)
     return results
-
-
-def _assert_same_weights(a: dict, b: dict) -> None:
-    """Equal to fp32 noise. Adam moves each weight by about the learning rate (1e-4) whatever its gradient's size, so
-    a gradient entry near zero whose last bits differ can move its weight by a few 1e-6 in one run and not the other
-    (one entry in 1.5M does here); the gradients themselves are compared through the loss and the gradient norm."""
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-5, msg=name)
 
 
 def test_two_ranks_make_the_update_of_one(runs):
@@ -64,15 +42,15 @@ def test_two_ranks_make_the_update_of_one(runs):
         for key in ("loss", "grad_norm", "entropy", "ratio"):
             if key in step_one:
                 assert step_two[key] == pytest.approx(step_one[key], rel=1e-5, abs=1e-7), key
-    _assert_same_weights(one["weights"], two["weights"])
+    assert_same_weights(one["weights"], two["weights"])
     # and the weights moved by far more than the tolerance: an update that did nothing would pass the comparison too
     moved = max((one["weights"][name] - one["start"][name]).abs().max().item() for name in one["weights"])
     assert moved > 1e-4
 
 
 def test_a_checkpoint_resumes_on_another_number_of_ranks(runs):
-    _assert_same_weights(runs["two_resumed_on_one"]["weights"], runs["one"]["weights"])
-    _assert_same_weights(runs["one_resumed_on_two"]["weights"], runs["one"]["weights"])
+    assert_same_weights(runs["two_resumed_on_one"]["weights"], runs["one"]["weights"])
+    assert_same_weights(runs["one_resumed_on_two"]["weights"], runs["one"]["weights"])
     for resumed in ("two_resumed_on_one", "one_resumed_on_two"):
         moments = runs[resumed]["moments"]
         for name, state in runs["one"]["moments"].items():
@@ -81,7 +59,7 @@ def test_a_checkpoint_resumes_on_another_number_of_ranks(runs):
 
 
 def test_a_rank_that_hangs_is_named_within_the_timeout():
-    done = _ranks(2, "rank_hangs.py", timeout=60)
+    done = finish(start(2, "rank_hangs.py"), 60)
     assert done.returncode != 0
     assert "not every rank reached 'step 1: rollouts' within 3 s" in done.stderr
     assert "Rank 1" in done.stderr or "rank 1" in done.stderr.lower()
@@ -112,7 +90,7 @@ def test_rlvr_train_nproc_2_end_to_end(tiny_model_dir, tmp_path, lora_rank):
         timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    assert done.returncode == 0, _errors(done.stderr)
+    assert done.returncode == 0, errors(done.stderr)
     rows = [json.loads(line) for line in (tmp_path / "ranks" / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3]  # written once, by rank 0
     summary = json.loads((tmp_path / "ranks" / "summary.json").read_text())

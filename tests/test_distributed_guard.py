@@ -4,43 +4,14 @@ checkpoint one rank would, and end where one rank ends (tests/scripts/ranked_rol
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).parent / "scripts" / "ranked_rollback.py"
+from ranks import assert_same_weights, errors, finish, one_rank_here, running, start
+
 TIMEOUT = 240  # seconds per launch: a rank left waiting for the other fails the test instead of hanging it
-
-
-def _launch(nproc: int, *args: str) -> subprocess.CompletedProcess:
-    """The script alone (1 rank) or under torchrun; on a timeout the whole process group is killed, torchrun's
-    workers included, so no rank outlives the test."""
-    command = [sys.executable, str(SCRIPT), *args]
-    if nproc > 1:
-        command[1:1] = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    pipe = subprocess.PIPE
-    process = subprocess.Popen(command, stdout=pipe, stderr=pipe, text=True, env=env, start_new_session=True)
-    try:
-        stdout, stderr = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        pytest.fail(f"{nproc} ranks did not finish within {TIMEOUT} s (a rank stuck waiting?):\n{_errors(stderr)}")
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-
-
-def _errors(stderr: str) -> str:
-    """stderr without torchrun's own warning lines (`W1201 12:59:48 ...`) and progress bars."""
-    lines = [line for line in stderr.splitlines() if not re.match(r"[WI]\d{4} |Writing model|Loading weights", line)]
-    return "\n".join(lines)[-4000:]
 
 
 @pytest.fixture(scope="module")
@@ -48,24 +19,16 @@ def runs(tiny_model_dir, tmp_path_factory) -> dict[int, dict[str, Any]]:
     folder = tmp_path_factory.mktemp("rollback")
     data = folder / "problems.jsonl"
     data.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": str(2 * i)}) + "\n" for i in range(60)))
-    results = {}
-    for nproc in (1, 2):
-        out = folder / f"{nproc}.pt"
-        done = _launch(nproc, str(tiny_model_dir), str(data), str(folder / f"run{nproc}"), str(out))
-        assert done.returncode == 0, f"{nproc} ranks: {_errors(done.stderr)}"
-        results[nproc] = torch.load(out, weights_only=False)
-    return results
+    args = {nproc: (str(tiny_model_dir), str(data), str(folder / f"run{nproc}"), str(folder / f"{nproc}.pt")) for nproc in (1, 2)}
+    with running(start(2, "ranked_rollback.py", *args[2])) as launch:  # the 2 ranks, beside the 1-rank reference here
+        one_rank_here("ranked_rollback.py", *args[1])
+        done = finish(launch, TIMEOUT)
+    assert done.returncode == 0, f"2 ranks: {errors(done.stderr)}"
+    return {nproc: torch.load(folder / f"{nproc}.pt", weights_only=False) for nproc in (1, 2)}
 
 
 def _events(rows: list[dict]) -> list[dict]:
     return [row for row in rows if "event" in row]
-
-
-def _assert_close_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    """1 vs 2 ranks: equal to fp32 noise, the tolerance tests/test_distributed.py uses."""
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-5, msg=name)
 
 
 def test_one_rank_rolls_back_as_test_guard_expects(runs):
@@ -100,7 +63,7 @@ def test_a_nan_on_one_rank_rolls_both_back_to_where_one_rank_goes(runs):
     # Checkpoints are written whole once (no stray partial folder), kept and pruned as on one rank.
     assert two["checkpoints"] == one["checkpoints"] == ["latest", "step-000003", "step-000004"]
     assert all(torch.isfinite(weight).all() for weight in two["weights"].values())
-    _assert_close_weights(one["weights"], two["weights"])
+    assert_same_weights(one["weights"], two["weights"])
 
 
 def test_the_weights_moved_beyond_the_tolerance(runs):

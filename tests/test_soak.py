@@ -5,8 +5,10 @@ uninterrupted run: the same metrics rows, the same weights, optimiser moments an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import random
 import signal
 import subprocess
@@ -24,18 +26,30 @@ from safetensors.torch import load_file
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 SEED = 20240611  # the kill moments: drawn from a fixed seed, so the test never fails by chance and a failure reproduces
-STEPS = 8
+# Each resume starts at most one step after the one before, and kills 2 to 4 fall at most two steps after their
+# resume's: at 6 steps the seeded kills fall where they do at more (steps 0, 2, 3 and 3, then the write of final/),
+# each with steps left after it.
+STEPS = 6
 TIMING = ("seconds", "tokens_per_second", "memory/")  # what differs between two runs of the same config
 MARK = "@soak"
 
 # `rlvr train` itself (the command line), with a marker on stdout at each phase's start and end, so the test knows
-# what the process is doing when it kills it; the markers only observe, every phase runs unchanged. The process
-# imports everything first and then waits for a line on stdin: the test starts the next launch's imports while the
-# current launch trains, and lets it go only after the kill (the seconds of importing torch are not what a resume
-# tests, and the run's own start, its config and checkpoint reads, all come after the go).
-DRIVER = textwrap.dedent(
+# what the process is doing when it kills it; the markers only observe, every phase runs unchanged. Every launch is a
+# process of its own, forked from one that imported everything first (what the run would import on its way too: the
+# command's API, the environment's reasoning-gym, the curves' matplotlib): the seconds of importing torch are not what
+# a resume tests, and would be paid seven times over. A launch waits for its go, and the run's own start (its config
+# and checkpoint reads) comes after it. The forking process answers one request a line on stdin, on its stdout:
+#   fork {"args": [...], "stdout": FIFO, "stderr": LOG}  -> the launch's pid (its markers go to FIFO, its stderr to LOG)
+#   go PID                                                -> ok; the launch runs `rlvr train ARGS`
+#   wait PID                                              -> its exit status once it ends (-9: killed by SIGKILL)
+FORKER = textwrap.dedent(
     f"""
-    import functools, sys, time
+    import functools, json, os, sys, time
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+    import reasoning_gym
+    import rlvr.api
     import rlvr.run
     from rlvr.cli import main
     from rlvr.trainer import Trainer
@@ -59,9 +73,50 @@ DRIVER = textwrap.dedent(
     Trainer.update = traced("update", Trainer.update, lambda self, *a: self.step + 1)
     Trainer.save = traced("checkpoint", Trainer.save, lambda self: self.step)
     Trainer.save_final = traced("final", Trainer.save_final, lambda self, *a: self.step)
-    sys.argv = ["rlvr", *sys.argv[1:]]
-    sys.stdin.readline()
-    main()
+
+    def launch(request, gate):
+        # The launch's own stdin (its gate), stdout (the test's FIFO) and stderr (its log), on the standard descriptors
+        # that every stream object here writes through; then, once the go comes, the command line.
+        out = os.open(request["stdout"], os.O_WRONLY)
+        err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        for fd, standard in ((gate, 0), (out, 1), (err, 2)):
+            os.dup2(fd, standard)
+            os.close(fd)
+        if os.fdopen(0, closefd=False).readline() != "go\\n":  # the test, or this process, went away first
+            os._exit(3)
+        sys.argv = ["rlvr", *request["args"]]
+        main()  # its SystemExit ends the process as `rlvr train` ends
+
+    gates = {{}}  # pid -> the write end of its stdin, until its go
+    for line in sys.stdin:
+        command, _, rest = line.rstrip("\\n").partition(" ")
+        if command == "fork":
+            gate, gate_end = os.pipe()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                for fd in (gate_end, *gates.values()):
+                    os.close(fd)
+                launch(json.loads(rest), gate)
+                sys.exit(0)  # main() returned: the process ends here, never back in this loop
+            os.close(gate)
+            gates[pid] = gate_end
+            reply = pid
+        elif command == "go":
+            gate_end = gates.pop(int(rest))
+            os.write(gate_end, b"go\\n")
+            os.close(gate_end)
+            reply = "ok"
+        elif command == "wait":
+            try:
+                _, status = os.waitpid(int(rest), 0)
+                reply = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:  # waited for already
+                reply = "gone"
+            if int(rest) in gates:
+                os.close(gates.pop(int(rest)))
+        print(reply, flush=True)
     """
 )
 
@@ -88,7 +143,7 @@ def _settings(model_dir: Path, out: Path, name: str) -> list[str]:
         "eval.before": "false",
         "eval.after": "false",
     }
-    return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    return ["train", "default", *(arg for key, value in settings.items() for arg in ("--set", f"{key}={value}"))]
 
 
 @dataclass
@@ -99,44 +154,87 @@ class Marker:
     time: float  # the child's time.monotonic(): the same clock as the test's
 
 
-class Launch:
-    """One `rlvr train` process, started at once (its imports), running from `go()`, its markers read as they come."""
+class Forker:
+    """The process every launch is forked from (FORKER), and its answers."""
 
-    def __init__(self, args: list[str], log: Path, cwd: Path) -> None:
+    def __init__(self, log: Path, cwd: Path) -> None:
         self.log = log
         self._stderr: IO[str] = open(log, "w")
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-        command = [sys.executable, "-c", DRIVER, "train", "default", *args]
+        pipe = subprocess.PIPE
         self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env, cwd=cwd
+            [sys.executable, "-c", FORKER], stdin=pipe, stdout=pipe, stderr=self._stderr, text=True, env=env, cwd=cwd
         )
+        self._answers: queue.Queue[str | None] = queue.Queue()
+        self._ended = False
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._answers.put(line.strip())
+        self._answers.put(None)
+
+    def ask(self, request: str, timeout: float = 300.0) -> str:
+        assert self.process.stdin is not None
+        answer = None
+        if not self._ended:
+            self.process.stdin.write(request + "\n")
+            self.process.stdin.flush()
+            with contextlib.suppress(queue.Empty):
+                answer = self._answers.get(timeout=timeout)
+            self._ended = answer is None and self.process.poll() is not None
+        if answer is None:
+            self._stderr.flush()
+            raise AssertionError(f"no answer to {request!r} within {timeout:g} s:\n{self.log.read_text()[-4000:]}")
+        return answer
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()  # its loop ends
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(60)
+        self._stderr.close()
+
+
+class Launch:
+    """One `rlvr train` process, forked at once, running from `go()`, its markers read as they come."""
+
+    def __init__(self, forker: Forker, args: list[str], log: Path) -> None:
+        self.log = log
+        self._forker = forker
+        self._fifo = log.with_suffix(".markers")
+        os.mkfifo(self._fifo)
         self.markers: list[Marker] = []
         self._ended = False
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self.returncode: int | None = None
+        self.pid = int(forker.ask("fork " + json.dumps({"args": args, "stdout": str(self._fifo), "stderr": str(log)})))
 
     def go(self) -> Launch:
-        assert self.process.stdin is not None
-        self.process.stdin.write("go\n")
-        self.process.stdin.close()
+        assert self._forker.ask(f"go {self.pid}") == "ok"
         return self
 
     def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.startswith(MARK + " "):
-                kind, phase, step, when = line.split()[1:]
-                with self._changed:
-                    self.markers.append(Marker(kind, phase, int(step), float(when)))
-                    self._changed.notify_all()
+        with open(self._fifo) as stream:  # opened once the launch opens its end
+            for line in stream:
+                if line.startswith(MARK + " "):
+                    kind, phase, step, when = line.split()[1:]
+                    with self._changed:
+                        self.markers.append(Marker(kind, phase, int(step), float(when)))
+                        self._changed.notify_all()
         with self._changed:
             self._ended = True
             self._changed.notify_all()
 
     def errors(self) -> str:
-        self._stderr.flush()
-        return self.log.read_text()[-4000:]
+        return self.log.read_text()[-4000:] if self.log.exists() else ""
 
     def wait_for(self, kind: str, phase: str, step: int | None = None, timeout: float = 300.0) -> Marker:
         """The first marker of `kind` and `phase` (at `step`, unless None), once it has come."""
@@ -153,22 +251,24 @@ class Launch:
     def kill(self) -> tuple[float, int]:
         """SIGKILL now: the moment it was sent, and the exit status (-9 where it killed a running process)."""
         sent = time.monotonic()
-        self.process.send_signal(signal.SIGKILL)
-        returncode = self.process.wait(60)
-        self.close()
-        return sent, returncode
+        os.kill(self.pid, signal.SIGKILL)
+        return sent, self.finish(60)
 
     def finish(self, timeout: float = 300.0) -> int:
-        returncode = self.process.wait(timeout)
+        self.returncode = int(self._forker.ask(f"wait {self.pid}", timeout))
         self.close()
-        return returncode
+        return self.returncode
 
     def close(self) -> None:
-        if self.process.poll() is None:  # a test that failed part-way: no process of ours outlives it
-            self.process.kill()
-            self.process.wait(60)
+        if self.returncode is None:  # a test that failed part-way: no process of ours outlives it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(AssertionError, OSError, ValueError):
+                self.returncode = int(self._forker.ask(f"wait {self.pid}", 60))
+        if self._reader.is_alive():  # a launch that never opened its end: open it, so that the reader sees the end
+            with contextlib.suppress(OSError):
+                os.close(os.open(self._fifo, os.O_WRONLY | os.O_NONBLOCK))
         self._reader.join(60)
-        self._stderr.close()
 
     def phase_at(self, when: float) -> str:
         """What the process was doing at `when`: the innermost phase begun and not yet ended."""
@@ -235,10 +335,15 @@ def test_a_run_killed_five_times_resumes_to_the_uninterrupted_run(tiny_model_dir
     logs.mkdir()
     run, whole = tmp_path / "soak", tmp_path / "whole"
     args = _settings(tiny_model_dir, tmp_path, "soak")
-    launches = [Launch(_settings(tiny_model_dir, tmp_path, "whole"), logs / "whole.log", tmp_path)]
+    forker = Forker(logs / "forker.log", tmp_path)
+    launches: list[Launch] = []
+
+    def launch_next(args: list[str], name: str) -> Launch:
+        launches.append(Launch(forker, args, logs / f"{name}.log"))
+        return launches[-1].go()
+
     try:
-        launches.append(Launch(args, logs / "soak-1.log", tmp_path))  # imports while the uninterrupted run trains
-        reference = launches[0].go()
+        reference = launch_next(_settings(tiny_model_dir, tmp_path, "whole"), "whole")
         assert reference.finish() == 0, reference.errors()
         # How long each phase takes on this machine now: a kill comes at a random fraction of its phase's shortest
         # run (at most 0.1 s: the run always has more than that left to do when the kill comes).
@@ -253,8 +358,7 @@ def test_a_run_killed_five_times_resumes_to_the_uninterrupted_run(tiny_model_dir
         kept = 0  # the newest checkpoint a killed launch had finished writing (its end marker came): never lost
         for index, phase in enumerate(phases):
             on_disk = _complete_checkpoints(run) if run.exists() else []
-            launch = launches[-1].go()
-            launches.append(Launch([*args, "--resume"], logs / f"soak-{index + 2}.log", tmp_path))  # the next one
+            launch = launch_next(args if index == 0 else [*args, "--resume"], f"soak-{index + 1}")
             start = launch.wait_for("begin", "fit")
             # What the resume loaded: a complete checkpoint that was on disk (none: from scratch), and none older than
             # one a killed launch had finished writing.
@@ -276,7 +380,7 @@ def test_a_run_killed_five_times_resumes_to_the_uninterrupted_run(tiny_model_dir
                 f"checkpoints left: {_complete_checkpoints(run) or 'none'}"
             )
         on_disk = _complete_checkpoints(run)
-        last = launches[-1].go()
+        last = launch_next([*args, "--resume"], f"soak-{len(phases) + 1}")
         assert last.finish() == 0, last.errors()
         resumed = last.wait_for("begin", "fit").step
         assert resumed in on_disk and resumed >= kept, (resumed, on_disk, kept)
@@ -284,6 +388,7 @@ def test_a_run_killed_five_times_resumes_to_the_uninterrupted_run(tiny_model_dir
     finally:
         for launch in launches:
             launch.close()
+        forker.close()
 
     rows, expected = _rows(run), _rows(whole)
     assert [row["step"] for row in rows] == list(range(1, STEPS + 1))  # no row lost or written twice

@@ -144,7 +144,10 @@ def test_eval_every_puts_the_suite_in_the_metrics_rows(tiny_model_dir, tmp_path)
 
     from rlvr.run import train
 
-    path = _suite_file(tmp_path / "suite")
+    # The suite's configs come from its file, not from the run's overrides: scored in this process, as the run is
+    # (TINY), not by worker processes each of its four evaluations would start.
+    in_process = {name: {**entry, "scoring": {"workers": 0}} for name, entry in TINY_SUITE["evals"].items()}
+    path = _suite_file(tmp_path / "suite", {**TINY_SUITE, "evals": in_process})
     settings = [
         f"model.path={tiny_model_dir}",
         f"output_dir={tmp_path / 'runs'}",
