@@ -23,6 +23,7 @@ LAYERS = [
             "rlvr.stage_config",
             "rlvr.data",
             "rlvr.step_metrics",
+            "rlvr.reasoning_diagnostics",
             "rlvr.seeds",
             "rlvr.hardware",
             "rlvr.models",

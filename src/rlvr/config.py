@@ -32,6 +32,7 @@ from rlvr.data.source import anchor_prompt_file, hard_verifier, judge_prompt_tex
 from rlvr.env_config import EnvCommon, EnvConfig, GymEnvConfig, env_config_type
 from rlvr.errors import ConfigError, lone_surrogate, parser_limit
 from rlvr.plugins import anchor_plugin, load_plugins
+from rlvr.reasoning_diagnostics import DiagnosticsConfig
 from rlvr.registry import registered, section_name
 from rlvr.stage_config import STAGE_CONFIGS, Stage, check_stages
 
@@ -310,6 +311,7 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     sft: SFTConfig = SFTConfig()
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     stages: Annotated[list[Stage], AfterValidator(check_stages)] = Field(
         [], description="a pipeline: sft, rl, rejection_sample and distill stages run in order, each from the model before it"
     )

@@ -90,6 +90,7 @@ def eval_settings(
         budgets=tuple(budgets) or tuple(b for b in [resolve_budget(None, effort)] if b is not None),
         reasoning=reasoning,
         min_thinking=min_thinking,
+        diagnostics=config.diagnostics,
     )
 
 

@@ -34,7 +34,8 @@ def _evaluate(trainer: Trainer, path: Path, console: Console, label: str) -> dic
     """Held-out accuracy; the per-question samples go next to the summary."""
     sampling = trainer.config.eval_sampling()
     with console.status(f"evaluating {label} on {trainer.config.env.eval_size} held-out problems"):
-        result = evaluate(trainer.sampler, trainer.env, trainer.tokenizer, sampling, trainer.scorer, trainer.chat)
+        diagnostics = trainer.config.diagnostics
+        result = evaluate(trainer.sampler, trainer.env, trainer.tokenizer, sampling, trainer.scorer, trainer.chat, diagnostics)
     samples = result.pop("samples")
     path.with_suffix(".samples.jsonl").write_text("".join(json.dumps(s.to_dict()) + "\n" for s in samples))
     _write_json(path, result)

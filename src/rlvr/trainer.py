@@ -42,6 +42,7 @@ from rlvr.memory import PhaseMemory, release_freed_memory
 from rlvr.metrics import MetricsLog
 from rlvr.models import decoder_layers, inference_weights, load_policy, load_reference, load_tokenizer
 from rlvr.optimizers import make_optimizer, step_freeing_gradients
+from rlvr.reasoning_diagnostics import reasoning_metrics
 from rlvr.rewards.probes import HackMonitor
 from rlvr.rollout import RolloutEngine, SamplingParams, make_engine
 from rlvr.rollout.judge import JUDGE_CACHE, make_judge
@@ -323,6 +324,7 @@ class Trainer:
             **self.memory.metrics(),
             **subset_metrics(episodes, mixed=self.mixed_subsets),
             **tool_metrics(episodes, self.tool_names, per_subset=self.mixed_subsets),
+            **reasoning_metrics([e.text for e in episodes], self._count_tokens, self.config.diagnostics),
             **({"kl_in_reward": float(np.mean([e.meta["kl"] for e in episodes]))} if "kl" in episodes[0].meta else {}),
         }
         warnings = [f"step {step + 1}: update skipped: {spike}" for spike in self.spikes] + self.tool_monitor.update(metrics)
@@ -330,6 +332,9 @@ class Trainer:
         if warnings:
             metrics["warnings"] = warnings
         return metrics
+
+    def _count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids) if text else 0
 
     def _nonfinite_weights(self) -> int:
         """Non-finite trained weights, over every rank's shard."""

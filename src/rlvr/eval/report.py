@@ -59,6 +59,8 @@ def markdown(summary: dict) -> str:
         lines += _hacking(summary["hacking"])
     if "judge" in summary:
         lines += _judge(summary["judge"])
+    if "reasoning" in summary:
+        lines += _reasoning(summary["reasoning"])
     if "budgets" in summary:
         lines += ["", "| thinking budget | avg@n | thinking tokens (mean) | forced |", "| --- | --- | --- | --- |"]
         for row in summary["budgets"]:
@@ -76,6 +78,20 @@ def _judge(judge: dict) -> list[str]:
         lines += ["", f"Against the hard verifier on {judge['checked']:.0f} answers both scored:", "", "| | |", "|---|---|"]
         lines += [f"| {label} | {judge[key]:.3f} |" for key, label in rows if key in judge]
     return lines
+
+
+def _reasoning(reasoning: dict) -> list[str]:
+    """How the answers reasoned (rlvr.reasoning_diagnostics): one table of rates and token means."""
+    rows = [
+        ("reflection_rate", "self-checking ('wait', 'let me verify', ...)", "{:.1%}"),
+        ("language_mixing_rate", "more than one script", "{:.1%}"),
+        ("thinking_tokens", "thinking tokens (mean)", "{:.1f}"),
+        ("answer_tokens", "answer tokens (mean)", "{:.1f}"),
+        ("wrong_finished_rate", "wrong, finished", "{:.1%}"),
+        ("wrong_truncated_rate", "wrong, cut off at the token limit", "{:.1%}"),
+    ]
+    lines = ["", "## Reasoning", "", "| of the samples | |", "| --- | --- |"]
+    return lines + [f"| {label} | {form.format(reasoning[key])} |" for key, label, form in rows if key in reasoning]
 
 
 def _hacking(hacking: dict) -> list[str]:

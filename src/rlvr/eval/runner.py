@@ -24,6 +24,7 @@ from rlvr.eval.provenance import data_hash, question_id, versions
 from rlvr.eval.sample import Sample
 from rlvr.eval.settings import EvalSettings
 from rlvr.eval.summary import metrics
+from rlvr.reasoning_diagnostics import DiagnosticsConfig
 from rlvr.rewards import VOTE_KEYS
 from rlvr.rollout.base import RolloutEngine
 from rlvr.rollout.tool_loop import ToolLoop
@@ -115,10 +116,11 @@ def evaluate(
     sampling: SamplingConfig,
     scorer: Scorer,
     chat: ChatFormat | None = None,
+    diagnostics: DiagnosticsConfig | None = None,
 ) -> dict:
     """Greedy held-out accuracy for `rlvr train`'s before/after evaluation: the same runner as `rlvr eval` with
     n = 1, plus the headline keys `accuracy`, `ci95`, `n` and `mean_tokens`, and the samples."""
-    settings = EvalSettings(n=1, ks=(1,), sampling=sampling)
+    settings = EvalSettings(n=1, ks=(1,), sampling=sampling, diagnostics=diagnostics or DiagnosticsConfig())
     summary, samples = run_eval(engine, env, tokenizer, scorer, settings, chat=chat)
     headline = {
         "accuracy": summary["avg@n"]["value"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rlvr.config import SamplingConfig
+from rlvr.reasoning_diagnostics import DiagnosticsConfig
 from rlvr.rollout import SamplingParams
 
 
@@ -21,6 +22,7 @@ class EvalSettings:
     min_thinking: int = 0  # a thinking part that closes sooner is extended with "Wait," (budget forcing's other half)
     reasoning: bool = True  # False: an empty thinking block, the model answers at once
     resamples: int = 10_000
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)  # what the reasoning section looks for
 
     @property
     def sampled(self) -> bool:

@@ -115,7 +115,8 @@ def suite_configs(
 
 def suite_settings(config: RunConfig, entry: SuiteEval, seed: int = 0) -> EvalSettings:
     """Greedy, one answer per question: deterministic, so the base model's results can be reused."""
-    return EvalSettings(n=1, ks=(1,), limit=entry.limit, greedy=True, sampling=config.eval_sampling(), seed=seed)
+    sampling, diagnostics = config.eval_sampling(), config.diagnostics
+    return EvalSettings(n=1, ks=(1,), limit=entry.limit, greedy=True, sampling=sampling, seed=seed, diagnostics=diagnostics)
 
 
 @dataclass(frozen=True)

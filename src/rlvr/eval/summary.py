@@ -9,6 +9,7 @@ import numpy as np
 from rlvr.eval.estimators import QuestionSamples, summarize
 from rlvr.eval.sample import Sample
 from rlvr.eval.settings import EvalSettings
+from rlvr.reasoning_diagnostics import DiagnosticsConfig, mixes_languages, reflects
 from rlvr.rewards import VOTE_KEYS
 from rlvr.step_metrics import judge_agreement, tool_rates
 from rlvr.types import Problem
@@ -91,7 +92,24 @@ def metrics(problems: Sequence[Problem], samples: Sequence[Sample], settings: Ev
     judged = [s.judged for s in samples if s.judged is not None]
     if judged:
         result["judge"] = judge_summary(judged)
+    if samples:
+        result["reasoning"] = reasoning_summary(samples, settings.diagnostics)
     return result
+
+
+def reasoning_summary(samples: Sequence[Sample], config: DiagnosticsConfig) -> dict:
+    """How the answers reasoned: the reflection and language-mixing rates, the mean thinking and answer tokens, and
+    the wrong answers split into those cut off by the token limit and those the model finished."""
+    count = len(samples)
+    wrong = [s for s in samples if not s.correct]
+    return {
+        "reflection_rate": sum(reflects(s.completion, config.reflection_phrases) for s in samples) / count,
+        "language_mixing_rate": sum(mixes_languages(s.completion, config.min_script_letters) for s in samples) / count,
+        "thinking_tokens": sum(s.thinking_tokens for s in samples) / count,
+        "answer_tokens": sum(s.answer_tokens for s in samples) / count,
+        "wrong_finished_rate": sum(not s.truncated for s in wrong) / count,
+        "wrong_truncated_rate": sum(s.truncated for s in wrong) / count,
+    }
 
 
 def judge_summary(judged: Sequence[dict[str, bool]]) -> dict:

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from rlvr.reasoning_diagnostics import split_thinking
 from rlvr.rollout.base import RolloutEngine, SamplingParams
-from rlvr.rollout.budget_forcing import THINK_CLOSE, THINK_OPEN, BudgetForcing, ThinkingState
+from rlvr.rollout.budget_forcing import BudgetForcing, ThinkingState
 from rlvr.rollout.trajectory import Trajectory
 from rlvr.rollout.turn_loop import run_turns
 
@@ -40,23 +41,6 @@ def resolve_budget(budget: int | None, effort: str | None) -> int | None:
     if budget is not None and budget < 1:
         raise ValueError(f"a thinking budget must be at least 1 token, got {budget}")
     return budget
-
-
-def split_thinking(text: str) -> tuple[str, str]:
-    """(thinking, answer) of a finished completion, both stripped.
-
-    The split is at the first `THINK_CLOSE`; a leading `THINK_OPEN` is dropped (our completions start inside
-    the thinking, but a full transcript may carry it). With no close, text that opens a thinking block is all
-    thinking, and any other text (reasoning off) is all answer.
-    """
-    head, close, tail = text.partition(THINK_CLOSE)
-    head = head.lstrip()
-    opened = head.startswith(THINK_OPEN)
-    if opened:
-        head = head[len(THINK_OPEN) :]
-    if close or opened:
-        return head.strip(), tail.strip()
-    return "", text.strip()
 
 
 @dataclass

@@ -44,12 +44,11 @@ from dataclasses import dataclass, replace
 
 from transformers import PreTrainedTokenizerBase
 
+from rlvr.reasoning_diagnostics import THINK_CLOSE, THINK_OPEN
 from rlvr.rollout.base import SamplingParams
 from rlvr.rollout.trajectory import Trajectory
 from rlvr.rollout.turn_loop import Request, Response, Turn
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
 # What budget forcing writes for the model: the close, then the cue our answer extractor reads.
 FORCE_CLOSE_CUE = "\n" + THINK_CLOSE + "\nAnswer:"
 CONTINUE_CUE = "\nWait,"
