@@ -88,6 +88,8 @@ def test_budgets_give_a_curve_and_never_overspend(setup):
     assert all(s.thinking_tokens <= s.budget and s.answer_tokens <= 3 for s in samples)
     assert all("<think>" in s.prompt and "Answer:" in s.completion for s in samples if s.forced)
     assert "thinking budget" in markdown(summary)
+    [over] = summary["overthinking"]  # budget 6 against budget 2, on the questions solved at 2
+    assert (over["budget"], over["versus"]) == (6, 2) and over["easy_questions"] <= len(samples) // 2
 
 
 def test_no_majority_vote_where_answers_cannot_vote(setup):

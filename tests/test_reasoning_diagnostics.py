@@ -10,7 +10,7 @@ from rlvr.config import ConfigError, load_config
 from rlvr.eval.report import markdown
 from rlvr.eval.sample import Sample
 from rlvr.eval.settings import EvalSettings
-from rlvr.eval.summary import metrics, reasoning_summary
+from rlvr.eval.summary import metrics, overthinking, reasoning_summary
 from rlvr.reasoning_diagnostics import DiagnosticsConfig, mixes_languages, reasoning_metrics, reflects, scripts
 from rlvr.types import Problem
 
@@ -134,3 +134,29 @@ def test_a_training_steps_row_carries_the_diagnostics_of_its_episodes(tiny_model
     assert row["reasoning/language_mixing_rate"] == sum(mixes_languages(text) for text in texts) / 8
     count = lambda text: len(trainer.tokenizer(text, add_special_tokens=False).input_ids) if text else 0  # noqa: E731
     assert row == {**row, **reasoning_metrics(texts, count, trainer.config.diagnostics)}
+
+
+def test_overthinking_is_the_thinking_easy_questions_get_beyond_the_smallest_budget():
+    def at(budget: int, qid: str, thinking: int, correct: bool) -> Sample:
+        sample = _sample("<think>...</think>Answer: 1", thinking, 2, correct=correct, truncated=False)
+        sample.id, sample.budget = qid, budget
+        return sample
+
+    samples = [
+        # budget 8: a solved (easy), b half solved (not easy), c unsolved
+        at(8, "a", 6, True), at(8, "a", 8, True),
+        at(8, "b", 8, True), at(8, "b", 8, False),
+        at(8, "c", 8, False), at(8, "c", 8, False),
+        # budget 64: a thinks 30 and 40 (mean 35, 28 more than its 7 at budget 8); b and c think 60 each
+        at(64, "a", 30, True), at(64, "a", 40, True),
+        at(64, "b", 60, True), at(64, "b", 60, True),
+        at(64, "c", 60, False), at(64, "c", 60, True),
+    ]  # fmt: skip
+    rows = overthinking(samples)
+    assert rows == [
+        {"budget": 64, "versus": 8, "easy_questions": 1, "extra_thinking_tokens": 28.0, "share_of_thinking": 28.0 / 155.0}
+    ]
+    assert overthinking([s for s in samples if s.budget == 8]) == []  # one budget: nothing to compare
+    report = markdown({**metrics([Problem("q", "1")], samples[:1], EvalSettings(resamples=100), 1.0), "overthinking": rows,
+                       "samples_per_question": 1})  # fmt: skip
+    assert "Overthinking at budget 64: on the 1 questions solved at budget 8, 28.0 more thinking tokens" in report

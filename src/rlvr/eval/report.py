@@ -66,6 +66,12 @@ def markdown(summary: dict) -> str:
         for row in summary["budgets"]:
             thinking = row["compute"]["thinking_tokens_per_sample"]["mean"]
             lines.append(f"| {row['budget']} | {_cell(row['avg@n'])} | {thinking:.1f} | {row['compute']['forced_rate']:.0%} |")
+    for row in summary.get("overthinking", []):
+        lines.append(
+            f"\nOverthinking at budget {row['budget']}: on the {row['easy_questions']} questions solved at budget "
+            f"{row['versus']}, {row['extra_thinking_tokens']:.1f} more thinking tokens per question "
+            f"({row['share_of_thinking']:.0%} of the thinking at {row['budget']})."
+        )
     return "\n".join(lines) + "\n"
 
 

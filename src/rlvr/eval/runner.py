@@ -23,7 +23,7 @@ from rlvr.eval.generation import Progress, generate, no_progress
 from rlvr.eval.provenance import data_hash, question_id, versions
 from rlvr.eval.sample import Sample
 from rlvr.eval.settings import EvalSettings
-from rlvr.eval.summary import metrics
+from rlvr.eval.summary import metrics, overthinking
 from rlvr.reasoning_diagnostics import DiagnosticsConfig
 from rlvr.rewards import VOTE_KEYS
 from rlvr.rollout.base import RolloutEngine
@@ -82,6 +82,8 @@ def run_eval(
     }
     if settings.budgets:
         summary["budgets"] = per_budget
+    if len(settings.budgets) > 1:
+        summary["overthinking"] = overthinking(all_samples)
     return summary, all_samples
 
 

@@ -97,6 +97,39 @@ def metrics(problems: Sequence[Problem], samples: Sequence[Sample], settings: Ev
     return result
 
 
+def overthinking(samples: Sequence[Sample]) -> list[dict]:
+    """Thinking a question did not need: on the questions whose every sample is right under the smallest budget, the
+    thinking tokens each larger budget spends beyond the smallest one's, per question, and as a share of all the
+    thinking that budget spent."""
+    by_budget: dict[int, dict[str, list[Sample]]] = {}
+    for sample in samples:
+        if sample.budget is not None:
+            by_budget.setdefault(sample.budget, {}).setdefault(sample.id, []).append(sample)
+    if len(by_budget) < 2:
+        return []
+    smallest, *larger = sorted(by_budget)
+    easy = {qid for qid, group in by_budget[smallest].items() if all(s.correct for s in group)}
+
+    def thinking(budget: int, qid: str) -> float:
+        group = by_budget[budget].get(qid, [])
+        return sum(s.thinking_tokens for s in group) / len(group) if group else 0.0
+
+    rows = []
+    for budget in larger:
+        extra = sum(max(0.0, thinking(budget, qid) - thinking(smallest, qid)) for qid in easy)
+        spent = sum(thinking(budget, qid) for qid in by_budget[budget])
+        rows.append(
+            {
+                "budget": budget,
+                "versus": smallest,
+                "easy_questions": len(easy),
+                "extra_thinking_tokens": extra / len(easy) if easy else 0.0,
+                "share_of_thinking": extra / spent if spent else 0.0,
+            }
+        )
+    return rows
+
+
 def reasoning_summary(samples: Sequence[Sample], config: DiagnosticsConfig) -> dict:
     """How the answers reasoned: the reflection and language-mixing rates, the mean thinking and answer tokens, and
     the wrong answers split into those cut off by the token limit and those the model finished."""
