@@ -4,7 +4,6 @@ wrong answers split into finished and cut off; in a training step's metrics, an 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from rlvr.config import ConfigError, load_config
 from rlvr.eval.report import markdown
@@ -106,34 +105,6 @@ def test_a_bad_diagnostics_key_is_named():
     assert load_config(None, ["diagnostics.reflection_phrases=[let me recount]"]).diagnostics.reflection_phrases == (
         "let me recount",
     )
-
-
-def test_a_training_steps_row_carries_the_diagnostics_of_its_episodes(tiny_model_dir, tmp_path):
-    from rlvr.trainer import Trainer
-
-    settings = [
-        f"model.path={tiny_model_dir}",
-        "rollout.engine=transformers",
-        f"output_dir={tmp_path}",
-        "train.prompts_per_step=2",
-        "train.group_size=4",
-        "sampling.max_new_tokens=6",
-        "env.eval_size=2",
-        "scoring.workers=0",
-        "diagnostics.reflection_phrases=[the]",  # a word the tiny model's random text may hold: the config's list is used
-    ]
-    trainer = Trainer(load_config(None, settings))
-    sampled = []
-    rollout = trainer.rollout
-    trainer.rollout = lambda step: sampled.extend(episodes := rollout(step)) or episodes
-    torch.manual_seed(0)
-    row = trainer.train_step(0)
-    texts = [episode.text for episode in sampled]
-    assert len(texts) == 8
-    assert row["reasoning/reflection_rate"] == sum(reflects(text, ("the",)) for text in texts) / 8
-    assert row["reasoning/language_mixing_rate"] == sum(mixes_languages(text) for text in texts) / 8
-    count = lambda text: len(trainer.tokenizer(text, add_special_tokens=False).input_ids) if text else 0  # noqa: E731
-    assert row == {**row, **reasoning_metrics(texts, count, trainer.config.diagnostics)}
 
 
 def test_overthinking_is_the_thinking_easy_questions_get_beyond_the_smallest_budget():

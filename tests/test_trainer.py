@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rlvr.config import load_config
+from rlvr.reasoning_diagnostics import mixes_languages, reasoning_metrics, reflects
 from rlvr.rewards import Score
 from rlvr.trainer import Trainer
 
@@ -112,3 +113,19 @@ def test_metrics_are_split_per_subset_only_for_mixtures():
     assert metrics["b/accuracy"] == 0.0 and metrics["b/reward"] == pytest.approx(0.1)
     assert subset_metrics(mixed[:2]) == {}  # one subset, and the data has no other
     assert subset_metrics(mixed[:2], mixed=True)["a/episodes"] == 2  # a mixture's batch that drew from one subset
+
+
+def test_a_steps_row_carries_the_reasoning_diagnostics_of_its_episodes(tiny_model_dir, tmp_path):
+    # A word the tiny model's random text may hold: the config's phrase list is the one used.
+    trainer = _trainer(tiny_model_dir, tmp_path, "diagnostics.reflection_phrases=[the]")
+    sampled = []
+    rollout = trainer.rollout
+    trainer.rollout = lambda step: sampled.extend(episodes := rollout(step)) or episodes
+    torch.manual_seed(0)
+    row = trainer.train_step(0)
+    texts = [episode.text for episode in sampled]
+    assert len(texts) == 8
+    assert row["reasoning/reflection_rate"] == sum(reflects(text, ("the",)) for text in texts) / 8
+    assert row["reasoning/language_mixing_rate"] == sum(mixes_languages(text) for text in texts) / 8
+    count = lambda text: len(trainer.tokenizer(text, add_special_tokens=False).input_ids) if text else 0  # noqa: E731
+    assert row == {**row, **reasoning_metrics(texts, count, trainer.config.diagnostics)}

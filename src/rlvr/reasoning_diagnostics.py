@@ -111,18 +111,24 @@ def mixes_languages(text: str, min_letters: int = 2) -> bool:
     return len(scripts(text, min_letters)) > 1
 
 
+def reasoning_rates(texts: Sequence[str], config: DiagnosticsConfig) -> dict[str, float]:
+    """The shares of the (non-empty batch of) completions that reflect and that mix languages."""
+    return {
+        "reflection_rate": sum(reflects(text, config.reflection_phrases) for text in texts) / len(texts),
+        "language_mixing_rate": sum(mixes_languages(text, config.min_script_letters) for text in texts) / len(texts),
+    }
+
+
 def reasoning_metrics(
     texts: Sequence[str], count_tokens: Callable[[str], int], config: DiagnosticsConfig = DiagnosticsConfig()
 ) -> dict[str, float]:
-    """The diagnostics of a batch of completions, as metrics-row keys: the rates over responses, the token counts
-    means over them (`count_tokens`: the tokenizer's count of a text)."""
+    """The diagnostics of a training step's completions, as metrics-row keys: the rates over responses, the token
+    counts means over them (`count_tokens`: the tokenizer's count of a text)."""
     if not texts:
         return {}
     parts = [split_thinking(text) for text in texts]
-    count = len(texts)
     return {
-        "reasoning/reflection_rate": sum(reflects(text, config.reflection_phrases) for text in texts) / count,
-        "reasoning/language_mixing_rate": sum(mixes_languages(text, config.min_script_letters) for text in texts) / count,
-        "reasoning/thinking_tokens": sum(count_tokens(thinking) for thinking, _ in parts) / count,
-        "reasoning/answer_tokens": sum(count_tokens(answer) for _, answer in parts) / count,
+        **{f"reasoning/{key}": value for key, value in reasoning_rates(texts, config).items()},
+        "reasoning/thinking_tokens": sum(count_tokens(thinking) for thinking, _ in parts) / len(texts),
+        "reasoning/answer_tokens": sum(count_tokens(answer) for _, answer in parts) / len(texts),
     }

@@ -118,11 +118,11 @@ def evaluate(
     sampling: SamplingConfig,
     scorer: Scorer,
     chat: ChatFormat | None = None,
-    diagnostics: DiagnosticsConfig | None = None,
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig(),
 ) -> dict:
     """Greedy held-out accuracy for `rlvr train`'s before/after evaluation: the same runner as `rlvr eval` with
     n = 1, plus the headline keys `accuracy`, `ci95`, `n` and `mean_tokens`, and the samples."""
-    settings = EvalSettings(n=1, ks=(1,), sampling=sampling, diagnostics=diagnostics or DiagnosticsConfig())
+    settings = EvalSettings(n=1, ks=(1,), sampling=sampling, diagnostics=diagnostics)
     summary, samples = run_eval(engine, env, tokenizer, scorer, settings, chat=chat)
     headline = {
         "accuracy": summary["avg@n"]["value"],

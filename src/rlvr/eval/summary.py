@@ -9,7 +9,7 @@ import numpy as np
 from rlvr.eval.estimators import QuestionSamples, summarize
 from rlvr.eval.sample import Sample
 from rlvr.eval.settings import EvalSettings
-from rlvr.reasoning_diagnostics import DiagnosticsConfig, mixes_languages, reflects
+from rlvr.reasoning_diagnostics import DiagnosticsConfig, reasoning_rates
 from rlvr.rewards import VOTE_KEYS
 from rlvr.step_metrics import judge_agreement, tool_rates
 from rlvr.types import Problem
@@ -136,8 +136,7 @@ def reasoning_summary(samples: Sequence[Sample], config: DiagnosticsConfig) -> d
     count = len(samples)
     wrong = [s for s in samples if not s.correct]
     return {
-        "reflection_rate": sum(reflects(s.completion, config.reflection_phrases) for s in samples) / count,
-        "language_mixing_rate": sum(mixes_languages(s.completion, config.min_script_letters) for s in samples) / count,
+        **reasoning_rates([s.completion for s in samples], config),
         "thinking_tokens": sum(s.thinking_tokens for s in samples) / count,
         "answer_tokens": sum(s.answer_tokens for s in samples) / count,
         "wrong_finished_rate": sum(not s.truncated for s in wrong) / count,
