@@ -24,6 +24,7 @@ LAYERS = [
             "rlvr.data",
             "rlvr.step_metrics",
             "rlvr.reasoning_diagnostics",
+            "rlvr.curriculum",
             "rlvr.seeds",
             "rlvr.hardware",
             "rlvr.models",

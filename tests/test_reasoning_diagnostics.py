@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rlvr.config import ConfigError, load_config
-from rlvr.eval.report import markdown
+from rlvr.eval.report import markdown, plots
 from rlvr.eval.sample import Sample
 from rlvr.eval.settings import EvalSettings
 from rlvr.eval.summary import metrics, overthinking, reasoning_summary
@@ -131,3 +131,26 @@ def test_overthinking_is_the_thinking_easy_questions_get_beyond_the_smallest_bud
     report = markdown({**metrics([Problem("q", "1")], samples[:1], EvalSettings(resamples=100), 1.0), "overthinking": rows,
                        "samples_per_question": 1})  # fmt: skip
     assert "Overthinking at budget 64: on the 1 questions solved at budget 8, 28.0 more thinking tokens" in report
+
+
+def test_accuracy_and_tokens_against_difficulty_count_cut_off_answers_apart():
+    problems = [Problem("a", "1", meta={"difficulty": 2}), Problem("b", "1", meta={"difficulty": 4}), Problem("c", "1")]
+    samples = [
+        _sample("<think>1+1</think>Answer: 2", 4, 2, correct=True, truncated=False),  # a, sample 1
+        _sample("<think>1+1</think>Answer: 3", 6, 2, correct=False, truncated=False),  # a, sample 2
+        _sample("<think>1+2+3+4+5", 16, 0, correct=False, truncated=True),  # b
+        _sample("<think>9+9+9</think>Answer: 27", 10, 4, correct=True, truncated=False),  # b
+        _sample("Answer: 1", 0, 2, correct=True, truncated=False),  # c, no difficulty
+        _sample("Answer: 1", 0, 2, correct=True, truncated=False),
+    ]
+    summary = metrics(problems, samples, EvalSettings(n=2, ks=(1,), resamples=100), seconds=1.0)
+    rows = summary["difficulty"]
+    assert [(r["difficulty"], r["questions"], r["avg@n"]["value"]) for r in rows] == [(2.0, 1, 0.5), (4.0, 1, 0.5)]
+    assert (rows[0]["thinking_tokens"], rows[0]["answer_tokens"]) == (5.0, 2.0)
+    assert (rows[1]["thinking_tokens"], rows[1]["answer_tokens"]) == (13.0, 2.0)
+    assert (rows[0]["wrong_finished_rate"], rows[0]["wrong_truncated_rate"]) == (0.5, 0.0)
+    assert (rows[1]["wrong_finished_rate"], rows[1]["wrong_truncated_rate"]) == (0.0, 0.5)
+    report = markdown({**summary, "samples_per_question": 2})
+    assert "## By difficulty" in report and "| 4 | 1 | 50.0% [" in report and "| 13.0 | 2.0 | 0.0% | 50.0% |" in report
+    assert "accuracy and tokens vs difficulty" in plots(summary, samples)
+    assert "difficulty" not in metrics(problems[2:], samples[4:], EvalSettings(n=2, ks=(1,), resamples=100), 1.0)

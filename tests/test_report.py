@@ -13,3 +13,20 @@ def test_curves_include_a_per_subset_panel(tmp_path):
     path = plot_curves(rows, tmp_path / "curves.png")
     assert path is not None and path.stat().st_size > 10_000
     assert plot_curves([], tmp_path / "none.png") is None
+
+
+def test_curves_with_a_curriculum_plot_accuracy_and_length_per_difficulty(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from rlvr.step_metrics import difficulties_in
+
+    rows = [
+        {"step": s, "reward": 0.1, "curriculum/difficulty": 2 + s // 6, "difficulty/2/accuracy": 0.5,
+         "difficulty/2/response_length": 9.0, **({"difficulty/10/accuracy": 0.2} if s > 5 else {})}
+        for s in range(1, 12)
+    ]  # fmt: skip
+    assert difficulties_in(rows) == ["2", "10"]  # by value, not as text
+    titles = []
+    monkeypatch.setattr(plt, "close", lambda fig: titles.extend(ax.get_title() for ax in fig.axes))
+    assert plot_curves(rows, tmp_path / "curves.png") is not None
+    assert {"curriculum difficulty", "train accuracy per difficulty", "response length per difficulty"} <= set(titles)

@@ -27,6 +27,7 @@ from rlvr.algo_config import (
     PPOClipLoss,
     TISCorrection,
 )
+from rlvr.curriculum import CurriculumConfig
 from rlvr.data import source_kind
 from rlvr.data.source import anchor_prompt_file, hard_verifier, judge_prompt_text
 from rlvr.env_config import EnvCommon, EnvConfig, GymEnvConfig, env_config_type
@@ -312,6 +313,7 @@ class RunConfig(_Strict):
     eval: EvalConfig = EvalConfig()
     sft: SFTConfig = SFTConfig()
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
+    curriculum: CurriculumConfig = CurriculumConfig()
     stages: Annotated[list[Stage], AfterValidator(check_stages)] = Field(
         [], description="a pipeline: sft, rl, rejection_sample and distill stages run in order, each from the model before it"
     )

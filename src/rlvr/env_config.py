@@ -49,6 +49,9 @@ class GymEnvConfig(EnvCommon):
     name: Literal["gym"] = "gym"
     task: str = Field("basic_arithmetic", description="the reasoning-gym task")
     task_config: dict[str, Any] = Field({}, description="the task's own options (reasoning-gym's dataset config)")
+    difficulty: float | str | None = Field(
+        None, description="every problem's difficulty (a number), or the key of each entry's metadata holding it (num_terms)"
+    )
 
     @property
     def label(self) -> str:

@@ -88,10 +88,14 @@ class StepProgress:
         headline = headline_of(metrics)
         self.bar.update(self.task, advance=1, headline=headline, tps=metrics["tokens_per_second"], notice=notice)
         tools = "".join(f"  {tool} {rate:.2f}" for tool, rate in call_rates(metrics).items())
+        level = f"  difficulty {metrics['curriculum/difficulty']:g}" if "curriculum/difficulty" in metrics else ""
         self.bar.console.print(
-            f"step {metrics['step']:>4}  {headline}  len {metrics['response_length']:.1f}{tools}  "
+            f"step {metrics['step']:>4}  {headline}  len {metrics['response_length']:.1f}{tools}{level}  "
             f"{metrics['tokens_per_second']:.0f} tok/s  {metrics['step_seconds']:.1f} s"
         )
+        for line in metrics.get("notices", []):
+            logging.getLogger("rlvr").info(line)
+            self.bar.console.print(f"[cyan]{line}[/cyan]")
         for warning in metrics.get("warnings", []):
             logging.getLogger("rlvr").warning(warning)
             self.bar.console.print(f"[yellow]warning:[/yellow] {warning}")

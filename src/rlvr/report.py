@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlvr.step_metrics import subset_key, subsets_in, suite_evals_in, suite_key, tool_rate_key, tools_in
+from rlvr.step_metrics import (
+    difficulties_in,
+    subset_key,
+    subsets_in,
+    suite_evals_in,
+    suite_key,
+    tool_rate_key,
+    tools_in,
+)
 
 CURVES = [
     ("reward", "reward"),
@@ -13,6 +21,7 @@ CURVES = [
     ("reasoning/thinking_tokens", "thinking tokens"),
     ("reasoning/reflection_rate", "reflection rate ('wait', 'verify', ...)"),
     ("reasoning/language_mixing_rate", "language-mixing rate"),
+    ("curriculum/difficulty", "curriculum difficulty"),
     ("loss", "loss"),
     ("entropy", "entropy"),
     ("grad_norm", "grad norm"),
@@ -42,7 +51,8 @@ def plot_curves(rows: list[dict], path: Path) -> Path | None:
 
     present = [(key, title) for key, title in CURVES if any(key in row for row in rows)]
     subsets, tools, suite = subsets_in(rows), tools_in(rows), suite_evals_in(rows)
-    panels = len(present) + bool(subsets) + bool(tools) + bool(suite)
+    levels = difficulties_in(rows)
+    panels = len(present) + bool(subsets) + bool(tools) + bool(suite) + 2 * bool(levels)
     columns = (panels + 1) // 2
     fig, axes = plt.subplots(2, columns, figsize=(4 * columns, 6), squeeze=False)
     for ax, (key, title) in zip(axes.flat, present):
@@ -78,6 +88,18 @@ def plot_curves(rows: list[dict], path: Path) -> Path | None:
         ax.set_xlabel("step")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize="small")
+    if levels:  # per difficulty: accuracy, and the tokens it takes
+        first = len(present) + bool(subsets) + bool(tools) + bool(suite)
+        for ax, metric, title in (
+            (axes.flat[first], "accuracy", "train accuracy per difficulty"),
+            (axes.flat[first + 1], "response_length", "response length per difficulty"),
+        ):
+            for level in levels:
+                steps, values = _series(rows, f"difficulty/{level}/{metric}")
+                ax.plot(steps, values, lw=1.5, marker=".", label=level)
+            ax.set_title(title)
+            ax.set_xlabel("step")
+            ax.legend(fontsize="small", title="difficulty")
     for ax in list(axes.flat)[panels:]:
         ax.axis("off")
     # Fixed margins, not tight_layout: measuring every label's extent costs seconds per plot, for every run.

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from rlvr.types import Episode
+from rlvr.curriculum import difficulty_of
+from rlvr.types import Episode, Problem
 
 _TOOLS = "tools/"
 _CALL_RATE = "/call_rate"
@@ -61,6 +62,30 @@ def subset_metrics(episodes: Sequence[Episode], mixed: bool = False) -> dict[str
         metrics.update({subset_key(name, metric): value for metric, value in zip(_SUBSET_METRICS, values)})
         metrics.update(hack_metrics(members, name))
     return metrics
+
+
+def difficulty_metrics(episodes: Sequence[Episode], problems: Sequence[Problem]) -> dict[str, float]:
+    """Accuracy, length and truncation per difficulty (`difficulty/<d>/...`), when the step's problems have one
+    (`episode.group` indexes `problems`): what thinking costs and buys as the questions get harder."""
+    by_level: dict[float, list[Episode]] = {}
+    for episode in episodes:
+        level = difficulty_of(problems[episode.group])
+        if level is not None:
+            by_level.setdefault(level, []).append(episode)
+    metrics: dict[str, float] = {}
+    for level, members in sorted(by_level.items()):
+        key = f"difficulty/{level:g}"
+        metrics[f"{key}/accuracy"] = float(np.mean([e.rewards["correct"] == 1.0 for e in members]))
+        metrics[f"{key}/response_length"] = float(np.mean([e.num_tokens for e in members]))
+        metrics[f"{key}/truncated_rate"] = float(np.mean([e.truncated for e in members]))
+        metrics[f"{key}/episodes"] = len(members)
+    return metrics
+
+
+def difficulties_in(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The difficulties that metrics rows have `difficulty/<d>/...` keys for, easiest first (as the keys spell them)."""
+    found = {key.split("/")[1] for row in rows for key in row if key.startswith("difficulty/") and key.count("/") == 2}
+    return sorted(found, key=float)
 
 
 def hack_rate_key(probe: str | None = None, subset: str | None = None) -> str:

@@ -32,6 +32,7 @@ from rlvr.checkpoint import (
     save_model_folder,
 )
 from rlvr.config import RunConfig
+from rlvr.curriculum import Curriculum, Draw
 from rlvr.distributed import Ranks, full_tensor, shard_module
 from rlvr.envs import Environment, make_env
 from rlvr.errors import ConfigError, DivergenceError
@@ -49,9 +50,9 @@ from rlvr.rollout.judge import JUDGE_CACHE, make_judge
 from rlvr.rollout.sampler import make_sampler
 from rlvr.scoring import Scorer
 from rlvr.seeds import derive_seed, seed_everything
-from rlvr.step_metrics import subset_metrics, tool_metrics, verifier_metrics
+from rlvr.step_metrics import difficulty_metrics, subset_metrics, tool_metrics, verifier_metrics
 from rlvr.tools.monitor import CollapseMonitor
-from rlvr.types import Episode
+from rlvr.types import Episode, Problem
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,10 @@ class Trainer:
         self.env: Environment = make_env(config.env)
         self.hack_monitor = HackMonitor(config.scoring.hack_alarm_rate, config.scoring.hack_alarm_steps)
         self.mixed_subsets = len(self.env.subsets()) > 1  # fixed by the data: asked once, not every step
+        cur = config.curriculum
+        self.curriculum = Curriculum(cur, config.seed, self.env.train_problems) if cur.enabled else None
+        self.step_problems: list[Problem] = []  # the step's prompts, every rank's (episode.group indexes them)
+        self.draw: Draw | None = None  # what the curriculum skipped to find them
         self.engine: RolloutEngine = make_engine(config.rollout, self.policy, self.tokenizer)
         if self.ranks.distributed and self.engine.shares_weights:
             # A sharded policy gathers its weights in each forward, in step with the other ranks, but each rank's
@@ -159,8 +164,12 @@ class Trainer:
     def rollout(self, step: int) -> list[Episode]:
         """This rank's share of the step's prompts, sampled and scored; `episode.group` numbers the step's prompts."""
         t = self.config.train
-        # The data position skips the windows a rollback abandoned: their prompts are never trained on again.
-        problems = self.env.train_problems((step + self.guard.state.data_skip) * t.prompts_per_step, t.prompts_per_step)
+        if self.curriculum is not None:  # its stream position outlives a rollback, like the data skip below
+            self.draw = self.curriculum.draw(t.prompts_per_step)
+            problems = self.draw.problems
+        else:  # the data position skips the windows a rollback abandoned: their prompts are never trained on again
+            problems = self.env.train_problems((step + self.guard.state.data_skip) * t.prompts_per_step, t.prompts_per_step)
+        self.step_problems = problems
         mine = self.ranks.share(len(problems))
         prompts = [self.chat.prompt_ids(self.env.messages(problems[i])) for i in mine]
         episodes = self.sampler.generate([p for p in prompts for _ in range(t.group_size)], self.sampling(step))
@@ -293,6 +302,10 @@ class Trainer:
         self.ranks.barrier(f"step {step + 1}: rollouts")
         episodes = [episode for part in self.ranks.gather(local) for episode in part]  # the whole batch, on every rank
         trained_on = self.assign_advantages(episodes)
+        notices = []
+        if self.curriculum is not None and self.draw is not None:  # every rank observes the same, gathered episodes
+            promotion = self.curriculum.observe(self.step_problems, episodes)
+            notices = [promotion] if promotion else []
         self.engine.sleep()  # colocated on a GPU: the update gets the memory generation held
         with self.memory.phase("train"):
             stats = self.update(trained_on)
@@ -323,6 +336,8 @@ class Trainer:
             "step_seconds": finished - started,
             **self.memory.metrics(),
             **subset_metrics(episodes, mixed=self.mixed_subsets),
+            **difficulty_metrics(episodes, self.step_problems),
+            **(self.curriculum.metrics(self.draw) if self.curriculum is not None and self.draw is not None else {}),
             **tool_metrics(episodes, self.tool_names, per_subset=self.mixed_subsets),
             **reasoning_metrics([e.text for e in episodes], self._count_tokens, self.config.diagnostics),
             **({"kl_in_reward": float(np.mean([e.meta["kl"] for e in episodes]))} if "kl" in episodes[0].meta else {}),
@@ -331,6 +346,8 @@ class Trainer:
         warnings += self.hack_monitor.update(metrics)
         if warnings:
             metrics["warnings"] = warnings
+        if notices:
+            metrics["notices"] = notices
         return metrics
 
     def _count_tokens(self, text: str) -> int:
@@ -360,6 +377,8 @@ class Trainer:
         monitors = state.get("monitors", {})
         self.hack_monitor.load_state_dict(monitors.get("hacks"))
         self.tool_monitor.load_state_dict(monitors.get("tools"))
+        if self.curriculum is not None and not rollback:  # a rollback keeps the stream position and pass rates
+            self.curriculum.load_state_dict(state.get("curriculum"))
         self._apply_lr()
         self.step = state["step"]
         self.sync_weights()
@@ -368,6 +387,8 @@ class Trainer:
         t = self.config.train
         monitors = {"hacks": self.hack_monitor.state_dict(), "tools": self.tool_monitor.state_dict()}
         state = {"scheduler": self.scheduler.state_dict(), "guard": self.guard.state_dict(), "monitors": monitors}
+        if self.curriculum is not None:
+            state["curriculum"] = self.curriculum.state_dict()
         keep, suspect = t.keep_checkpoints, self.guard.suspect_from()
         save_checkpoint(
             self.checkpoint_dir(), self.step, self.policy, self.optimizer, state, self.tokenizer, self.ranks, keep, suspect

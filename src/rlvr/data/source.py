@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rlvr.errors import ConfigError
 from rlvr.registry import registered
 
 Format = Literal["auto", "jsonl", "csv", "parquet", "datasets"]
@@ -132,6 +133,9 @@ class Source(BaseModel):
         None, ge=0, description="held-out rows; default: all of a file or benchmark for use=eval, else a share of env.eval_size"
     )
     system_prompt: str | None = Field(None, description="instead of the environment's system prompt, for this source's rows")
+    difficulty: float | str | None = Field(
+        None, description="every row's difficulty (a number), or the field holding each row's (a column, a gym metadata key)"
+    )
     judge_prompt: Annotated[str, AfterValidator(judge_prompt_text)] | None = Field(
         None, description="verifier judge: this source's rubric, text or a .txt/.md file (relative to the recipe)"
     )
@@ -139,6 +143,18 @@ class Source(BaseModel):
     @property
     def kind(self) -> SourceKind:
         return source_kind(self.path)
+
+    def difficulty_in(self, record: dict[str, Any], where: str) -> float | None:
+        """A problem's difficulty: the source's number, or `record[difficulty]` (a row's columns, a gym entry's
+        metadata), which must be a number; `where` names the row for the error."""
+        if self.difficulty is None or isinstance(self.difficulty, float):
+            return self.difficulty
+        if self.difficulty not in record:
+            raise ConfigError(f"{where}: {self.difficulty}: missing (the source's difficulty field)")
+        value = record[self.difficulty]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: {self.difficulty}: expected a number (a difficulty), got {value!r}")
+        return float(value)
 
     @property
     def gym_task(self) -> str:
@@ -167,6 +183,8 @@ class Source(BaseModel):
             raise ValueError("gym: needs a task name, e.g. gym:chain_sum")
         if self.kind == "instructions":
             self._check_instructions_options()
+        if self.difficulty is not None and self.kind not in ("gym", "file"):
+            raise ValueError(f"difficulty is for files and reasoning-gym sources, not {self.path!r}")
         if self.subset is None:
             built_in = {"gym": self.gym_task, "humaneval": HUMANEVAL, "instructions": INSTRUCTIONS}
             self.subset = built_in.get(self.kind) or Path(self.path).stem

@@ -33,7 +33,7 @@ def mixture(config: MixtureEnvConfig) -> Environment:
 @ENVIRONMENTS.register("gym")
 def gym(config: GymEnvConfig) -> Environment:
     """One reasoning-gym task (`env.task`, `env.task_config`), scored by the task's own scorer."""
-    source = Source(path=f"{GYM_PREFIX}{config.task}", task_config=config.task_config)
+    source = Source(path=f"{GYM_PREFIX}{config.task}", task_config=config.task_config, difficulty=config.difficulty)
     return MixtureEnvironment(config, [source], keys=[("env.task", "env.task_config")])
 
 

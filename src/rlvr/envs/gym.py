@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlvr.curriculum import DIFFICULTY
 from rlvr.data import Source
 from rlvr.errors import ConfigError
 from rlvr.rewards.gym import gym_dataset, gym_meta
@@ -17,13 +18,18 @@ _MAX_SKIPPED = 100_000
 
 def gym_problem(source: Source, dataset: Any, index: int) -> Problem:
     entry = dataset[index]
+    difficulty = source.difficulty_in(entry.get("metadata") or {}, f"{source.path} problem {index}: metadata")
     return Problem(
         question=entry["question"],
         answer=str(entry["answer"]),
         verifier=source.verifier or "gym",
         subset=source.subset or source.gym_task,
         system_prompt=source.system_prompt,
-        meta={**gym_meta(source.gym_task, source.task_config, entry), "index": index},
+        meta={
+            **gym_meta(source.gym_task, source.task_config, entry),
+            "index": index,
+            **({DIFFICULTY: difficulty} if difficulty is not None else {}),
+        },
     )
 
 

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
+from rlvr.curriculum import DIFFICULTY
 from rlvr.data import Mixture, Row, Source, Stream, load_source, split_held_out
 from rlvr.data.source import JUDGE_PROMPT_META
 from rlvr.env_config import EnvCommon
@@ -56,6 +57,9 @@ def row_problem(row: Row, source: Source) -> Problem:
     meta = {**row.extra, "origin": f"{row.source}:{row.line}"}
     if row.tests is not None:
         meta["tests"] = row.tests
+    difficulty = source.difficulty_in(row.extra, f"{row.source}:{row.line}")
+    if difficulty is not None:
+        meta[DIFFICULTY] = difficulty
     if source.judge_prompt is not None:  # the rubric the judge grades this source's answers by
         meta[JUDGE_PROMPT_META] = source.judge_prompt
     if source.verifier == "gym":

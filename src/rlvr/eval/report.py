@@ -61,6 +61,8 @@ def markdown(summary: dict) -> str:
         lines += _judge(summary["judge"])
     if "reasoning" in summary:
         lines += _reasoning(summary["reasoning"])
+    if "difficulty" in summary:
+        lines += _difficulty(summary["difficulty"])
     if "budgets" in summary:
         lines += ["", "| thinking budget | avg@n | thinking tokens (mean) | forced |", "| --- | --- | --- | --- |"]
         for row in summary["budgets"]:
@@ -73,6 +75,19 @@ def markdown(summary: dict) -> str:
             f"({row['share_of_thinking']:.0%} of the thinking at {row['budget']})."
         )
     return "\n".join(lines) + "\n"
+
+
+def _difficulty(levels: list[dict]) -> list[str]:
+    """Accuracy and tokens against difficulty: where thinking starts to pay, and where answers get cut off."""
+    lines = ["", "## By difficulty", ""]
+    lines += ["| difficulty | questions | avg@n | thinking tokens | answer tokens | wrong, finished | wrong, cut off |"]
+    lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in levels:
+        lines.append(
+            f"| {row['difficulty']:g} | {row['questions']} | {_cell(row['avg@n'])} | {row['thinking_tokens']:.1f} | "
+            f"{row['answer_tokens']:.1f} | {row['wrong_finished_rate']:.1%} | {row['wrong_truncated_rate']:.1%} |"
+        )
+    return lines
 
 
 def _judge(judge: dict) -> list[str]:
@@ -177,6 +192,19 @@ def plots(summary: dict, samples: Sequence[Sample]) -> dict[str, str]:
         )
         title = "accuracy vs thinking budget"
         figures[title] = _finish(fig, ax, title, "thinking budget (tokens)", "avg@n", log2_x=True)
+
+    if "difficulty" in summary:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        rows = summary["difficulty"]
+        levels, values = [row["difficulty"] for row in rows], [row["avg@n"]["value"] for row in rows]
+        ax.errorbar(levels, values, yerr=_error_bars(values, [row["avg@n"] for row in rows]), marker="o", capsize=3)
+        tokens = ax.twinx()  # what the accuracy cost, on its own axis
+        tokens.plot(levels, [row["thinking_tokens"] for row in rows], color="C1", marker="s", label="thinking tokens")
+        tokens.plot(levels, [row["answer_tokens"] for row in rows], color="C2", marker="^", label="answer tokens")
+        tokens.set_ylabel("tokens per sample")
+        tokens.legend(fontsize="small", loc="upper right")
+        title = "accuracy and tokens vs difficulty"
+        figures[title] = _finish(fig, ax, title, "difficulty", "avg@n")
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.hist([s.tokens for s in samples], bins=30, alpha=0.7, label="all tokens")

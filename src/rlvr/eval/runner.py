@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from transformers import PreTrainedTokenizerBase
 
 from rlvr.config import SamplingConfig
+from rlvr.curriculum import difficulty_of
 from rlvr.envs import Environment
 from rlvr.eval.generation import Progress, generate, no_progress
 from rlvr.eval.provenance import data_hash, question_id, versions
@@ -99,6 +100,7 @@ def _verify(scorer: Scorer, problems: Sequence[Problem], samples: list[Sample], 
             problem.answer,
         )
         sample.sample = index % settings.n
+        sample.difficulty = difficulty_of(problem)
         sample.correct = score.components["correct"] == 1.0
         sample.reward = score.total
         sample.extracted = vote(sample.completion) if vote else None

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rlvr.curriculum import difficulty_of
 from rlvr.eval.estimators import QuestionSamples, summarize
 from rlvr.eval.sample import Sample
 from rlvr.eval.settings import EvalSettings
@@ -94,7 +95,40 @@ def metrics(problems: Sequence[Problem], samples: Sequence[Sample], settings: Ev
         result["judge"] = judge_summary(judged)
     if samples:
         result["reasoning"] = reasoning_summary(samples, settings.diagnostics)
+    levels = by_difficulty(problems, samples, settings)
+    if levels:
+        result["difficulty"] = levels
     return result
+
+
+def by_difficulty(problems: Sequence[Problem], samples: Sequence[Sample], settings: EvalSettings) -> list[dict]:
+    """Per difficulty, easiest first, for questions whose source gives one: avg@n with its interval, the tokens
+    spent (thinking and answer), and the wrong answers cut off by the token limit counted apart from the finished
+    ones. Empty when no question has a difficulty."""
+    n = settings.n
+    groups: dict[float, list[int]] = {}
+    for index, problem in enumerate(problems):
+        level = difficulty_of(problem)
+        if level is not None:
+            groups.setdefault(level, []).append(index)
+    rows = []
+    for level, indices in sorted(groups.items()):
+        chosen = [s for i in indices for s in samples[i * n : (i + 1) * n]]
+        questions = _questions([problems[i] for i in indices], chosen, n)
+        accuracy = summarize(questions, (), resamples=settings.resamples, seed=settings.seed)["avg@n"]
+        wrong = [s for s in chosen if not s.correct]
+        rows.append(
+            {
+                "difficulty": level,
+                "questions": len(indices),
+                "avg@n": {"value": accuracy["value"], "ci95": accuracy["ci95"]},
+                "thinking_tokens": float(np.mean([s.thinking_tokens for s in chosen])),
+                "answer_tokens": float(np.mean([s.answer_tokens for s in chosen])),
+                "wrong_finished_rate": sum(not s.truncated for s in wrong) / len(chosen),
+                "wrong_truncated_rate": sum(s.truncated for s in wrong) / len(chosen),
+            }
+        )
+    return rows
 
 
 def overthinking(samples: Sequence[Sample]) -> list[dict]:
