@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
 from rlvr.data import Source
 from rlvr.registry import name_tag, registered
@@ -33,9 +33,17 @@ class EnvCommon(_Strict):
     rewards: dict[Annotated[str, registered("rlvr.rewards", "REWARDS")], float] = Field(
         {}, description="more weighted reward terms next to correct and format, e.g. {length: 1.0}"
     )
+    confidence: bool = Field(False, description="ask for a stated confidence after the answer: calibration is measured")
+    brier_weight: float = Field(0.0, ge=0.0, description="weight of the Brier-score reward on the stated confidence")
     eval_size: int = Field(200, ge=1, description="held-out problems, shared by weight among the sources")
     eval_seed: int = 1_000_003
     train_seed: int = 17
+
+    @model_validator(mode="after")
+    def _brier_needs_confidence(self) -> EnvCommon:
+        if self.brier_weight and not self.confidence:
+            raise ValueError("brier_weight scores a stated confidence: set confidence: true too")
+        return self
 
     @property
     def label(self) -> str:

@@ -22,6 +22,7 @@ CURVES = [
     ("reasoning/reflection_rate", "reflection rate ('wait', 'verify', ...)"),
     ("reasoning/language_mixing_rate", "language-mixing rate"),
     ("curriculum/difficulty", "curriculum difficulty"),
+    ("calibration/brier", "Brier score of the stated confidence"),
     ("loss", "loss"),
     ("entropy", "entropy"),
     ("grad_norm", "grad norm"),

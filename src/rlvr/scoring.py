@@ -38,6 +38,7 @@ from pebble import ProcessExpired, ProcessPool
 from rlvr.errors import ConfigError
 from rlvr.plugins import load_plugins, loaded_plugins
 from rlvr.rewards import Rubric, Score
+from rlvr.rewards.calibration import split_confidence
 from rlvr.rewards.judge import JUDGE, Judge
 from rlvr.rewards.probes import hacked, run_probes
 from rlvr.step_metrics import PROBES_META
@@ -155,7 +156,8 @@ class Scorer:
             return problems
         if self.judge is None:
             raise ConfigError("verifier: judge needs the `judge:` section, and this scorer was built without a judge")
-        annotated = self.judge.annotate([texts[i] for i in judged], [problems[i] for i in judged])
+        answers = [split_confidence(texts[i])[0] if self.rubric.confidence else texts[i] for i in judged]
+        annotated = self.judge.annotate(answers, [problems[i] for i in judged])
         problems = list(problems)
         for index, problem in zip(judged, annotated):
             problems[index] = problem

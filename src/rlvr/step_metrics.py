@@ -82,6 +82,21 @@ def difficulty_metrics(episodes: Sequence[Episode], problems: Sequence[Problem])
     return metrics
 
 
+def calibration_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
+    """The stated confidences of a step (`env.confidence`): the share that stated one, their mean, and their Brier
+    score, (confidence - correct)^2, over those that did."""
+    stated = [
+        (e.meta["score_info"]["confidence"], e.rewards["correct"] == 1.0)
+        for e in episodes
+        if "confidence" in e.meta.get("score_info", {})
+    ]
+    metrics = {"calibration/stated_rate": len(stated) / len(episodes) if episodes else 0.0}
+    if stated:
+        metrics["calibration/mean_confidence"] = float(np.mean([c for c, _ in stated]))
+        metrics["calibration/brier"] = float(np.mean([(c - float(y)) ** 2 for c, y in stated]))
+    return metrics
+
+
 def difficulties_in(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """The difficulties that metrics rows have `difficulty/<d>/...` keys for, easiest first (as the keys spell them)."""
     found = {key.split("/")[1] for row in rows for key in row if key.startswith("difficulty/") and key.count("/") == 2}

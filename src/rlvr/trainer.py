@@ -50,7 +50,7 @@ from rlvr.rollout.judge import JUDGE_CACHE, make_judge
 from rlvr.rollout.sampler import make_sampler
 from rlvr.scoring import Scorer
 from rlvr.seeds import derive_seed, seed_everything
-from rlvr.step_metrics import difficulty_metrics, subset_metrics, tool_metrics, verifier_metrics
+from rlvr.step_metrics import calibration_metrics, difficulty_metrics, subset_metrics, tool_metrics, verifier_metrics
 from rlvr.tools.monitor import CollapseMonitor
 from rlvr.types import Episode, Problem
 
@@ -337,6 +337,7 @@ class Trainer:
             **self.memory.metrics(),
             **subset_metrics(episodes, mixed=self.mixed_subsets),
             **difficulty_metrics(episodes, self.step_problems),
+            **(calibration_metrics(episodes) if self.config.env.confidence else {}),
             **(self.curriculum.metrics(self.draw) if self.curriculum is not None and self.draw is not None else {}),
             **tool_metrics(episodes, self.tool_names, per_subset=self.mixed_subsets),
             **reasoning_metrics([e.text for e in episodes], self._count_tokens, self.config.diagnostics),

@@ -18,6 +18,7 @@ from rlvr.envs.base import Environment, standard_rubric
 from rlvr.envs.mixture import MixtureEnvironment
 from rlvr.envs.searchqa import SearchQAEnvironment
 from rlvr.envs.verifiers_env import VerifiersEnvironment
+from rlvr.errors import ConfigError
 from rlvr.registry import Registry
 
 # name -> factory(the environment's config, one of rlvr.env_config's types; a plugin's gets PluginEnvConfig)
@@ -59,7 +60,10 @@ def verifiers(config: VerifiersEnvConfig) -> Environment:
 
 
 def make_env(config: EnvCommon) -> Environment:
-    return ENVIRONMENTS[config.name](config)
+    env = ENVIRONMENTS[config.name](config)
+    if config.confidence and not env.rubric.confidence:
+        raise ConfigError(f"env.confidence: the {config.name} environment's rubric does not read a stated confidence")
+    return env
 
 
 __all__ = ["ENVIRONMENTS", "Environment", "MixtureEnvironment", "make_env", "standard_rubric"]

@@ -8,6 +8,7 @@ from typing import Any
 
 from rlvr.env_config import EnvCommon
 from rlvr.errors import ConfigError, lone_surrogate, parser_limit
+from rlvr.rewards.calibration import CONFIDENCE_INSTRUCTION
 from rlvr.rewards.rubric import Rubric
 from rlvr.types import Document, Problem
 
@@ -63,7 +64,8 @@ def check_messages(messages: list[Any], where: str, roles: tuple[str, ...]) -> l
 def standard_rubric(config: EnvCommon) -> Rubric:
     """Correctness (the problem's verifier), the answer-line format and the recipe's extra terms, weighted as the
     recipe says: the rubric of every built-in environment."""
-    return Rubric({"correct": config.correct_weight, "format": config.format_reward, **config.rewards})
+    weights = {"correct": config.correct_weight, "format": config.format_reward, **config.rewards}
+    return Rubric(weights, confidence=config.confidence, brier_weight=config.brier_weight)
 
 
 class Environment(ABC):
@@ -95,7 +97,13 @@ class Environment(ABC):
         """The environment's own search corpus (the `env` corpus of the search tool), if it has one."""
         return None
 
+    def system_text(self, problem: Problem) -> str:
+        """The problem's system prompt (its own, else the environment's), asking for a stated confidence when the
+        rubric reads one."""
+        system = problem.system_prompt or self.system_prompt
+        return f"{system} {CONFIDENCE_INSTRUCTION}" if self.rubric.confidence else system
+
     def messages(self, problem: Problem) -> list[dict[str, Any]]:
         """The prompt in chat format (OpenAI messages; demonstrations may hold tool calls and results)."""
-        system = problem.system_prompt or self.system_prompt
+        system = self.system_text(problem)
         return [{"role": "system", "content": system}, *self.demos, {"role": "user", "content": problem.question}]

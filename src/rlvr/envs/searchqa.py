@@ -453,5 +453,5 @@ class SearchQAEnvironment(Environment):
 
     def messages(self, problem: Problem) -> list[dict[str, Any]]:
         """System prompt, the two demonstrations, then the question (chat format with OpenAI-style tool calls)."""
-        system = problem.system_prompt or self.system_prompt
+        system = self.system_text(problem)
         return [{"role": "system", "content": system}, *demonstrations(), {"role": "user", "content": problem.question}]

@@ -63,6 +63,8 @@ def markdown(summary: dict) -> str:
         lines += _reasoning(summary["reasoning"])
     if "difficulty" in summary:
         lines += _difficulty(summary["difficulty"])
+    if "calibration" in summary:
+        lines += _calibration(summary["calibration"])
     if "budgets" in summary:
         lines += ["", "| thinking budget | avg@n | thinking tokens (mean) | forced |", "| --- | --- | --- | --- |"]
         for row in summary["budgets"]:
@@ -87,6 +89,25 @@ def _difficulty(levels: list[dict]) -> list[str]:
             f"| {row['difficulty']:g} | {row['questions']} | {_cell(row['avg@n'])} | {row['thinking_tokens']:.1f} | "
             f"{row['answer_tokens']:.1f} | {row['wrong_finished_rate']:.1%} | {row['wrong_truncated_rate']:.1%} |"
         )
+    return lines
+
+
+def _calibration(calibration: dict) -> list[str]:
+    """How far the stated confidences can be trusted: ECE, Brier score and the reliability table."""
+    lines = ["", "## Calibration (stated confidence)", ""]
+    lines.append(f"{calibration['stated_rate']:.1%} of answers stated a confidence ({calibration['answers']}).")
+    if "ece" not in calibration:
+        return lines
+    lines += [
+        f"Expected calibration error {calibration['ece']:.3f}, Brier score {calibration['brier']:.3f}; mean confidence "
+        f"{calibration['mean_confidence']:.1%} against accuracy {calibration['accuracy']:.1%} on those answers.",
+        "",
+        "| confidence | answers | mean confidence | accuracy |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in calibration["bins"]:
+        low, high = row["range"]
+        lines.append(f"| {low:.1f}-{high:.1f} | {row['answers']} | {row['confidence']:.1%} | {row['accuracy']:.1%} |")
     return lines
 
 
@@ -205,6 +226,15 @@ def plots(summary: dict, samples: Sequence[Sample]) -> dict[str, str]:
         tokens.legend(fontsize="small", loc="upper right")
         title = "accuracy and tokens vs difficulty"
         figures[title] = _finish(fig, ax, title, "difficulty", "avg@n")
+
+    if summary.get("calibration", {}).get("bins"):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        rows = summary["calibration"]["bins"]
+        ax.plot([0, 1], [0, 1], color="grey", ls="--", label="calibrated")
+        ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o", label="stated confidence")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.02, 1.02)
+        figures["reliability"] = _finish(fig, ax, "reliability", "mean stated confidence", "accuracy")
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.hist([s.tokens for s in samples], bins=30, alpha=0.7, label="all tokens")

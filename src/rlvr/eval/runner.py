@@ -27,6 +27,7 @@ from rlvr.eval.settings import EvalSettings
 from rlvr.eval.summary import metrics, overthinking
 from rlvr.reasoning_diagnostics import DiagnosticsConfig
 from rlvr.rewards import VOTE_KEYS
+from rlvr.rewards.calibration import CONFIDENCE, split_confidence
 from rlvr.rollout.base import RolloutEngine
 from rlvr.rollout.tool_loop import ToolLoop
 from rlvr.scoring import Scorer
@@ -72,7 +73,9 @@ def run_eval(
         for sample in samples:
             sample.budget = budget
         all_samples += samples
-        per_budget.append({"budget": budget, **metrics(problems, samples, settings, seconds)})
+        per_budget.append(
+            {"budget": budget, **metrics(problems, samples, settings, seconds, calibration=scorer.rubric.confidence)}
+        )
     summary = {
         **(provenance or {}),
         "data_hash": data_hash(problems),
@@ -103,7 +106,9 @@ def _verify(scorer: Scorer, problems: Sequence[Problem], samples: list[Sample], 
         sample.difficulty = difficulty_of(problem)
         sample.correct = score.components["correct"] == 1.0
         sample.reward = score.total
-        sample.extracted = vote(sample.completion) if vote else None
+        answer = split_confidence(sample.completion)[0] if scorer.rubric.confidence else sample.completion
+        sample.extracted = vote(answer) if vote else None
+        sample.confidence = score.info.get(CONFIDENCE)
         sample.score_error = score.error
         checked = [finding for finding in score.flags if finding.error is None]
         sample.probes = [finding.probe for finding in checked] or None

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 # Written only when present, so files without tools or scoring errors stay as short as they were.
-_OPTIONAL = {"tools", "messages", "score_error", "probes", "hacks", "judged", "difficulty"}
+_OPTIONAL = {"tools", "messages", "score_error", "probes", "hacks", "judged", "difficulty", "confidence"}
 # What verification adds; a sample kept from a run that failed before verifying it has none of these.
 _VERIFICATION = {
     *("id", "subset", "question", "reference", "sample", "correct", "reward", "extracted", "score_error", "budget"),
-    *("probes", "hacks", "judged", "difficulty"),
+    *("probes", "hacks", "judged", "difficulty", "confidence"),
 }
 
 
@@ -49,6 +49,7 @@ class Sample:
     # A judged answer (verifier: judge): the judge's verdict and, with judge.check_against, the hard verifier's.
     judged: dict[str, bool] | None = None
     difficulty: float | None = None  # the question's difficulty, when its source gives one
+    confidence: float | None = None  # the confidence it stated (env.confidence), when it stated one
 
     @property
     def tokens(self) -> int:

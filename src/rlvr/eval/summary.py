@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rlvr.curriculum import difficulty_of
+from rlvr.eval.calibration import calibration_summary
 from rlvr.eval.estimators import QuestionSamples, summarize
 from rlvr.eval.sample import Sample
 from rlvr.eval.settings import EvalSettings
@@ -72,8 +73,11 @@ def _questions(problems: Sequence[Problem], samples: Sequence[Sample], n: int) -
     ]
 
 
-def metrics(problems: Sequence[Problem], samples: Sequence[Sample], settings: EvalSettings, seconds: float) -> dict:
-    """avg@n, pass@k, maj@k and best-of-k with intervals, overall and per subset; compute; tool use; score errors."""
+def metrics(
+    problems: Sequence[Problem], samples: Sequence[Sample], settings: EvalSettings, seconds: float, calibration: bool = False
+) -> dict:
+    """avg@n, pass@k, maj@k and best-of-k with intervals, overall and per subset; compute; tool use; score errors;
+    the reasoning diagnostics, accuracy by difficulty and (`calibration`: confidences were asked for) calibration."""
     ks = tuple(k for k in settings.ks if k <= settings.n)
     result = summarize(_questions(problems, samples, settings.n), ks, resamples=settings.resamples, seed=settings.seed)
     # A vote means nothing where answers have no vote key (code): no maj@k there, nor overall if it mixes them in.
@@ -95,6 +99,8 @@ def metrics(problems: Sequence[Problem], samples: Sequence[Sample], settings: Ev
         result["judge"] = judge_summary(judged)
     if samples:
         result["reasoning"] = reasoning_summary(samples, settings.diagnostics)
+    if calibration and samples:
+        result["calibration"] = calibration_summary(samples)
     levels = by_difficulty(problems, samples, settings)
     if levels:
         result["difficulty"] = levels
