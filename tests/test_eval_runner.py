@@ -115,3 +115,31 @@ def test_length_aware_rewards_see_the_limit_in_evaluation(setup, tiny_model_dir,
     assert summary["score_errors"] == 0 and not any(s.score_error for s in samples)
     # Truncated at the 4-token limit, a sample gets DAPO's full penalty: reward = correct + format - 1.
     assert all(s.reward <= 0.1 for s in samples if s.truncated)
+
+
+def test_plain_generation_counts_the_thinking_as_training_does(tokenizer):
+    from rlvr.rollout.base import RolloutEngine
+    from rlvr.types import Episode
+
+    class Writes(RolloutEngine):
+        def __init__(self, texts):
+            self.texts = list(texts)
+
+        def generate(self, prompts, sampling):
+            episodes = []
+            for prompt in prompts:
+                ids = tokenizer.encode(self.texts.pop(0), add_special_tokens=False) + [tokenizer.eos_token_id]
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                episodes.append(Episode(list(prompt), ids, [0.0] * len(ids), [1] * len(ids), text=text))
+            return episodes
+
+        def update_weights(self, weights):
+            pass
+
+    env = make_env(MixtureEnvConfig(sources=[Source(path="gym:chain_sum", use="eval", eval_size=2)]))
+    texts = ["<think>\n3 + 4 = 7\n</think>\nAnswer: 7", "Answer: 7"]
+    _, samples = run_eval(Writes(texts), env, tokenizer, Scorer(env.rubric, workers=0), EvalSettings(resamples=100))
+    thinking = len(tokenizer("3 + 4 = 7", add_special_tokens=False).input_ids)
+    generated = len(tokenizer.encode(texts[0], add_special_tokens=False)) + 1
+    assert (samples[0].thinking_tokens, samples[0].answer_tokens) == (thinking, generated - thinking)
+    assert samples[1].thinking_tokens == 0 and samples[1].tokens == len(tokenizer.encode(texts[1], add_special_tokens=False)) + 1

@@ -11,6 +11,7 @@ from rlvr.envs import Environment
 from rlvr.eval.sample import Sample
 from rlvr.eval.settings import EvalSettings
 from rlvr.eval.thinking import THINKING_SYSTEM_PROMPT, generate_with_budget
+from rlvr.reasoning_diagnostics import split_thinking
 from rlvr.rollout import EngineError
 from rlvr.rollout.base import RolloutEngine
 from rlvr.rollout.tool_loop import ToolLoop
@@ -55,6 +56,10 @@ def generate(
     return samples
 
 
+def _count(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False).input_ids) if text else 0
+
+
 def _generate_chunk(
     engine: RolloutEngine | ToolLoop,
     env: Environment,
@@ -72,7 +77,10 @@ def _generate_chunk(
         for prompt, e in zip(prompts, episodes):
             # With tools, the model's own tokens only (tool results are not its compute), and the whole exchange.
             model_logprobs = [lp for lp, m in zip(e.logprobs, e.loss_mask) if m]
-            sample = Sample.generated(tokenizer.decode(prompt), e.text, 0, e.generated_tokens, False, e.truncated, model_logprobs)
+            # Thinking as training's diagnostics count it (the text inside the tags); the rest of the tokens are answer.
+            thinking = 0 if "tools" in e.meta else min(e.generated_tokens, _count(tokenizer, split_thinking(e.text)[0]))
+            answer = e.generated_tokens - thinking
+            sample = Sample.generated(tokenizer.decode(prompt), e.text, thinking, answer, False, e.truncated, model_logprobs)
             if "tools" in e.meta:
                 sample.tools, sample.messages = e.meta["tools"], e.meta["messages"]
             samples.append(sample)
