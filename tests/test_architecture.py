@@ -25,6 +25,7 @@ LAYERS = [
             "rlvr.step_metrics",
             "rlvr.reasoning_diagnostics",
             "rlvr.curriculum",
+            "rlvr.length_control",
             "rlvr.seeds",
             "rlvr.hardware",
             "rlvr.models",

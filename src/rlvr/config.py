@@ -32,6 +32,7 @@ from rlvr.data import source_kind
 from rlvr.data.source import anchor_prompt_file, hard_verifier, judge_prompt_text
 from rlvr.env_config import EnvCommon, EnvConfig, GymEnvConfig, env_config_type
 from rlvr.errors import ConfigError, lone_surrogate, parser_limit
+from rlvr.length_control import LengthControlConfig
 from rlvr.plugins import anchor_plugin, load_plugins
 from rlvr.reasoning_diagnostics import DiagnosticsConfig
 from rlvr.registry import registered, section_name
@@ -314,12 +315,18 @@ class RunConfig(_Strict):
     sft: SFTConfig = SFTConfig()
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
+    length_control: LengthControlConfig = LengthControlConfig()
     stages: Annotated[list[Stage], AfterValidator(check_stages)] = Field(
         [], description="a pipeline: sft, rl, rejection_sample and distill stages run in order, each from the model before it"
     )
     report_to: list[Annotated[str, registered("rlvr.trackers", "TRACKERS")]] = Field(
         [], description="experiment trackers that get every metrics.jsonl row and the config: tensorboard, wandb, trackio, mlflow"
     )
+
+    @model_validator(mode="after")
+    def _length_control_is_paid(self) -> RunConfig:
+        self.length_control.check_paid(self.env.rewards)
+        return self
 
     @property
     def run_dir(self) -> Path:

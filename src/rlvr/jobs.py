@@ -72,9 +72,15 @@ def eval_settings(
     min_thinking: int = 0,
 ) -> EvalSettings:
     """What to measure: the recipe's sampling with these changes. Temperature 0 is greedy decoding (the recipe's
-    temperature stays in the record, unused); `effort` is a named thinking budget (low, medium, high)."""
+    temperature stays in the record, unused). `effort` is a named thinking budget (low, medium, high) held by budget
+    forcing; for a recipe with `length_control`, it is instead its own levels (comma-separated for a curve, `off`
+    too with `no_reasoning`), stated in the prompt as in training, and `reasoning=False` states `off` the same way."""
     from rlvr.eval import EvalSettings
     from rlvr.eval.thinking import resolve_budget
+
+    efforts = learned_efforts(config, effort, reasoning)
+    if efforts:
+        effort, reasoning = None, True
 
     sampling = config.eval_sampling()
     sampling = sampling.model_copy(
@@ -91,7 +97,30 @@ def eval_settings(
         reasoning=reasoning,
         min_thinking=min_thinking,
         diagnostics=config.diagnostics,
+        efforts=efforts,
     )
+
+
+def learned_efforts(config: RunConfig, effort: str | None, reasoning: bool) -> tuple[tuple[str, int], ...]:
+    """The (level, thinking tokens) the prompt states for `--effort` / `--no-reasoning` when the recipe trained
+    with length control; () otherwise (budget forcing then holds the thinking)."""
+    from rlvr.length_control import OFF
+
+    control = config.length_control
+    if not control.enabled or (effort is None and reasoning):
+        return ()
+    known = {**control.efforts, **({OFF: 0} if control.no_reasoning else {})}
+    if effort is None:
+        if OFF not in known:
+            return ()  # trained without reasoning off: --no-reasoning forces an empty thinking block, as for any model
+        return ((OFF, 0),)
+    levels = [level.strip() for level in effort.split(",") if level.strip()]
+    for level in levels:
+        if level not in known:
+            raise ConfigError(f"--effort: {level!r}: the recipe's length control trained {', '.join(known)}")
+    if not reasoning:
+        raise ConfigError("--effort and --no-reasoning: give one (off is an effort level of this recipe)")
+    return tuple((level, known[level]) for level in levels)
 
 
 def rejection_job_of(config: RunConfig, label: str, split: str, options: RejectionOptions) -> RejectionJob:

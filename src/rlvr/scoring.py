@@ -129,13 +129,22 @@ class Scorer:
         return scores
 
     def score_completions(
-        self, texts: Sequence[str], num_tokens: Sequence[int], problems: Sequence[Problem], max_tokens: int
+        self,
+        texts: Sequence[str],
+        num_tokens: Sequence[int],
+        problems: Sequence[Problem],
+        max_tokens: int,
+        thinking_tokens: Sequence[int] | None = None,
     ) -> list[Score]:
-        """`score`, with each completion's length in tokens and the generation limit put in its problem's meta for
-        length-aware rewards (a reward sees only text, and tokens are what the limit counts). Failures are logged."""
+        """`score`, with each completion's length in tokens (and its thinking's, when given) and the generation limit
+        put in its problem's meta for length-aware rewards (a reward sees only text, and tokens are what the limit
+        counts). Failures are logged."""
+        thinking = thinking_tokens if thinking_tokens is not None else [None] * len(texts)
         sized = [
-            replace(problem, meta={**problem.meta, "max_tokens": max_tokens, "completion_tokens": tokens})
-            for tokens, problem in zip(num_tokens, problems)
+            replace(
+                problem, meta={**problem.meta, "max_tokens": max_tokens, "completion_tokens": tokens, "thinking_tokens": think}
+            )
+            for tokens, think, problem in zip(num_tokens, thinking, problems)
         ]
         scores = self.score(texts, self._judged(texts, sized))
         errors = [score.error for score in scores if score.error]
@@ -163,9 +172,16 @@ class Scorer:
             problems[index] = problem
         return problems
 
-    def score_episodes(self, episodes: Sequence[Episode], problems: Sequence[Problem], max_tokens: int) -> list[Score]:
+    def score_episodes(
+        self,
+        episodes: Sequence[Episode],
+        problems: Sequence[Problem],
+        max_tokens: int,
+        thinking_tokens: Sequence[int] | None = None,
+    ) -> list[Score]:
         """Score each episode against its problem and store the result on it (reward, components, diagnostics)."""
-        scores = self.score_completions([e.text for e in episodes], [e.generated_tokens for e in episodes], problems, max_tokens)
+        texts, lengths = [e.text for e in episodes], [e.generated_tokens for e in episodes]
+        scores = self.score_completions(texts, lengths, problems, max_tokens, thinking_tokens)
         for episode, problem, score in zip(episodes, problems, scores):
             episode.reward, episode.rewards = score.total, score.components
             episode.meta["subset"] = problem.subset

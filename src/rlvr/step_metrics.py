@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rlvr.curriculum import difficulty_of
+from rlvr.length_control import EFFORT, TARGET
 from rlvr.types import Episode, Problem
 
 _TOOLS = "tools/"
@@ -94,6 +95,22 @@ def calibration_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
     if stated:
         metrics["calibration/mean_confidence"] = float(np.mean([c for c, _ in stated]))
         metrics["calibration/brier"] = float(np.mean([(c - float(y)) ** 2 for c, y in stated]))
+    return metrics
+
+
+def effort_metrics(episodes: Sequence[Episode], problems: Sequence[Problem]) -> dict[str, float]:
+    """Per stated effort (`length_control`): its target, the thinking tokens spent (`meta["thinking_tokens"]`) and
+    accuracy, as `effort/<level>/...`; nothing when no problem states one."""
+    by_level: dict[str, list[Episode]] = {}
+    for episode in episodes:
+        level = problems[episode.group].meta.get(EFFORT)
+        if level is not None:
+            by_level.setdefault(level, []).append(episode)
+    metrics: dict[str, float] = {}
+    for level, members in sorted(by_level.items()):
+        metrics[f"effort/{level}/target"] = problems[members[0].group].meta[TARGET]
+        metrics[f"effort/{level}/thinking_tokens"] = float(np.mean([e.meta["thinking_tokens"] for e in members]))
+        metrics[f"effort/{level}/accuracy"] = float(np.mean([e.rewards["correct"] == 1.0 for e in members]))
     return metrics
 
 

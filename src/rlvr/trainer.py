@@ -43,14 +43,21 @@ from rlvr.memory import PhaseMemory, release_freed_memory
 from rlvr.metrics import MetricsLog
 from rlvr.models import decoder_layers, inference_weights, load_policy, load_reference, load_tokenizer
 from rlvr.optimizers import make_optimizer, step_freeing_gradients
-from rlvr.reasoning_diagnostics import reasoning_metrics
+from rlvr.reasoning_diagnostics import reasoning_metrics, split_thinking
 from rlvr.rewards.probes import HackMonitor
 from rlvr.rollout import RolloutEngine, SamplingParams, make_engine
 from rlvr.rollout.judge import JUDGE_CACHE, make_judge
 from rlvr.rollout.sampler import make_sampler
 from rlvr.scoring import Scorer
 from rlvr.seeds import derive_seed, seed_everything
-from rlvr.step_metrics import calibration_metrics, difficulty_metrics, subset_metrics, tool_metrics, verifier_metrics
+from rlvr.step_metrics import (
+    calibration_metrics,
+    difficulty_metrics,
+    effort_metrics,
+    subset_metrics,
+    tool_metrics,
+    verifier_metrics,
+)
 from rlvr.tools.monitor import CollapseMonitor
 from rlvr.types import Episode, Problem
 
@@ -169,6 +176,8 @@ class Trainer:
             problems = self.draw.problems
         else:  # the data position skips the windows a rollback abandoned: their prompts are never trained on again
             problems = self.env.train_problems((step + self.guard.state.data_skip) * t.prompts_per_step, t.prompts_per_step)
+        if self.config.length_control.enabled:  # each prompt states the effort it drew
+            problems = [self.config.length_control.draw(p, self.config.seed, step, i) for i, p in enumerate(problems)]
         self.step_problems = problems
         mine = self.ranks.share(len(problems))
         prompts = [self.chat.prompt_ids(self.env.messages(problems[i])) for i in mine]
@@ -176,7 +185,13 @@ class Trainer:
         for index, episode in enumerate(episodes):
             episode.group = mine.start + index // t.group_size
         started = time.perf_counter()
-        self.scorer.score_episodes(episodes, [problems[e.group] for e in episodes], self.config.sampling.max_new_tokens)
+        thinking = None
+        if self.config.length_control.enabled:  # the length reward and the effort metrics measure the thinking
+            thinking = [self._count_tokens(split_thinking(e.text)[0]) for e in episodes]
+            for episode, tokens in zip(episodes, thinking):
+                episode.meta["thinking_tokens"] = tokens
+        max_tokens = self.config.sampling.max_new_tokens
+        self.scorer.score_episodes(episodes, [problems[e.group] for e in episodes], max_tokens, thinking)
         self.score_seconds = time.perf_counter() - started
         return episodes
 
@@ -337,6 +352,7 @@ class Trainer:
             **self.memory.metrics(),
             **subset_metrics(episodes, mixed=self.mixed_subsets),
             **difficulty_metrics(episodes, self.step_problems),
+            **effort_metrics(episodes, self.step_problems),
             **(calibration_metrics(episodes) if self.config.env.confidence else {}),
             **(self.curriculum.metrics(self.draw) if self.curriculum is not None and self.draw is not None else {}),
             **tool_metrics(episodes, self.tool_names, per_subset=self.mixed_subsets),

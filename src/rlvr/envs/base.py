@@ -8,6 +8,7 @@ from typing import Any
 
 from rlvr.env_config import EnvCommon
 from rlvr.errors import ConfigError, lone_surrogate, parser_limit
+from rlvr.length_control import effort_line
 from rlvr.rewards.calibration import CONFIDENCE_INSTRUCTION
 from rlvr.rewards.rubric import Rubric
 from rlvr.types import Document, Problem
@@ -98,10 +99,11 @@ class Environment(ABC):
         return None
 
     def system_text(self, problem: Problem) -> str:
-        """The problem's system prompt (its own, else the environment's), asking for a stated confidence when the
-        rubric reads one."""
-        system = problem.system_prompt or self.system_prompt
-        return f"{system} {CONFIDENCE_INSTRUCTION}" if self.rubric.confidence else system
+        """The problem's system prompt (its own, else the environment's), then the effort it states (length control)
+        and the request for a stated confidence when the rubric reads one."""
+        parts = [problem.system_prompt or self.system_prompt, effort_line(problem)]
+        parts.append(CONFIDENCE_INSTRUCTION if self.rubric.confidence else None)
+        return " ".join(part for part in parts if part)
 
     def messages(self, problem: Problem) -> list[dict[str, Any]]:
         """The prompt in chat format (OpenAI messages; demonstrations may hold tool calls and results)."""

@@ -70,6 +70,13 @@ def markdown(summary: dict) -> str:
         for row in summary["budgets"]:
             thinking = row["compute"]["thinking_tokens_per_sample"]["mean"]
             lines.append(f"| {row['budget']} | {_cell(row['avg@n'])} | {thinking:.1f} | {row['compute']['forced_rate']:.0%} |")
+    if "efforts" in summary:
+        lines += ["", "| stated effort | target thinking tokens | thinking tokens (mean) | of target | avg@n |"]
+        lines += ["| --- | --- | --- | --- | --- |"]
+        for row in summary["efforts"]:
+            spent = row["reasoning"]["thinking_tokens"]
+            share = f"{spent / row['target']:.0%}" if row["target"] else "-"
+            lines.append(f"| {row['effort']} | {row['target']} | {spent:.1f} | {share} | {_cell(row['avg@n'])} |")
     for row in summary.get("overthinking", []):
         lines.append(
             f"\nOverthinking at budget {row['budget']}: on the {row['easy_questions']} questions solved at budget "
@@ -213,6 +220,19 @@ def plots(summary: dict, samples: Sequence[Sample]) -> dict[str, str]:
         )
         title = "accuracy vs thinking budget"
         figures[title] = _finish(fig, ax, title, "thinking budget (tokens)", "avg@n", log2_x=True)
+
+    if "efforts" in summary:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        rows = summary["efforts"]
+        labels, values = [row["effort"] for row in rows], [row["avg@n"]["value"] for row in rows]
+        ax.errorbar(labels, values, yerr=_error_bars(values, [row["avg@n"] for row in rows]), marker="o", capsize=3)
+        tokens = ax.twinx()
+        tokens.plot(labels, [row["reasoning"]["thinking_tokens"] for row in rows], color="C1", marker="s", label="thinking")
+        tokens.plot(labels, [row["target"] for row in rows], color="grey", ls="--", marker="_", label="target")
+        tokens.set_ylabel("thinking tokens per sample")
+        tokens.legend(fontsize="small", loc="upper left")
+        title = "accuracy and thinking vs stated effort"
+        figures[title] = _finish(fig, ax, title, "effort", "avg@n")
 
     if "difficulty" in summary:
         fig, ax = plt.subplots(figsize=(5, 3.5))

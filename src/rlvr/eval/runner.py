@@ -25,6 +25,7 @@ from rlvr.eval.provenance import data_hash, question_id, versions
 from rlvr.eval.sample import Sample
 from rlvr.eval.settings import EvalSettings
 from rlvr.eval.summary import metrics, overthinking
+from rlvr.length_control import stated
 from rlvr.reasoning_diagnostics import DiagnosticsConfig
 from rlvr.rewards import VOTE_KEYS
 from rlvr.rewards.calibration import CONFIDENCE, split_confidence
@@ -48,9 +49,9 @@ def run_eval(
     problems: Sequence[Problem] | None = None,
 ) -> tuple[dict, list[Sample]]:
     """(summary, samples). The summary's top level holds the plain run's metrics, or the largest budget's when
-    budgets are given (each budget's are under `budgets`). With tools, `engine` is the tool loop and `chat`
-    the format that advertises its tools in the prompt. `problems`: the questions to sample (default: the
-    environment's held-out split; rejection sampling passes training questions)."""
+    budgets are given (each budget's are under `budgets`), or the last stated effort's (each under `efforts`). With
+    tools, `engine` is the tool loop and `chat` the format that advertises its tools in the prompt. `problems`: the
+    questions to sample (default: the environment's held-out split; rejection sampling passes training questions)."""
     chat = chat or ChatFormat(tokenizer)
     if chat.tools and (settings.budgets or not settings.reasoning):
         raise ValueError("thinking budgets and --no-reasoning are not supported together with tools")
@@ -59,23 +60,30 @@ def run_eval(
         raise ValueError("no problems to evaluate")
     if any(k > settings.n for k in settings.ks):
         raise ValueError(f"every k must be <= n={settings.n} (got k={list(settings.ks)})")
+    if settings.efforts and settings.budgets:
+        raise ValueError("stated efforts (a model trained with length control) and thinking budgets are two controls: pick one")
     all_samples: list[Sample] = []
-    per_budget = []
+    per_budget, per_effort = [], []
     budgets = sorted(settings.budgets) or [None]
-    total = len(problems) * settings.n * len(budgets)
+    efforts: list[tuple[str, int] | None] = list(settings.efforts) or [None]
+    total = len(problems) * settings.n * len(budgets) * len(efforts)
     for budget in budgets:
-        started = time.perf_counter()
-        samples = generate(engine, env, tokenizer, problems, settings, budget, chat, progress, total)
-        seconds = time.perf_counter() - started
-        # The generation limit the length-aware rewards measure against: thinking plus answer under a budget.
-        limit = budget + settings.answer_tokens if budget is not None else settings.max_new_tokens
-        _verify(scorer, problems, samples, settings, limit)
-        for sample in samples:
-            sample.budget = budget
-        all_samples += samples
-        per_budget.append(
-            {"budget": budget, **metrics(problems, samples, settings, seconds, calibration=scorer.rubric.confidence)}
-        )
+        for effort in efforts:
+            asked = [stated(p, *effort) for p in problems] if effort is not None else problems
+            started = time.perf_counter()
+            samples = generate(engine, env, tokenizer, asked, settings, budget, chat, progress, total)
+            seconds = time.perf_counter() - started
+            # The generation limit the length-aware rewards measure against: thinking plus answer under a budget.
+            limit = budget + settings.answer_tokens if budget is not None else settings.max_new_tokens
+            _verify(scorer, asked, samples, settings, limit)
+            for sample in samples:
+                sample.budget = budget
+                sample.effort = effort[0] if effort is not None else None
+            all_samples += samples
+            part = metrics(problems, samples, settings, seconds, calibration=scorer.rubric.confidence)
+            if effort is not None:
+                per_effort.append({"effort": effort[0], "target": effort[1], **part})
+            per_budget.append({"budget": budget, **part})
     summary = {
         **(provenance or {}),
         "data_hash": data_hash(problems),
@@ -86,6 +94,8 @@ def run_eval(
     }
     if settings.budgets:
         summary["budgets"] = per_budget
+    if settings.efforts:
+        summary["efforts"] = per_effort
     if len(settings.budgets) > 1:
         summary["overthinking"] = overthinking(all_samples)
     return summary, all_samples
@@ -93,7 +103,8 @@ def run_eval(
 
 def _verify(scorer: Scorer, problems: Sequence[Problem], samples: list[Sample], settings: EvalSettings, max_tokens: int) -> None:
     repeated = [p for p in problems for _ in range(settings.n)]
-    scores = scorer.score_completions([s.completion for s in samples], [s.tokens for s in samples], repeated, max_tokens)
+    texts, tokens, thinking = [s.completion for s in samples], [s.tokens for s in samples], [s.thinking_tokens for s in samples]
+    scores = scorer.score_completions(texts, tokens, repeated, max_tokens, thinking)
     for index, (problem, sample, score) in enumerate(zip(repeated, samples, scores)):
         vote = VOTE_KEYS.get(problem.verifier)
         sample.id, sample.subset, sample.question, sample.reference = (

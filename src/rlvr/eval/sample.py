@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 # Written only when present, so files without tools or scoring errors stay as short as they were.
-_OPTIONAL = {"tools", "messages", "score_error", "probes", "hacks", "judged", "difficulty", "confidence"}
+_OPTIONAL = {"tools", "messages", "score_error", "probes", "hacks", "judged", "difficulty", "confidence", "effort"}
 # What verification adds; a sample kept from a run that failed before verifying it has none of these.
 _VERIFICATION = {
     *("id", "subset", "question", "reference", "sample", "correct", "reward", "extracted", "score_error", "budget"),
-    *("probes", "hacks", "judged", "difficulty", "confidence"),
+    *("probes", "hacks", "judged", "difficulty", "confidence", "effort"),
 }
 
 
@@ -50,6 +50,7 @@ class Sample:
     judged: dict[str, bool] | None = None
     difficulty: float | None = None  # the question's difficulty, when its source gives one
     confidence: float | None = None  # the confidence it stated (env.confidence), when it stated one
+    effort: str | None = None  # the effort its prompt stated (a model trained with length control)
 
     @property
     def tokens(self) -> int:

@@ -21,6 +21,9 @@ class EvalSettings:
     answer_tokens: int = 32  # after the thinking part, under a budget
     min_thinking: int = 0  # a thinking part that closes sooner is extended with "Wait," (budget forcing's other half)
     reasoning: bool = True  # False: an empty thinking block, the model answers at once
+    # Efforts the prompt states, (level, thinking tokens) each, for a model trained with length control: the model
+    # keeps to them itself (no budget forcing); one evaluation per effort, as per budget.
+    efforts: tuple[tuple[str, int], ...] = ()
     resamples: int = 10_000
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)  # what the reasoning section looks for
 
@@ -48,4 +51,5 @@ class EvalSettings:
             "answer_tokens": self.answer_tokens,
             "min_thinking": self.min_thinking,
             "reasoning": self.reasoning,
+            **({"efforts": [list(effort) for effort in self.efforts]} if self.efforts else {}),
         }

@@ -1,11 +1,16 @@
-"""DAPO's soft overlong punishment (Yu et al. 2025, "DAPO", eq. 13), as a reward term.
+"""Length terms of the reward.
 
-Truncated completions are noisy to learn from: the answer may have been right but was cut off. Rather than a
-cliff at the length limit, the penalty ramps from 0 to -1 over the last `buffer` tokens before `max_tokens`.
+- `length`: DAPO's soft overlong punishment (Yu et al. 2025, "DAPO", eq. 13). Truncated completions are noisy to
+  learn from: the answer may have been right but was cut off. Rather than a cliff at the length limit, the penalty
+  ramps from 0 to -1 over the last `buffer` tokens before `max_tokens`.
+- `thinking_length`: L1's length term (Aggarwal & Welleck 2025, LCPO-exact, relative to the target): the thinking
+  against the budget the prompt stated (`rlvr.length_control`).
 """
 
 from __future__ import annotations
 
+from rlvr.length_control import TARGET
+from rlvr.reasoning_diagnostics import split_thinking
 from rlvr.rewards.base import register_reward
 from rlvr.types import Problem
 
@@ -48,3 +53,28 @@ def length_reward(text: str, problem: Problem) -> float:
     if num_tokens is None:
         num_tokens = len(text.split())
     return overlong_penalty(int(num_tokens), max_tokens, buffer)
+
+
+def thinking_penalty(thinking_tokens: int, target: int) -> float:
+    """-|thinking - target| / target, at least -1: 0 on the budget, -0.5 at half or one and a half times it. With a
+    target of 0 (reasoning off) any thinking at all costs -1."""
+    if target < 0 or thinking_tokens < 0:
+        raise ValueError(f"need non-negative counts, got thinking={thinking_tokens}, target={target}")
+    if target == 0:
+        return -1.0 if thinking_tokens else 0.0
+    return -min(1.0, abs(thinking_tokens - target) / target)
+
+
+@register_reward("thinking_length")
+def thinking_length_reward(text: str, problem: Problem) -> float:
+    """`thinking_penalty` of the completion's thinking against the budget its prompt stated (`problem.meta`'s
+    `thinking_target`, written by length control; 0.0 for a prompt that stated none). The thinking's length is
+    `meta["thinking_tokens"]`, which the trainer and the evaluation write (the tokenizer's count of the text inside
+    the tags); without it, its whitespace-separated words, a stopgap that undercounts."""
+    target = problem.meta.get(TARGET)
+    if target is None:
+        return 0.0
+    tokens = problem.meta.get("thinking_tokens")
+    if tokens is None:
+        tokens = len(split_thinking(text)[0].split())
+    return thinking_penalty(int(tokens), int(target))
