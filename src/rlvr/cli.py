@@ -176,8 +176,13 @@ def eval_(
     k: Annotated[str, typer.Option("--k", help="Comma-separated k for pass@k, maj@k and best-of-k")] = "1",
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first L questions only")] = None,
     budgets: Annotated[str | None, typer.Option(help="Thinking budgets in tokens, e.g. 64,128,256: a curve of accuracy")] = None,
-    effort: Annotated[str | None, typer.Option(help="Named thinking budget: low, medium or high")] = None,
-    reasoning: Annotated[bool, typer.Option(help="--no-reasoning: an empty thinking block, answer at once")] = True,
+    effort: Annotated[
+        str | None,
+        typer.Option(help="Named thinking budget: low, medium or high; with a recipe's length_control, its levels (low,high)"),
+    ] = None,
+    reasoning: Annotated[
+        bool, typer.Option(help="--no-reasoning: an empty thinking block (with length_control's no_reasoning: stated off)")
+    ] = True,
     min_thinking: Annotated[int, typer.Option(min=0, help="Extend a shorter thinking part with 'Wait,' (with --budgets)")] = 0,
     temperature: Annotated[float | None, typer.Option(min=0.0, help="Sampling temperature (default: the recipe's)")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Generation limit (default: the recipe's)")] = None,
