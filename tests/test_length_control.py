@@ -181,3 +181,27 @@ def test_an_evaluation_per_stated_effort(tokenizer):
 def test_a_bad_effort_config_is_a_validation_error():
     with pytest.raises(ValidationError):
         LengthControlConfig(efforts={"two words": 8})
+
+
+def test_the_packaged_cold_start_states_each_effort_as_training_does(tokenizer):
+    import json
+
+    from rlvr.config import RECIPES_DIR
+    from rlvr.reasoning_diagnostics import split_thinking
+
+    config = load_config("length-control", [])
+    env = make_env(config.env)
+    efforts = {**config.length_control.efforts, "off": 0}
+    spent: dict[str, list[int]] = {}
+    for line in (RECIPES_DIR / "data" / "effort_traces.jsonl").read_text().splitlines():
+        system, user, assistant = json.loads(line)["messages"]
+        level = next(
+            name
+            for name in efforts
+            if env.system_text(stated(Problem(user["content"], ""), name, efforts[name])) == system["content"]
+        )
+        thinking = split_thinking(assistant["content"])[0]
+        spent.setdefault(level, []).append(len(tokenizer(thinking, add_special_tokens=False).input_ids) if thinking else 0)
+    assert {level: len(counts) for level, counts in spent.items()} == dict.fromkeys(efforts, 100)
+    for level, counts in spent.items():  # the recipe's budgets are the traces' own means
+        assert sum(counts) / len(counts) == pytest.approx(efforts[level], abs=1.0)
