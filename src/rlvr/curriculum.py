@@ -91,6 +91,7 @@ class Draw:
     problems: list[Problem]
     filtered: int  # seen before, pass rate outside (low, high)
     passed_over: int  # outside the current level
+    difficulty: float | None = None  # the level they were drawn at (None without a schedule)
 
 
 class Curriculum:
@@ -154,7 +155,8 @@ class Curriculum:
                     chosen.append(problem)
                     if len(chosen) == count:
                         break
-        return Draw(chosen, filtered, passed_over)
+        level = self.config.schedule[self.level] if self.config.schedule else None
+        return Draw(chosen, filtered, passed_over, level)
 
     # ---- what was measured ----------------------------------------------
     def observe(self, problems: Sequence[Problem], episodes: Sequence[Episode]) -> str | None:
@@ -188,8 +190,8 @@ class Curriculum:
         rows: dict[str, float] = {"curriculum/filtered": draw.filtered, "curriculum/passed_over": draw.passed_over}
         if self.config.filter:
             rows["curriculum/tracked_prompts"] = len(self.pass_rates)
-        if self.config.schedule:
-            rows["curriculum/difficulty"] = self.config.schedule[self.level]
+        if draw.difficulty is not None:  # the step's level, even when the step promoted
+            rows["curriculum/difficulty"] = draw.difficulty
         return rows
 
     # ---- checkpoint state ----------------------------------------------
