@@ -168,6 +168,10 @@ def test_an_evaluation_per_stated_effort(tokenizer):
     summary, samples = run_eval(Thinks(), env, tokenizer, Scorer(env.rubric, workers=0), settings)
     assert [row["effort"] for row in summary["efforts"]] == ["off", "low"] and len(samples) == 6
     assert [s.effort for s in samples] == ["off"] * 3 + ["low"] * 3
+    assert summary["effort"] == "low"  # the headline: the last effort (what --compare pairs)
+    from rlvr.eval.compare import question_accuracy
+
+    assert len(question_accuracy(samples, None, "off")) == 3 and question_accuracy(samples) == {}
     assert sum("Reasoning: off" in p for p in prompts) == 3 and sum("about 8 tokens" in p for p in prompts) == 3
     assert summary["efforts"][0]["reasoning"]["thinking_tokens"] == 0.0
     assert summary["efforts"][1]["reasoning"]["thinking_tokens"] == 8.0  # " ok" is one token

@@ -40,18 +40,19 @@ def evaluation_files(folder: Path) -> tuple[Path, Path]:
 
 
 def sample_accuracy(summary_path: Path, samples_path: Path) -> dict[str, float]:
-    """Question id -> mean correctness over its samples (the headline condition: the largest budget, if any), from
+    """Question id -> mean correctness over its samples (the headline condition: the largest budget or the last
+    stated effort, if any), from
     a summary and its samples: an evaluation folder's, or a run's `eval_after.json` and `eval_after.samples.jsonl`."""
-    budget = json.loads(summary_path.read_text()).get("budget")
+    summary = json.loads(summary_path.read_text())
     samples = [Sample.from_dict(json.loads(line)) for line in samples_path.read_text().splitlines()]
-    return question_accuracy(samples, budget)
+    return question_accuracy(samples, summary.get("budget"), summary.get("effort"))
 
 
-def question_accuracy(samples: Iterable[Sample], budget: int | None = None) -> dict[str, float]:
-    """Question id -> mean correctness over its samples under `budget` (None: the plain run)."""
+def question_accuracy(samples: Iterable[Sample], budget: int | None = None, effort: str | None = None) -> dict[str, float]:
+    """Question id -> mean correctness over its samples under `budget` and the stated `effort` (None: the plain run)."""
     correct: dict[str, list[bool]] = defaultdict(list)
     for sample in samples:
-        if sample.budget == budget:
+        if sample.budget == budget and sample.effort == effort:
             correct[sample.id].append(sample.correct)
     return {qid: sum(values) / len(values) for qid, values in correct.items()}
 

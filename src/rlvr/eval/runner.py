@@ -83,7 +83,7 @@ def run_eval(
             part = metrics(problems, samples, settings, seconds, calibration=scorer.rubric.confidence)
             if effort is not None:
                 per_effort.append({"effort": effort[0], "target": effort[1], **part})
-            per_budget.append({"budget": budget, **part})
+            per_budget.append({"budget": budget, **({"effort": effort[0]} if effort is not None else {}), **part})
     summary = {
         **(provenance or {}),
         "data_hash": data_hash(problems),
