@@ -52,6 +52,20 @@ def test_the_default_guard_never_fires_on_recorded_healthy_runs():
     assert all(guard.spike({"grad_norm": g, "loss": loss}) is None for g, loss in zip(grad_norms, losses))
 
 
+def test_a_loss_near_zero_is_measured_against_a_spread_of_at_least_a_hundredth():
+    """Losses of the reasoning recipe (fp32, a sharp cold-started policy): on-policy they sit within 1e-4 of 0, so
+    their MAD is ~1e-5, and without the floor the 0.0019 of step 12 read as a 157-MAD spike and skipped its update."""
+    losses = [1.02e-05, 2.947e-05, 5.546e-05, 1.957e-05, 3.038e-05, 1.058e-05, -2.15e-07, -0.001229, 5.067e-05,
+              1.815e-05, -0.0005719, 0.001939, -0.001848, -0.01435, -0.01365, 0.0012, -0.007894, 2.223e-05]  # fmt: skip
+    guard = Guard(GuardConfig())
+    assert all(guard.spike({"grad_norm": 1.0 + i % 3 / 10, "loss": loss}) is None for i, loss in enumerate(losses))
+    window = RobustWindow(20, losses[:10])
+    assert window.excess(0.001939, min_history=8) > 100  # what the bare MAD made of it
+    assert window.excess(0.001939, min_history=8, min_spread=0.01) == pytest.approx((0.001939 - window.median()) / 0.01)
+    spike = guard.spike({"grad_norm": 1.1, "loss": 0.5})
+    assert spike is not None and spike.startswith("loss 0.5 is 50.0 MADs above its median")  # a real one still is
+
+
 def _row(step: int, reward: float, **extra: float) -> dict:
     return {"step": step, "reward": reward, "loss": 0.0, "grad_norm": 1.0, "guard/nonfinite_weights": 0, **extra}
 

@@ -26,6 +26,10 @@ import numpy as np
 from rlvr.config import GuardConfig
 
 SPIKE_WATCHED = ("grad_norm", "loss")  # what a spike is measured on, before an update is applied
+# The smallest spread a spike is measured in, per watched value. An on-policy policy-gradient loss sits near 0
+# (group-relative advantages sum to zero), so its MAD can be 1e-5 and a harmless 0.002 would read as 150 MADs:
+# its deviations count in units of at least 0.01. A grad norm has a real scale of its own.
+SPIKE_MIN_SPREAD = {"grad_norm": 0.0, "loss": 0.01}
 
 
 @dataclass
@@ -44,12 +48,12 @@ class RobustWindow:
     def mad(self) -> float:
         return float(np.median(np.abs(np.asarray(self.values) - self.median())))
 
-    def excess(self, value: float, min_history: int) -> float | None:
-        """How many MADs `value` lies above the median; None while the history is too short or has no spread (a
-        window of equal values gives no scale to measure against)."""
+    def excess(self, value: float, min_history: int, min_spread: float = 0.0) -> float | None:
+        """How many MADs (at least `min_spread`) `value` lies above the median; None while the history is too short
+        or has no spread (a window of equal values gives no scale to measure against)."""
         if len(self.values) < min_history:
             return None
-        mad = self.mad()
+        mad = max(self.mad(), min_spread)
         return (value - self.median()) / mad if mad > 0 else None
 
 
@@ -157,7 +161,9 @@ class Guard:
             value, window = values[name], self.state.windows[name]
             if not math.isfinite(value):
                 continue  # not a spike: a divergence, which the checks after the step handle
-            excess = window.excess(value, self.cfg.min_history) if self.cfg.spike_mads is not None else None
+            excess = None
+            if self.cfg.spike_mads is not None:
+                excess = window.excess(value, self.cfg.min_history, SPIKE_MIN_SPREAD[name])
             if reason is None and excess is not None and excess > self.cfg.spike_mads:
                 reason = f"{name} {value:.4g} is {excess:.1f} MADs above its median {window.median():.4g}"
             window.push(value)
