@@ -2,9 +2,8 @@
 
 Each row is `{"question": ..., "completion": "<think>\\n8 + 2 = 10\\n10 - 7 = 3\\n</think>\\nAnswer: 3"}`: a
 reasoning-gym `chain_sum` question (its own generator, seeded apart from the recipe's training and held-out
-streams) and a completion that adds the terms one at a time inside the thinking, then states the answer line.
-Only two- and three-term sums are written, so that the longer chains the curriculum reaches later are learned
-under RL, not copied. Run it again to regenerate the same file: `python recipes/data/make_chain_sum_traces.py`.
+streams) and a completion that adds the terms one at a time inside the thinking, then states the answer line:
+50 sums of each length from two to five terms. Run it again to regenerate the same file: `python recipes/data/make_chain_sum_traces.py`.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from pathlib import Path
 import reasoning_gym
 
 SEED = 4242  # neither the recipe's train_seed (17) nor its eval_seed (1000003)
-PER_LENGTH = 100
+PER_LENGTH = 50
 
 
 def worked(expression: str) -> tuple[list[str], int]:
@@ -32,7 +31,7 @@ def worked(expression: str) -> tuple[list[str], int]:
 
 def main() -> None:
     rows = []
-    for terms in (2, 3):
+    for terms in (2, 3, 4, 5):
         dataset = reasoning_gym.create_dataset(
             "chain_sum", min_terms=terms, max_terms=terms, min_digits=1, max_digits=2, seed=SEED + terms, size=PER_LENGTH
         )
