@@ -69,7 +69,7 @@ def difficulty_metrics(episodes: Sequence[Episode], problems: Sequence[Problem])
     """Accuracy, length and truncation per difficulty (`difficulty/<d>/...`), when the step's problems have one
     (`episode.group` indexes `problems`): what thinking costs and buys as the questions get harder."""
     by_level: dict[float, list[Episode]] = {}
-    for episode in episodes:
+    for episode in episodes if problems else ():  # no problems: a rollout that did not record them
         level = difficulty_of(problems[episode.group])
         if level is not None:
             by_level.setdefault(level, []).append(episode)
@@ -102,7 +102,7 @@ def effort_metrics(episodes: Sequence[Episode], problems: Sequence[Problem]) -> 
     """Per stated effort (`length_control`): its target, the thinking tokens spent (`meta["thinking_tokens"]`) and
     accuracy, as `effort/<level>/...`; nothing when no problem states one."""
     by_level: dict[str, list[Episode]] = {}
-    for episode in episodes:
+    for episode in episodes if problems else ():
         level = problems[episode.group].meta.get(EFFORT)
         if level is not None:
             by_level.setdefault(level, []).append(episode)

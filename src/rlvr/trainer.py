@@ -309,6 +309,7 @@ class Trainer:
 
     def train_step(self, step: int) -> dict[str, float]:
         started = time.perf_counter()
+        self.step_problems, self.draw = [], None  # what this step's rollout draws, never a step before's
         with self.memory.phase("rollout"):
             local = self.rollout(step)
             if self.config.algo.kl.in_reward and self.reference is not None:

@@ -3,7 +3,8 @@
 Each row is `{"question": ..., "completion": "<think>\\n8 + 2 = 10\\n10 - 7 = 3\\n</think>\\nAnswer: 3"}`: a
 reasoning-gym `chain_sum` question (its own generator, seeded apart from the recipe's training and held-out
 streams) and a completion that adds the terms one at a time inside the thinking, then states the answer line:
-50 sums of each length from two to five terms. Run it again to regenerate the same file: `python recipes/data/make_chain_sum_traces.py`.
+50 sums of each length from two to five terms. Run it again to regenerate the same file:
+`python recipes/data/make_chain_sum_traces.py`.
 """
 
 from __future__ import annotations
