@@ -6,6 +6,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from rlvr.rollout.base import RolloutEngine
+from rlvr.types import Episode
+
 
 def tiny_llama(seed: int = 0, vocab_size: int = 64) -> LlamaForCausalLM:
     torch.manual_seed(seed)
@@ -49,3 +52,23 @@ def tiny_model_dir(tmp_path_factory, tokenizer):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+class Replies(RolloutEngine):
+    """A rollout engine that answers each prompt with `reply(prompt text)`, ended with the end-of-turn token: a
+    scripted model for tests of what is done with its text."""
+
+    def __init__(self, tokenizer, reply) -> None:
+        self.tokenizer, self.reply = tokenizer, reply
+
+    def generate(self, prompts, sampling):
+        episodes = []
+        for prompt in prompts:
+            ids = self.tokenizer.encode(self.reply(self.tokenizer.decode(prompt)), add_special_tokens=False)
+            ids.append(self.tokenizer.eos_token_id)
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            episodes.append(Episode(list(prompt), ids, [0.0] * len(ids), [1] * len(ids), text=text))
+        return episodes
+
+    def update_weights(self, weights) -> None:
+        pass

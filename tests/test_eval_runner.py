@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from conftest import Replies
 from rlvr.config import SamplingConfig
 from rlvr.data import Source
 from rlvr.env_config import MixtureEnvConfig
@@ -118,27 +119,11 @@ def test_length_aware_rewards_see_the_limit_in_evaluation(setup, tiny_model_dir,
 
 
 def test_plain_generation_counts_the_thinking_as_training_does(tokenizer):
-    from rlvr.rollout.base import RolloutEngine
-    from rlvr.types import Episode
-
-    class Writes(RolloutEngine):
-        def __init__(self, texts):
-            self.texts = list(texts)
-
-        def generate(self, prompts, sampling):
-            episodes = []
-            for prompt in prompts:
-                ids = tokenizer.encode(self.texts.pop(0), add_special_tokens=False) + [tokenizer.eos_token_id]
-                text = tokenizer.decode(ids, skip_special_tokens=True)
-                episodes.append(Episode(list(prompt), ids, [0.0] * len(ids), [1] * len(ids), text=text))
-            return episodes
-
-        def update_weights(self, weights):
-            pass
-
     env = make_env(MixtureEnvConfig(sources=[Source(path="gym:chain_sum", use="eval", eval_size=2)]))
     texts = ["<think>\n3 + 4 = 7\n</think>\nAnswer: 7", "Answer: 7"]
-    _, samples = run_eval(Writes(texts), env, tokenizer, Scorer(env.rubric, workers=0), EvalSettings(resamples=100))
+    replies = iter(texts)
+    engine = Replies(tokenizer, lambda prompt: next(replies))
+    _, samples = run_eval(engine, env, tokenizer, Scorer(env.rubric, workers=0), EvalSettings(resamples=100))
     thinking = len(tokenizer("3 + 4 = 7", add_special_tokens=False).input_ids)
     generated = len(tokenizer.encode(texts[0], add_special_tokens=False)) + 1
     assert (samples[0].thinking_tokens, samples[0].answer_tokens) == (thinking, generated - thinking)

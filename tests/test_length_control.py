@@ -5,6 +5,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from conftest import Replies
 from rlvr.config import load_config
 from rlvr.data import Source
 from rlvr.env_config import MixtureEnvConfig
@@ -16,7 +17,6 @@ from rlvr.jobs import eval_settings, learned_efforts
 from rlvr.length_control import LengthControlConfig, effort_line, stated
 from rlvr.rewards import Rubric
 from rlvr.rewards.length import thinking_length_reward, thinking_penalty
-from rlvr.rollout.base import RolloutEngine
 from rlvr.scoring import Scorer
 from rlvr.step_metrics import effort_metrics
 from rlvr.types import Episode, Problem
@@ -146,26 +146,14 @@ def test_eval_states_the_learned_efforts_instead_of_forcing_budgets():
 def test_an_evaluation_per_stated_effort(tokenizer):
     prompts = []
 
-    class Thinks(RolloutEngine):
-        """Thinks one word per token of the target its prompt states, then answers."""
-
-        def generate(self, prompts_ids, sampling):
-            episodes = []
-            for prompt in prompts_ids:
-                text = tokenizer.decode(prompt)
-                prompts.append(text)
-                words = 8 if "about 8 tokens" in text else 0
-                completion = (f"<think>{' ok' * words}</think>" if words else "") + "\nAnswer: 3"
-                ids = tokenizer.encode(completion, add_special_tokens=False)
-                episodes.append(Episode(list(prompt), ids, [0.0] * len(ids), [1] * len(ids), text=completion))
-            return episodes
-
-        def update_weights(self, weights):
-            pass
+    def thinks(prompt: str) -> str:
+        """One word per token of the target the prompt states, then the answer."""
+        prompts.append(prompt)
+        return (f"<think>{' ok' * 8}</think>" if "about 8 tokens" in prompt else "") + "\nAnswer: 3"
 
     env = make_env(MixtureEnvConfig(sources=[Source(path="gym:chain_sum", use="eval", eval_size=3)]))
     settings = EvalSettings(efforts=(("off", 0), ("low", 8)), resamples=100)
-    summary, samples = run_eval(Thinks(), env, tokenizer, Scorer(env.rubric, workers=0), settings)
+    summary, samples = run_eval(Replies(tokenizer, thinks), env, tokenizer, Scorer(env.rubric, workers=0), settings)
     assert [row["effort"] for row in summary["efforts"]] == ["off", "low"] and len(samples) == 6
     assert [s.effort for s in samples] == ["off"] * 3 + ["low"] * 3
     assert summary["effort"] == "low"  # the headline: the last effort (what --compare pairs)
@@ -179,7 +167,13 @@ def test_an_evaluation_per_stated_effort(tokenizer):
     assert "| low | 8 | 8.0 | 100% |" in report and "| off | 0 | 0.0 | - |" in report
     assert "accuracy and thinking vs stated effort" in plots(summary, samples)
     with pytest.raises(ValueError, match="two controls"):
-        run_eval(Thinks(), env, tokenizer, Scorer(env.rubric, workers=0), EvalSettings(efforts=(("low", 8),), budgets=(8,)))
+        run_eval(
+            Replies(tokenizer, thinks),
+            env,
+            tokenizer,
+            Scorer(env.rubric, workers=0),
+            EvalSettings(efforts=(("low", 8),), budgets=(8,)),
+        )
 
 
 def test_a_bad_effort_config_is_a_validation_error():
