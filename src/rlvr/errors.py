@@ -42,3 +42,8 @@ def lone_surrogate(text: str) -> str | None:
     except UnicodeEncodeError as exc:
         return text[exc.start]
     return None
+
+
+class WorkerError(RuntimeError):
+    """A rollout worker (`cluster.backend: ray`) died or missed a deadline more often than `cluster.max_restarts`
+    allows, or failed a call; the message names the worker, the call and the deadline."""

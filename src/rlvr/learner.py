@@ -8,7 +8,7 @@ import torch
 from transformers import PreTrainedModel
 
 from rlvr.lm_head import token_logprobs
-from rlvr.types import Episode
+from rlvr.types import STALENESS, Episode
 
 
 @dataclass
@@ -28,6 +28,7 @@ class TokenBatch:
     loss_mask: torch.Tensor  # [N, C] float, 1 where the token carries gradient
     old_logprobs: torch.Tensor  # [N, C] the sampler's
     advantages: torch.Tensor  # [N]
+    version_gap: torch.Tensor  # [N] long: policy versions between the sampler's weights and the learner's (0: on-policy)
 
     @classmethod
     def from_episodes(cls, episodes: list[Episode], pad_id: int) -> TokenBatch:
@@ -58,6 +59,7 @@ class TokenBatch:
             loss_mask=loss_mask,
             old_logprobs=old,
             advantages=torch.tensor([e.advantage for e in episodes], dtype=torch.float),
+            version_gap=torch.tensor([e.meta.get(STALENESS, 0) for e in episodes], dtype=torch.long),
         )
 
     def to(self, device: torch.device) -> TokenBatch:

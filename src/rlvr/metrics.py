@@ -89,8 +89,13 @@ class StepProgress:
         self.bar.update(self.task, advance=1, headline=headline, tps=metrics["tokens_per_second"], notice=notice)
         tools = "".join(f"  {tool} {rate:.2f}" for tool, rate in call_rates(metrics).items())
         level = f"  difficulty {metrics['curriculum/difficulty']:g}" if "curriculum/difficulty" in metrics else ""
+        lag = ""
+        if "async/staleness_mean" in metrics:  # asynchronous: how old the samples were, and who waited for whom
+            idle = metrics["async/learner_idle_fraction"], metrics["async/rollout_idle_fraction"]
+            lag = f"  stale {metrics['async/staleness_mean']:.1f} (max {metrics['async/staleness_max']:.0f})"
+            lag += f"  idle learner {idle[0]:.0%} rollout {idle[1]:.0%}"
         self.bar.console.print(
-            f"step {metrics['step']:>4}  {headline}  len {metrics['response_length']:.1f}{tools}{level}  "
+            f"step {metrics['step']:>4}  {headline}  len {metrics['response_length']:.1f}{tools}{level}{lag}  "
             f"{metrics['tokens_per_second']:.0f} tok/s  {metrics['step_seconds']:.1f} s"
         )
         for line in metrics.get("notices", []):

@@ -116,6 +116,10 @@ def train(
     ranks = Ranks.from_environment(config.train.rank_timeout_seconds)
     resolve_device(config.train.device, ranks.local_rank)
     run_dir = prepare_run_dir(config, resume, overwrite) if ranks.main else config.run_dir
+    if trainer_type is Trainer and config.cluster.backend == "ray":  # RL with rollout workers beside the learner
+        from rlvr.cluster import AsyncTrainer
+
+        trainer_type = AsyncTrainer
     trainer = trainer_type(config, ranks)  # RL's, or supervised fine-tuning's (rlvr.sft)
     ranks.barrier("run folder ready")
     precision = trainer.precision()

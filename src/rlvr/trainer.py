@@ -168,22 +168,37 @@ class Trainer:
             seed = derive_seed(seed, self.ranks.rank)
         return SamplingParams.from_config(self.config.sampling, seed)
 
-    def rollout(self, step: int) -> list[Episode]:
-        """This rank's share of the step's prompts, sampled and scored; `episode.group` numbers the step's prompts."""
+    def draw_problems(self, step: int) -> tuple[list[Problem], Draw | None]:
+        """The step's prompts (every rank's), and what the curriculum skipped to find them."""
         t = self.config.train
+        draw = None
         if self.curriculum is not None:  # its stream position outlives a rollback, like the data skip below
-            self.draw = self.curriculum.draw(t.prompts_per_step)
-            problems = self.draw.problems
+            draw = self.curriculum.draw(t.prompts_per_step)
+            problems = draw.problems
         else:  # the data position skips the windows a rollback abandoned: their prompts are never trained on again
             problems = self.env.train_problems((step + self.guard.state.data_skip) * t.prompts_per_step, t.prompts_per_step)
         if self.config.length_control.enabled:  # each prompt states the effort it drew
             problems = [self.config.length_control.draw(p, self.config.seed, step, i) for i, p in enumerate(problems)]
+        return problems, draw
+
+    def prompt_ids(self, problems: list[Problem]) -> list[list[int]]:
+        return [self.chat.prompt_ids(self.env.messages(problem)) for problem in problems]
+
+    def rollout(self, step: int) -> list[Episode]:
+        """This rank's share of the step's prompts, sampled and scored; `episode.group` numbers the step's prompts."""
+        problems, self.draw = self.draw_problems(step)
         self.step_problems = problems
         mine = self.ranks.share(len(problems))
-        prompts = [self.chat.prompt_ids(self.env.messages(problems[i])) for i in mine]
-        episodes = self.sampler.generate([p for p in prompts for _ in range(t.group_size)], self.sampling(step))
+        prompts = self.prompt_ids(problems[mine.start : mine.stop])
+        size = self.config.train.group_size
+        episodes = self.sampler.generate([p for p in prompts for _ in range(size)], self.sampling(step))
         for index, episode in enumerate(episodes):
-            episode.group = mine.start + index // t.group_size
+            episode.group = mine.start + index // size
+        self.score(episodes, problems)
+        return episodes
+
+    def score(self, episodes: list[Episode], problems: list[Problem]) -> None:
+        """Rewards for sampled episodes (`episode.group` indexes `problems`)."""
         started = time.perf_counter()
         thinking = None
         if self.config.length_control.enabled:  # the length reward and the effort metrics measure the thinking
@@ -193,7 +208,6 @@ class Trainer:
         max_tokens = self.config.sampling.max_new_tokens
         self.scorer.score_episodes(episodes, [problems[e.group] for e in episodes], max_tokens, thinking)
         self.score_seconds = time.perf_counter() - started
-        return episodes
 
     def assign_advantages(self, episodes: list[Episode]) -> list[Episode]:
         """Group-relative advantages, then the filters that decide what carries gradient."""
@@ -255,9 +269,8 @@ class Trainer:
                     proximal.append(logprobs.detach())
                     if weight:
                         stats.add({"entropy": Stat(entropy)}, batch.loss_mask)
-                version_gap = torch.zeros(batch.advantages.shape, dtype=torch.long, device=self.device)  # never stale yet
                 out = self.objective(
-                    logprobs, batch.old_logprobs, proximal[index], batch.advantages, batch.loss_mask, ref, version_gap
+                    logprobs, batch.old_logprobs, proximal[index], batch.advantages, batch.loss_mask, ref, batch.version_gap
                 )
                 loss = self.objective.reduce(out.per_token, batch.loss_mask, normalizer) * weight
                 # FSDP averages the ranks' gradients; the batch's gradient is their sum (one rank: x 1, exact).
@@ -397,9 +410,17 @@ class Trainer:
         self.tool_monitor.load_state_dict(monitors.get("tools"))
         if self.curriculum is not None and not rollback:  # a rollback keeps the stream position and pass rates
             self.curriculum.load_state_dict(state.get("curriculum"))
+        self.load_extra_state(state, rollback)
         self._apply_lr()
         self.step = state["step"]
         self.sync_weights()
+
+    def extra_state(self) -> dict[str, Any]:
+        """What a subclass adds to the checkpoint (the asynchronous trainer: the prompts in flight)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any], rollback: bool) -> None:
+        """Restore `extra_state` from a checkpoint's state (a rollback's, when `rollback`)."""
 
     def save(self) -> None:
         t = self.config.train
@@ -407,6 +428,7 @@ class Trainer:
         state = {"scheduler": self.scheduler.state_dict(), "guard": self.guard.state_dict(), "monitors": monitors}
         if self.curriculum is not None:
             state["curriculum"] = self.curriculum.state_dict()
+        state.update(self.extra_state())
         keep, suspect = t.keep_checkpoints, self.guard.suspect_from()
         save_checkpoint(
             self.checkpoint_dir(), self.step, self.policy, self.optimizer, state, self.tokenizer, self.ranks, keep, suspect

@@ -43,6 +43,11 @@ def format_hits(documents: Sequence[Document]) -> str:
     return "\n".join(f"[{rank}] {doc.title}: {doc.text}" for rank, doc in enumerate(documents, start=1))
 
 
+# `episode.meta` key: policy versions between the weights that sampled the episode and the learner's when it trains
+# on it (asynchronous training; absent: 0, on-policy).
+STALENESS = "staleness"
+
+
 @dataclass
 class Episode:
     """Exactly the tokens the sampler produced; the trainer scores those ids and never re-tokenises text."""

@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlvr.config import VLLMConfig
 from rlvr.errors import EngineError
 from rlvr.hardware import choose_dtype
 from rlvr.models import inference_weights
 from rlvr.rollout.base import RolloutEngine, SamplingParams, TokenCallback
 from rlvr.rollout.stop_tokens import stop_token_ids
+from rlvr.rollout_config import VLLMConfig
 from rlvr.types import Episode
 
 # One request to vLLM: a distinct prompt and the positions, in the call's list of prompts, of its samples.

@@ -1,0 +1,280 @@
+"""Rollout workers as Ray actors: requests in, results out, and no call without a deadline.
+
+The learner submits whole steps (`submit`) and takes them back by step (`take`); the pool hands each request to an
+idle worker together with the newest published weights, which the worker fetches from Ray's object store only when
+it holds an older version. Every call to a worker has a deadline: `cluster.startup_timeout_seconds` for a worker to
+start and load its model, `cluster.timeout_seconds` for a step's generation. A worker that dies (its process
+killed) or misses a deadline (hung: stopped, deadlocked, stuck in a collective) is killed and replaced, and its
+request is queued again; after `cluster.max_restarts` replacements of one worker the run stops with a `WorkerError`
+that names the worker, the call and the deadline. `take` never waits longer than that.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlvr.cluster.records import Published, RolloutRequest, RolloutResult
+from rlvr.cluster.worker import RolloutWorker
+from rlvr.config import RunConfig
+from rlvr.errors import ConfigError, WorkerError
+
+logger = logging.getLogger(__name__)
+
+# How long one wait for results lasts at most, so that deadlines are checked at least this often.
+_POLL_SECONDS = 1.0
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("cluster.backend: ray needs Ray: pip install 'rlvr[ray]'") from None
+    return ray
+
+
+def plan_cores(workers: int, worker_cpus: float, available: list[int]) -> tuple[list[int], list[list[int]]]:
+    """`cluster.pin_cpus`: the learner's cores and each worker's, from this machine's. The workers take the last
+    cores, `worker_cpus` (rounded up) each, and the learner keeps the rest, so that no two compete for one."""
+    each = max(1, int(-(-worker_cpus // 1)))
+    if len(available) < workers * each + 1:
+        raise ConfigError(
+            f"cluster.pin_cpus: {workers} workers of {each} cores and the learner need {workers * each + 1} cores; "
+            f"this machine gives {len(available)}"
+        )
+    learner = available[: len(available) - workers * each]
+    rest = available[len(learner) :]
+    return learner, [rest[i * each : (i + 1) * each] for i in range(workers)]
+
+
+@dataclass
+class _Slot:
+    """One worker position: the actor in it now, and how often it was replaced."""
+
+    index: int
+    actor: Any = None
+    pid: int = 0
+    restarts: int = 0
+    busy_since: float | None = None  # when its running call was sent (None: idle)
+    busy_seconds: float = 0.0  # since the last metrics read
+
+    def mark(self, now: float, since: float) -> None:
+        """Count its busy time up to `now` (not before `since`, the last metrics read)."""
+        if self.busy_since is not None:
+            self.busy_seconds += now - max(self.busy_since, since)
+
+
+@dataclass
+class _Running:
+    slot: _Slot
+    request: RolloutRequest
+    sent: float
+    ignored: bool = False  # its step was withdrawn (a rollback): the result is dropped when it comes
+
+
+@dataclass
+class PoolStats:
+    restarts: int = 0
+    weight_sync_seconds: float = 0.0
+    published_bytes: int = 0
+    events: list[str] = field(default_factory=list)
+
+
+class RolloutPool:
+    def __init__(self, config: RunConfig, worker_cores: list[list[int]] | None = None) -> None:
+        self.ray = import_ray()
+        self.config = config
+        cluster = config.cluster
+        self.owns_ray = False
+        if not self.ray.is_initialized():
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+            if cluster.address:
+                self.ray.init(address=cluster.address, **options)
+            else:
+                self.ray.init(num_cpus=cluster.num_cpus or os.cpu_count(), **options)
+            self.owns_ray = True
+        rollout = config.rollout
+        self.actor_type = self.ray.remote(
+            num_cpus=rollout.worker_cpus,
+            num_gpus=rollout.worker_gpus,
+            max_restarts=0,  # the pool replaces a lost worker itself: it knows which request to queue again
+            max_concurrency=2,  # `offer` reaches a worker while it generates (in_flight: continue)
+        )(RolloutWorker)
+        self.cores = worker_cores or [None] * rollout.workers
+        self.slots = [_Slot(i) for i in range(rollout.workers)]
+        self.queue: deque[RolloutRequest] = deque()
+        self.running: dict[Any, _Running] = {}
+        self.results: dict[int, RolloutResult] = {}
+        self.published: Published | None = None
+        self.stats = PoolStats()
+        self.last_read = time.monotonic()
+        pending = {self._start(slot): slot for slot in self.slots}  # started together, checked together
+        self._await_ready(pending)
+
+    # ---- workers --------------------------------------------------------
+    def _start(self, slot: _Slot) -> Any:
+        slot.actor = self.actor_type.options(name=None).remote(self.config, slot.index, self.cores[slot.index])
+        slot.busy_since = None
+        return slot.actor.ready.remote()
+
+    def _await_ready(self, pending: dict[Any, _Slot]) -> None:
+        deadline = self.config.cluster.startup_timeout_seconds
+        ready, late = self.ray.wait(list(pending), num_returns=len(pending), timeout=deadline)
+        for ref in ready:
+            slot = pending[ref]
+            try:
+                slot.pid = self.ray.get(ref)
+            except self.ray.exceptions.RayError as error:
+                raise WorkerError(f"rollout worker {slot.index}: failed to start: {_last_line(error)}") from error
+        if late:
+            names = ", ".join(f"rollout worker {pending[ref].index}" for ref in late)
+            raise WorkerError(f"{names}: did not start (load its model) within cluster.startup_timeout_seconds={deadline:g} s")
+
+    def _replace(self, slot: _Slot, call: str, reason: str) -> None:
+        """Kill the worker in `slot` and start another; beyond `cluster.max_restarts` the run stops instead."""
+        limit = self.config.cluster.max_restarts
+        failed = f"rollout worker {slot.index} (pid {slot.pid}): {call}: {reason}"
+        if slot.restarts >= limit:
+            raise WorkerError(f"{failed}; cluster.max_restarts={limit} restarts spent")
+        slot.restarts += 1
+        self.stats.restarts += 1
+        self.stats.events.append(f"{failed}; replaced ({slot.restarts} of {limit} restarts)")
+        logger.warning(self.stats.events[-1])
+        try:
+            self.ray.kill(slot.actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone: nothing to kill
+            pass
+        self._await_ready({self._start(slot): slot})
+
+    # ---- weights --------------------------------------------------------
+    def publish(self, version: int, weights: dict) -> None:
+        """Make `version` of the learner's weights the one every request from now on is generated with (and, with
+        in_flight: continue, the one running calls switch to at their next chunk)."""
+        started = time.perf_counter()
+        self.published = Published(version, self.ray.put(weights))
+        if self.config.rollout.in_flight == "continue":
+            for slot in self.slots:
+                if slot.busy_since is not None:
+                    slot.actor.offer.remote(self.published)  # not awaited: a hung worker is caught by its call's deadline
+        self.stats.weight_sync_seconds += time.perf_counter() - started
+        self.stats.published_bytes = sum(t.numel() * t.element_size() for t in weights.values())
+
+    # ---- requests -------------------------------------------------------
+    def submit(self, request: RolloutRequest) -> None:
+        self.queue.append(request)
+        self._dispatch()
+
+    def withdraw(self, steps: set[int]) -> None:
+        """Forget the requests of `steps` (a rollback abandoned the weights they were asked for): queued ones are
+        dropped, running ones' results are ignored when they come, finished ones are discarded."""
+        self.queue = deque(r for r in self.queue if r.step not in steps)
+        for running in self.running.values():
+            if running.request.step in steps:
+                running.ignored = True
+        for step in steps:
+            self.results.pop(step, None)
+
+    def outstanding(self) -> set[int]:
+        """Steps submitted and not yet taken."""
+        queued = {r.step for r in self.queue} | set(self.results)
+        return queued | {r.request.step for r in self.running.values() if not r.ignored}
+
+    def _dispatch(self) -> None:
+        if self.published is None:
+            raise RuntimeError("RolloutPool: publish the learner's weights before submitting requests")
+        idle = [slot for slot in self.slots if slot.busy_since is None]
+        while idle and self.queue:
+            slot, request = idle.pop(0), self.queue.popleft()
+            now = time.monotonic()
+            ref = slot.actor.generate.remote(request, self.published)
+            slot.busy_since = now
+            self.running[ref] = _Running(slot, request, now)
+
+    def take(self, step: int) -> RolloutResult:
+        """The result of `step`'s request, waiting for it (never longer than the deadlines allow)."""
+        timeout = self.config.cluster.timeout_seconds
+        while step not in self.results:
+            if step not in self.outstanding():
+                raise RuntimeError(f"RolloutPool.take: step {step + 1} was never submitted")
+            self._dispatch()
+            if not self.running:  # everything asked is queued behind nothing: the dispatch above sent it
+                continue
+            ready, _ = self.ray.wait(list(self.running), num_returns=1, timeout=_POLL_SECONDS)
+            for ref in ready:
+                self._collect(ref)
+            now = time.monotonic()
+            for ref, running in list(self.running.items()):
+                if now - running.sent > timeout:
+                    del self.running[ref]
+                    self._idle(running.slot)
+                    call = f"generate (step {running.request.step + 1})"
+                    self._replace(running.slot, call, f"no answer within cluster.timeout_seconds={timeout:g} s")
+                    self._requeue(running)
+        return self.results.pop(step)
+
+    def _collect(self, ref: Any) -> None:
+        running = self.running.pop(ref)
+        self._idle(running.slot)
+        try:
+            result = self.ray.get(ref)
+        except self.ray.exceptions.ActorDiedError as error:
+            call = f"generate (step {running.request.step + 1})"
+            self._replace(running.slot, call, f"the worker died ({_last_line(error)})")
+            self._requeue(running)
+            return
+        except self.ray.exceptions.RayTaskError as error:  # the worker raised: its own error, not a lost process
+            raise WorkerError(
+                f"rollout worker {running.slot.index}: generate (step {running.request.step + 1}): {_last_line(error)}"
+            ) from error
+        if not running.ignored:
+            self.results[result.step] = result
+
+    def _idle(self, slot: _Slot) -> None:
+        slot.mark(time.monotonic(), self.last_read)
+        slot.busy_since = None
+
+    def _requeue(self, running: _Running) -> None:
+        if not running.ignored:
+            running.request.attempt += 1
+            self.queue.appendleft(running.request)
+
+    # ---- visibility -----------------------------------------------------
+    def read_metrics(self) -> dict[str, float]:
+        """Since the last read: the workers' idle share, restarts, bytes per published version, results waiting."""
+        now = time.monotonic()
+        for slot in self.slots:
+            slot.mark(now, self.last_read)
+        span = max(now - self.last_read, 1e-9) * len(self.slots)
+        busy = sum(slot.busy_seconds for slot in self.slots)
+        for slot in self.slots:
+            slot.busy_seconds = 0.0
+        self.last_read = now
+        metrics = {
+            "async/rollout_idle_fraction": max(0.0, 1.0 - busy / span),
+            "async/worker_restarts": float(self.stats.restarts),
+            "async/weight_sync_seconds": self.stats.weight_sync_seconds,
+            "async/queue_depth": float(len(self.results) + len(self.queue)),
+        }
+        self.stats.weight_sync_seconds = 0.0
+        return metrics
+
+    def worker_pids(self) -> dict[int, int]:
+        return {slot.index: slot.pid for slot in self.slots}
+
+    def close(self) -> None:
+        for slot in self.slots:
+            try:
+                self.ray.kill(slot.actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - a worker already gone
+                pass
+        if self.owns_ray:
+            self.ray.shutdown()
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
