@@ -103,6 +103,7 @@ class RolloutWorker:
     def __init__(self, config: RunConfig, index: int, cpus: Sequence[int] | None = None) -> None:
         if cpus:  # pinned: on a small machine the learner and each worker get cores of their own
             os.sched_setaffinity(0, set(cpus))
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cpus))  # vLLM binds its threads by this
         torch.set_num_threads(max(1, int(config.rollout.worker_cpus)))
         load_plugins(config.plugins)  # what the recipe's plugins register (tools, environments) exists here too
         self.index = index
