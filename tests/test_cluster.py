@@ -106,16 +106,19 @@ def test_synchronous_on_ray_gives_the_local_trainers_numbers(cluster, tiny_model
     for a, b in zip(remote.policy.parameters(), local.policy.parameters()):
         torch.testing.assert_close(a, b)
     assert [row["data/prompts_digest"] for row in remote_rows] == _expected_digests(remote)
+    assert remote.local_version == remote.version == STEPS  # the evaluation after training sees the trained weights
 
 
-def test_staleness_stays_within_max_staleness_and_stale_samples_are_corrected(cluster, tiny_model_dir, tmp_path):
-    config = load_config(None, [*_settings(tiny_model_dir, tmp_path, "stale"), *_ray("rollout.max_staleness=2")])
-    rows = _fit(AsyncTrainer(config))
+@pytest.mark.parametrize("workers, k", [(1, 1), (2, 2)])
+def test_staleness_stays_within_max_staleness_and_the_workers_run_ahead(cluster, tiny_model_dir, tmp_path, workers, k):
+    extra = [*_ray(f"rollout.max_staleness={k}"), f"rollout.workers={workers}"]
+    rows = _fit(AsyncTrainer(load_config(None, [*_settings(tiny_model_dir, tmp_path, "stale"), *extra])))
     lags = [row["async/staleness_max"] for row in rows]
-    assert max(lags) <= 2
+    assert max(lags) <= k
     assert max(lags) >= 1  # the workers did run ahead of the learner
+    assert rows[-1]["async/staleness_mean"] > 0 and rows[-2]["async/staleness_mean"] > 0  # and kept doing so
     for row in rows:
-        shares = [row[f"async/staleness/{lag}"] for lag in range(3)]
+        shares = [row[f"async/staleness/{lag}"] for lag in range(k + 1)]
         assert math.isclose(sum(shares), 1.0) and 0.0 <= row["async/learner_idle_fraction"] <= 1.0
 
 

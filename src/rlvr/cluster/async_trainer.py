@@ -35,8 +35,10 @@ from rlvr.config import RunConfig
 from rlvr.curriculum import Draw, prompt_key
 from rlvr.distributed import Ranks
 from rlvr.errors import ConfigError
+from rlvr.eval.suite import suite_due
 from rlvr.metrics import MetricsLog
 from rlvr.models import inference_weights
+from rlvr.rollout.judge import POLICY
 from rlvr.trainer import Trainer
 from rlvr.types import STALENESS, Episode, Problem
 
@@ -73,6 +75,7 @@ class AsyncTrainer(Trainer):
             raise ConfigError("cluster.backend: ray trains in one learner process; it does not run under torchrun ranks")
         self.pool: RolloutPool | None = None
         self.version = 0  # weight versions published: one per update (and per load, as a rollback's)
+        self.local_version = 0  # the version this process's own engine holds
         self.in_flight: dict[int, InFlight] = {}
         self.dropped = 0  # the step's episodes dropped as too stale
         self.learner_wait = 0.0
@@ -86,7 +89,14 @@ class AsyncTrainer(Trainer):
                 pids = {f"rollout worker {i}": pid for i, pid in self.pool.worker_pids().items()}
                 (self.config.run_dir / WORKERS_FILE).write_text(json.dumps({"learner": os.getpid(), **pids}, indent=2) + "\n")
             self._publish()
-            super().fit(log, evaluate)
+
+            def evaluate_fresh(step: int) -> dict[str, Any]:  # the regression suite generates with the learner's engine
+                if suite_due(self.config.train.eval_every, step):
+                    self.refresh_local_engine()
+                return evaluate(step)
+
+            super().fit(log, evaluate_fresh if evaluate is not None else None)
+            self.refresh_local_engine()  # the evaluation after training, and whatever runs next, see the trained weights
         finally:
             self.pool.close()
             self.pool = None
@@ -96,9 +106,21 @@ class AsyncTrainer(Trainer):
         self.pool.publish(self.version, weights)
 
     def sync_weights(self) -> None:
+        """The workers get every version; this process's own engine (evaluation, the suite, a policy judge) only
+        when it next generates (`refresh_local_engine`): a load per step would cost the learner's time for nothing."""
         self.version += 1
         if self.pool is not None:  # before `fit` (a resume's load) the pool gets the weights it starts with
             self._publish()
+
+    def refresh_local_engine(self) -> None:
+        if self.local_version != self.version:
+            super().sync_weights()
+            self.local_version = self.version
+
+    def score(self, episodes: list[Episode], problems: list[Problem]) -> None:
+        if self.config.judge.model == POLICY:  # the judge is the policy as it is now, generating in this process
+            self.refresh_local_engine()
+        super().score(episodes, problems)
 
     # ---- requests -------------------------------------------------------
     def _request(self, step: int, attempt: int = 0) -> RolloutRequest:

@@ -232,6 +232,7 @@ class RolloutPool:
             ) from error
         if not running.ignored:
             self.results[result.step] = result
+        self._dispatch()  # the freed worker starts on a queued step at once, not when the learner next asks
 
     def _idle(self, slot: _Slot) -> None:
         slot.mark(time.monotonic(), self.last_read)
