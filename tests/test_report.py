@@ -30,3 +30,23 @@ def test_curves_with_a_curriculum_plot_accuracy_and_length_per_difficulty(tmp_pa
     monkeypatch.setattr(plt, "close", lambda fig: titles.extend(ax.get_title() for ax in fig.axes))
     assert plot_curves(rows, tmp_path / "curves.png") is not None
     assert {"curriculum difficulty", "train accuracy per difficulty", "response length per difficulty"} <= set(titles)
+
+
+def test_an_asynchronous_runs_curves_show_staleness_idle_time_and_its_histogram(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    rows = [
+        {"step": s, "reward": 0.1, "async/staleness_mean": 0.75, "async/staleness/0": 0.25, "async/staleness/1": 0.75,
+         "async/learner_idle_fraction": 0.4, "async/rollout_idle_fraction": 0.1}
+        for s in range(1, 5)
+    ]  # fmt: skip
+    bars = {}
+
+    def close(fig):
+        for ax in fig.axes:
+            if ax.get_title() == "staleness of trained episodes (share)":
+                bars.update({p.get_x(): p.get_height() for p in ax.patches})
+
+    monkeypatch.setattr(plt, "close", close)
+    assert plot_curves(rows, tmp_path / "curves.png") is not None
+    assert sorted(bars.values()) == [0.25, 0.75]  # the run's shares per lag

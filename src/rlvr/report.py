@@ -27,7 +27,11 @@ CURVES = [
     ("entropy", "entropy"),
     ("grad_norm", "grad norm"),
     ("tokens_per_second", "tokens/s"),
+    ("async/staleness_mean", "staleness (policy versions, mean)"),
+    ("async/learner_idle_fraction", "learner idle share (waiting for rollouts)"),
+    ("async/rollout_idle_fraction", "rollout workers' idle share"),
 ]
+STALENESS_SHARE = "async/staleness/"  # + lag: the share of a step's episodes that lagged by that many versions
 SMOOTHING = 5
 
 
@@ -53,7 +57,8 @@ def plot_curves(rows: list[dict], path: Path) -> Path | None:
     present = [(key, title) for key, title in CURVES if any(key in row for row in rows)]
     subsets, tools, suite = subsets_in(rows), tools_in(rows), suite_evals_in(rows)
     levels = difficulties_in(rows)
-    panels = len(present) + bool(subsets) + bool(tools) + bool(suite) + 2 * bool(levels)
+    lags = sorted({int(key.removeprefix(STALENESS_SHARE)) for row in rows for key in row if key.startswith(STALENESS_SHARE)})
+    panels = len(present) + bool(subsets) + bool(tools) + bool(suite) + 2 * bool(levels) + bool(lags)
     columns = (panels + 1) // 2
     fig, axes = plt.subplots(2, columns, figsize=(4 * columns, 6), squeeze=False)
     for ax, (key, title) in zip(axes.flat, present):
@@ -101,6 +106,12 @@ def plot_curves(rows: list[dict], path: Path) -> Path | None:
             ax.set_title(title)
             ax.set_xlabel("step")
             ax.legend(fontsize="small", title="difficulty")
+    if lags:  # asynchronous: how old the trained episodes were, over the whole run
+        ax = axes.flat[panels - 1]
+        shares = [sum(row.get(f"{STALENESS_SHARE}{lag}", 0.0) for row in rows) / len(rows) for lag in lags]
+        ax.bar([str(lag) for lag in lags], shares)
+        ax.set_title("staleness of trained episodes (share)")
+        ax.set_xlabel("policy versions behind the learner")
     for ax in list(axes.flat)[panels:]:
         ax.axis("off")
     # Fixed margins, not tight_layout: measuring every label's extent costs seconds per plot, for every run.
