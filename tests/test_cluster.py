@@ -212,6 +212,20 @@ def test_samples_older_than_max_staleness_are_dropped_counted_and_generated_agai
     assert trainer.pool.published == 1  # the update's weights, as version 1
 
 
+def test_a_rollback_withdraws_the_steps_in_flight(tiny_model_dir, tmp_path):
+    """Sent for weights the rollback abandons: withdrawn from the pool, never trained, their windows skipped."""
+    settings = [*_settings(tiny_model_dir, tmp_path, "rollback"), "cluster.backend=ray", "rollout.max_staleness=1"]
+    trainer = AsyncTrainer(load_config(None, settings))
+    withdrawn = []
+    trainer.pool = SimpleNamespace(withdraw=withdrawn.append, publish=lambda version, weights: None)
+    trainer.in_flight = {3: None, 4: None}
+    trainer.load_extra_state({"in_flight": {}}, rollback=True)
+    assert withdrawn == [{3, 4}] and trainer.in_flight == {}
+    saved = {5: ([], None)}
+    trainer.load_extra_state({"in_flight": saved}, rollback=False)  # a resume: sent again as they were
+    assert list(trainer.in_flight) == [5] and trainer.in_flight[5].problems == []
+
+
 def test_new_weights_mid_generation_continue_unfinished_completions(tiny_model_dir, tokenizer):
     """in_flight: continue: chunks of 3 tokens, a version looked up before each; continuing a completion from its
     tokens so far is the same decoding as one call (greedy: the same tokens)."""
