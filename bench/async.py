@@ -22,6 +22,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its sibling benchmark's helpers
 
 from algorithms import correctness, run  # noqa: E402
@@ -46,6 +48,19 @@ def _rows(folder: Path) -> list[dict]:
 def _mean(rows: list[dict], key: str) -> float | None:
     values = [row[key] for row in rows if key in row]
     return statistics.fmean(values) if values else None
+
+
+def _rollout_idle(rows: list[dict], folder: Path) -> float | None:
+    """The workers' idle share over the run: 1 - their own seconds of work (generating and loading weights, as each
+    step's worker measured them) over workers x the run's seconds."""
+    if not any("async/worker_generate_seconds" in row for row in rows):
+        return None
+    busy = sum(row["async/worker_generate_seconds"] + row["async/weight_load_seconds"] for row in rows)
+    return 1.0 - busy / (_workers(folder) * sum(row["step_seconds"] for row in rows))
+
+
+def _workers(folder: Path) -> int:
+    return yaml.safe_load((folder / "config.yaml").read_text())["rollout"]["workers"]
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -94,7 +109,7 @@ def main() -> None:
         diff = paired_difference(scores, base_scores)
         paired = "—" if name == base else f"{diff['difference']:+.1%} [{diff['ci95'][0]:+.1%}, {diff['ci95'][1]:+.1%}]"
         staleness = "—" if lag is None else f"{lag:.2f} / {largest:.0f}"
-        idle = _fmt(_mean(rows, "async/learner_idle_fraction"), ".0%"), _fmt(_mean(rows, "async/rollout_idle_fraction"), ".0%")
+        idle = _fmt(_mean(rows, "async/learner_idle_fraction"), ".0%"), _fmt(_rollout_idle(rows, folder), ".0%")
         print(
             f"| {name} | {seconds:.2f} | {base_seconds / seconds:.2f}x | {idle[0]} | {idle[1]} | {staleness} "
             f"| {_fmt(_mean(rows, 'async/weight_sync_seconds'), '.2f')} | {tokens:.0f} | {peak:.2f} "

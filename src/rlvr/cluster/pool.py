@@ -59,13 +59,7 @@ class _Slot:
     actor: Any = None
     pid: int = 0
     restarts: int = 0
-    busy_since: float | None = None  # when its running call was sent (None: idle)
-    busy_seconds: float = 0.0  # since the last metrics read
-
-    def mark(self, now: float, since: float) -> None:
-        """Count its busy time up to `now` (not before `since`, the last metrics read)."""
-        if self.busy_since is not None:
-            self.busy_seconds += now - max(self.busy_since, since)
+    busy_since: float | None = None  # when its running call was sent, wall clock (None: idle)
 
 
 @dataclass
@@ -111,7 +105,8 @@ class RolloutPool:
         self.results: dict[int, RolloutResult] = {}
         self.published: Published | None = None
         self.stats = PoolStats()
-        self.last_read = time.monotonic()
+        self.last_read = time.time()  # wall clock, as the workers' own spans of work are
+        self.spans: list[tuple[float, float]] = []  # the finished calls' (start, end), as the workers measured them
         pending = {self._start(slot): slot for slot in self.slots}  # started together, checked together
         self._await_ready(pending)
 
@@ -189,7 +184,7 @@ class RolloutPool:
         idle = [slot for slot in self.slots if slot.busy_since is None]
         while idle and self.queue:
             slot, request = idle.pop(0), self.queue.popleft()
-            now = time.monotonic()
+            now = time.time()
             ref = slot.actor.generate.remote(request, self.published)
             slot.busy_since = now
             self.running[ref] = _Running(slot, request, now)
@@ -206,7 +201,7 @@ class RolloutPool:
             ready, _ = self.ray.wait(list(self.running), num_returns=1, timeout=_POLL_SECONDS)
             for ref in ready:
                 self._collect(ref)
-            now = time.monotonic()
+            now = time.time()
             for ref, running in list(self.running.items()):
                 if now - running.sent > timeout:
                     del self.running[ref]
@@ -230,12 +225,12 @@ class RolloutPool:
             raise WorkerError(
                 f"rollout worker {running.slot.index}: generate (step {running.request.step + 1}): {_last_line(error)}"
             ) from error
+        self.spans.append((result.started_at, result.finished_at))
         if not running.ignored:
             self.results[result.step] = result
         self._dispatch()  # the freed worker starts on a queued step at once, not when the learner next asks
 
     def _idle(self, slot: _Slot) -> None:
-        slot.mark(time.monotonic(), self.last_read)
         slot.busy_since = None
 
     def _requeue(self, running: _Running) -> None:
@@ -246,13 +241,15 @@ class RolloutPool:
     # ---- visibility -----------------------------------------------------
     def read_metrics(self) -> dict[str, float]:
         """Since the last read: the workers' idle share, restarts, bytes per published version, results waiting."""
-        now = time.monotonic()
-        for slot in self.slots:
-            slot.mark(now, self.last_read)
-        span = max(now - self.last_read, 1e-9) * len(self.slots)
-        busy = sum(slot.busy_seconds for slot in self.slots)
-        for slot in self.slots:
-            slot.busy_seconds = 0.0
+        if self.running:  # calls finished while the learner trained count as finished then, not when next asked
+            ready, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=0)
+            for ref in ready:
+                self._collect(ref)
+        now, since = time.time(), self.last_read
+        busy = sum(max(0.0, min(end, now) - max(start, since)) for start, end in self.spans)
+        busy += sum(now - max(slot.busy_since, since) for slot in self.slots if slot.busy_since is not None)
+        span = max(now - since, 1e-9) * len(self.slots)
+        self.spans = [(start, end) for start, end in self.spans if end > now]
         self.last_read = now
         metrics = {
             "async/rollout_idle_fraction": max(0.0, 1.0 - busy / span),

@@ -41,4 +41,6 @@ class RolloutResult:
     generate_seconds: float
     load_seconds: float  # fetching and loading new weights before (and, in_flight: continue, during) the call
     weight_loads: int = 0
+    started_at: float = 0.0  # the worker's wall clock when the call began, and when it returned
+    finished_at: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)

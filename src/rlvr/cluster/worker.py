@@ -154,6 +154,7 @@ class RolloutWorker:
         self.loads += 1
 
     def generate(self, request: RolloutRequest, published: Published) -> RolloutResult:
+        began = time.time()
         self.load_seconds, self.loads = 0.0, 0
         self.offer(published)
         self._refresh()
@@ -164,4 +165,5 @@ class RolloutWorker:
         for episode in episodes:
             episode.meta[POLICY_VERSION] = oldest
         seconds = time.perf_counter() - started - (self.load_seconds - loaded_before)
-        return RolloutResult(request.step, episodes, self.index, oldest, seconds, self.load_seconds, self.loads)
+        loads = self.load_seconds, self.loads
+        return RolloutResult(request.step, episodes, self.index, oldest, seconds, *loads, began, time.time())
