@@ -10,22 +10,34 @@ from rlvr.rollout.base import RolloutEngine
 from rlvr.types import Episode
 
 
-def tiny_llama(seed: int = 0, vocab_size: int = 64) -> LlamaForCausalLM:
+def tiny_llama(seed: int = 0, vocab_size: int = 64, **shape) -> LlamaForCausalLM:
+    """A tiny random Llama; `shape` overrides its config (a head size vLLM takes, a longer context, other ids)."""
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        eos_token_id=1,
-        pad_token_id=1,
-        bos_token_id=0,
-    )
-    return LlamaForCausalLM(config).float()
+    settings = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "tie_word_embeddings": True,
+        "eos_token_id": 1,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+    }
+    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, **{**settings, **shape})).float()
+
+
+def save_tiny_model(path, tokenizer, **shape):
+    """A local model folder: a tiny random Llama with the real tokenizer's vocabulary and special ids (set after
+    initialisation: the padding id's embedding row is the one initialised to zero)."""
+    model = tiny_llama(vocab_size=len(tokenizer), **shape)
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
 
 
 @pytest.fixture
@@ -44,14 +56,7 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tokenizer):
     """A local model folder: a tiny random Llama with the real tokenizer's vocabulary."""
-    path = tmp_path_factory.mktemp("tiny-model")
-    model = tiny_llama(vocab_size=len(tokenizer))
-    model.config.eos_token_id = tokenizer.eos_token_id
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"), tokenizer)
 
 
 class Replies(RolloutEngine):

@@ -11,7 +11,8 @@ import runpy
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +27,65 @@ _NOISE = re.compile(r"[WI]\d{4} |Writing model|Loading weights")
 def start(nproc: int, script: str, *args: str) -> subprocess.Popen:
     """`torchrun --nproc-per-node=N SCRIPT ARGS`, left running, one thread a rank, in its own process group (so that
     its ranks can be killed with it)."""
+    return _torchrun(nproc, str(SCRIPTS / script), *args)
+
+
+def start_steps(nproc: int, *steps: Sequence[str]) -> subprocess.Popen:
+    """As `start`, but several scripts, one after another in the same N ranks: one launch, one start-up (seconds of
+    importing torch and transformers in every rank), one process group. A step is `[SCRIPT, *ARGS]`, or
+    `["--after", FILE, SCRIPT, *ARGS]` to wait first for FILE, which the test writes once what the step needs (say a
+    checkpoint made beside the launch) is ready."""
+    return _torchrun(nproc, __file__, *[arg for step in steps for arg in (_STEP, *step)])
+
+
+def _torchrun(nproc: int, path: str, *args: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     pipe = subprocess.PIPE
-    return subprocess.Popen(
-        [*command, str(SCRIPTS / script), *args], stdout=pipe, stderr=pipe, text=True, env=env, start_new_session=True
-    )
+    return subprocess.Popen([*command, path, *args], stdout=pipe, stderr=pipe, text=True, env=env, start_new_session=True)
+
+
+_STEP = "--step"
+STEP_WAIT = 300.0  # seconds a step waits for its --after file
+
+
+def wait_for(path: Path, process: subprocess.Popen | None = None, timeout: float = STEP_WAIT) -> None:
+    """Until `path` exists; a launch that ends first (it would never write it) or the timeout fails."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process is not None and process.poll() is not None:
+            stderr = process.communicate()[1] or ""
+            raise RuntimeError(f"{process.args}: ended (exit {process.returncode}) before writing {path}:\n{errors(stderr)}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} not written within {timeout:g} s")
+        time.sleep(0.1)
+
+
+def _run_steps(argv: list[str]) -> None:
+    """A rank of `start_steps`: each step's script run here as `python SCRIPT ARGS` would run it. The scripts leave
+    the process group when they end; here it is kept for the next step (whose trainer finds it joined) and left
+    after the last."""
+    from rlvr.distributed import Ranks
+
+    steps, current = [], None
+    for arg in argv:
+        if arg == _STEP:
+            current = []
+            steps.append(current)
+        else:
+            current.append(arg)
+    leave = Ranks.leave
+    Ranks.leave = lambda self: None
+    try:
+        for step in steps:
+            if step[0] == "--after":
+                wait_for(Path(step[1]))
+                step = step[2:]
+            sys.argv = [str(SCRIPTS / step[0]), *step[1:]]
+            runpy.run_path(sys.argv[0], run_name="__main__")
+    finally:
+        Ranks.leave = leave
+    Ranks.from_environment().leave()
 
 
 def finish(process: subprocess.Popen, timeout: float) -> subprocess.CompletedProcess:
@@ -93,3 +147,7 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+if __name__ == "__main__":  # a rank of `start_steps`, under torchrun
+    _run_steps(sys.argv[1:])

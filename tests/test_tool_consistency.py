@@ -29,7 +29,18 @@ def policy():
     return load_policy("smollm2-135m").eval()
 
 
-def test_learner_rescoring_matches_the_sampler_on_multi_turn_tool_episodes(policy, tokenizer):
+@pytest.fixture
+def one_thread():
+    """The rollout and the re-scoring on one torch thread: the seeded samples (which must call both tools) are the
+    same on any machine, and decoding two rows at a time does not wait on a second thread that a busy CPU has
+    descheduled (on 2 cores shared with another run: 36 s of rollout on 1 thread, 270 s on 2)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_learner_rescoring_matches_the_sampler_on_multi_turn_tool_episodes(policy, tokenizer, one_thread):
     env = make_env(SearchQAEnvConfig(eval_size=20))
     config = ToolsConfig(search=SearchToolConfig(corpus=["env"], top_k=2))
     chat = ChatFormat(tokenizer, build_tools(["search", "python"], config, env.documents()))
@@ -41,9 +52,10 @@ def test_learner_rescoring_matches_the_sampler_on_multi_turn_tool_episodes(polic
         chat.prompt_ids([system, *search_demos, *python_demos, {"role": "user", "content": "What is 4821 * 37 - 1234?"}]),
     ]
     loop = ToolLoop(TransformersEngine(policy, tokenizer), chat, ToolLoopSettings(max_turns=3, max_result_tokens=96))
-    # Two samples of each prompt (seeded): both search episodes and both python ones call their tool, with 1 torch
-    # thread or 2; rows are what the rollout and the re-scoring cost.
-    episodes = loop.generate([p for p in prompts for _ in range(2)], SamplingParams(TEMPERATURE, max_new_tokens=48, seed=3))
+    # One sample of each prompt (seeded): the search episode and the python one call their tool (with 2 torch threads
+    # too); rows are what the rollout and the re-scoring cost (copies of a prompt, which the engine prefills once,
+    # are test_rollout's).
+    episodes = loop.generate(prompts, SamplingParams(TEMPERATURE, max_new_tokens=48, seed=3))
 
     called = {name for e in episodes for name, count in e.meta["tools"]["calls"].items() if count}
     assert {"search", "python"} <= called, f"the model called {called}: the test needs both tools exercised"

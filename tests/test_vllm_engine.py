@@ -1,4 +1,5 @@
-"""The vLLM engine on the packaged SmolLM2 (CPU build on CPU); skipped where vLLM is not installed."""
+"""The vLLM engine on the packaged SmolLM2 (CPU build on CPU), and a tiny random model where only the engine's
+scheduling matters; skipped where vLLM is not installed."""
 
 from __future__ import annotations
 
@@ -18,16 +19,52 @@ from rlvr.tools.protocol import ChatFormat  # noqa: E402
 TEMPERATURE = 0.8
 
 
+# The run of test_training_steps_with_the_vllm_engine. Its trainer is built once, for the module: its policy and its
+# engine (the packaged model, served by vLLM) are also the ones the engine tests below use, so that one vLLM engine
+# of the packaged model starts for them all.
+TRAINING = {
+    "name": "vllm",
+    "rollout.engine": "vllm",
+    "train.steps": 2,
+    "train.prompts_per_step": 2,
+    "train.group_size": 4,
+    "sampling.max_new_tokens": 32,
+    "env.eval_size": 4,
+    # The evaluations before and after run through the engine all the same, in fewer decoding steps.
+    "eval.max_new_tokens": 8,
+    # A guard verdict stops the run at once (failing the test) instead of rolling back; so no step-0 checkpoint
+    # either, seconds of writing the 135M model and its optimiser state. Step 2's is still written.
+    "train.guard.max_rollbacks": 0,
+    # Scored in this process: two scoring workers would each start an interpreter and import rlvr (tests of the
+    # Scorer and of end-to-end runs cover the workers).
+    "scoring.workers": 0,
+}
+
+
+def _trainer(settings: dict):
+    from rlvr.config import load_config
+    from rlvr.trainer import Trainer
+
+    return Trainer(load_config(None, [f"{k}={v}" for k, v in settings.items()]))
+
+
 @pytest.fixture(scope="module")
-def policy():
-    from rlvr.models import load_policy
-
-    return load_policy("smollm2-135m")
+def trainer(tmp_path_factory):
+    return _trainer({**TRAINING, "output_dir": tmp_path_factory.mktemp("vllm-run")})
 
 
 @pytest.fixture(scope="module")
-def engine(policy, tokenizer):
-    return VLLMEngine(policy, tokenizer)
+def policy(trainer):
+    """The packaged model, the learner's copy (the trainer's, untrained until the training test, which comes last)."""
+    return trainer.policy
+
+
+@pytest.fixture(scope="module")
+def engine(trainer):
+    """The packaged model on vLLM, with the default settings (the trainer's engine, as `rollout.engine: vllm` builds
+    it)."""
+    assert isinstance(trainer.engine, VLLMEngine)
+    return trainer.engine
 
 
 def _prompt(tokenizer, question: str) -> list[int]:
@@ -137,30 +174,15 @@ def test_a_weight_load_that_misses_parameters_is_an_error(engine, policy):
         engine.update_weights(inference_weights(policy))
 
 
-# The tests below start engines of their own; vLLM's teardown of one resets process-wide state that the module's
-# `engine` still needs, so every test of `engine` comes before them.
+# The training test trains the module's trainer: it comes after every test of `engine` and `policy`.
 @pytest.mark.slow
-def test_training_steps_with_the_vllm_engine(tmp_path):
-    from rlvr.config import load_config
+def test_training_steps_with_the_vllm_engine(trainer):
     from rlvr.run import train
+    from rlvr.seeds import seed_everything
 
-    settings = {
-        "output_dir": tmp_path,
-        "name": "vllm",
-        "rollout.engine": "vllm",
-        "train.steps": 2,
-        "train.prompts_per_step": 2,
-        "train.group_size": 4,
-        "sampling.max_new_tokens": 32,
-        "env.eval_size": 4,
-        # The evaluations before and after run through the engine all the same, in fewer decoding steps.
-        "eval.max_new_tokens": 8,
-        # A guard verdict stops the run at once (failing the test) instead of rolling back; so no step-0 checkpoint
-        # either, seconds of writing the 135M model and its optimiser state. Step 2's is still written.
-        "train.guard.max_rollbacks": 0,
-    }
-    train(load_config(None, [f"{k}={v}" for k, v in settings.items()]))
-    rows = [json.loads(line) for line in (tmp_path / "vllm" / "metrics.jsonl").read_text().splitlines()]
+    seed_everything(trainer.config.seed)  # as a fresh trainer would be, whatever the tests before drew
+    train(trainer.config, trainer_type=lambda config, ranks: trainer)  # the whole run, on the module's trainer
+    rows = [json.loads(line) for line in (trainer.config.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2]
     for row in rows:
         # The sampler's and the learner's kernels differ (and so may their dtypes, chosen from the hardware): a
@@ -176,40 +198,24 @@ SMALL_BUDGET = 128
 
 
 @pytest.fixture(scope="module")
-def small_budget_engine(policy, tokenizer):
-    from rlvr.config import VLLMConfig
+def tiny_vllm_model_dir(tmp_path_factory, tokenizer):
+    """A tiny random Llama with the real tokenizer, in a shape vLLM's CPU attention takes (head size 32, not the 8 of
+    conftest's tiny model), and room for the long prompts below: for the tests where what is sampled does not matter,
+    only how the engine schedules it."""
+    from conftest import save_tiny_model
 
-    return VLLMEngine(policy, tokenizer, settings=VLLMConfig(max_num_batched_tokens=SMALL_BUDGET))
-
-
-def test_sampled_evaluation_survives_prefills_split_across_engine_steps(small_budget_engine, tokenizer):
-    from rlvr.config import SamplingConfig, load_config
-    from rlvr.envs import make_env
-    from rlvr.eval import EvalSettings, run_eval
-    from rlvr.scoring import Scorer
-
-    env = make_env(load_config(None, ["env.eval_size=12"]).env)
-    settings = EvalSettings(n=4, ks=(1, 4), sampling=SamplingConfig(max_new_tokens=8), seed=3)
-    scheduled = sum(len(ChatFormat(tokenizer).prompt_ids(env.messages(p))) for p in env.eval_problems()) * settings.n
-    assert scheduled > 10 * SMALL_BUDGET  # every engine step is full and prefills are split
-    with Scorer(env.rubric, workers=0) as scorer:
-        first, samples = run_eval(small_budget_engine, env, tokenizer, scorer, settings)
-        again, samples_again = run_eval(small_budget_engine, env, tokenizer, scorer, settings)
-    assert first["questions"] == 12 and len(samples) == 48
-    completions = [s.completion for s in samples]
-    assert completions == [s.completion for s in samples_again]  # the same seed, the same samples
-    assert first["avg@n"] == again["avg@n"] and first["pass@4"] == again["pass@4"]
-    # The n samples of a question are distinct draws, not n copies of one.
-    assert any(len(set(completions[i : i + 4])) > 1 for i in range(0, 48, 4))
+    shape = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2, "num_key_value_heads": 1}
+    path = tmp_path_factory.mktemp("tiny-vllm-model")
+    return save_tiny_model(path, tokenizer, max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id, **shape)
 
 
-@pytest.mark.slow
-def test_a_training_step_with_prompts_longer_than_the_token_budget(tmp_path):
-    from rlvr.config import load_config
-    from rlvr.trainer import Trainer
-
+@pytest.fixture(scope="module")
+def small_budget_trainer(tiny_vllm_model_dir, tmp_path_factory):
+    """A trainer whose vLLM engine (on the tiny model) has the small budget, and whose prompts are longer than it:
+    its engine serves the sampled evaluation, then it trains a step."""
     settings = {
-        "output_dir": tmp_path,
+        "model.path": tiny_vllm_model_dir,
+        "output_dir": tmp_path_factory.mktemp("small-budget"),
         "rollout.engine": "vllm",
         "rollout.vllm.max_num_batched_tokens": SMALL_BUDGET,
         "env.system_prompt": "'" + "Think about the numbers, add them carefully, then answer. " * 16 + "'",
@@ -219,7 +225,37 @@ def test_a_training_step_with_prompts_longer_than_the_token_budget(tmp_path):
         "algo.overlong_filter": "false",  # every episode trains, however many hit the 8-token limit
         "scoring.workers": 0,
     }
-    trainer = Trainer(load_config(None, [f"{k}={v}" for k, v in settings.items()]))
+    trainer = _trainer(settings)
+    assert isinstance(trainer.engine, VLLMEngine)
+    assert trainer.engine.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens == SMALL_BUDGET
+    return trainer
+
+
+def test_sampled_evaluation_survives_prefills_split_across_engine_steps(small_budget_trainer, tokenizer):
+    from rlvr.config import SamplingConfig, load_config
+    from rlvr.envs import make_env
+    from rlvr.eval import EvalSettings, run_eval
+    from rlvr.scoring import Scorer
+
+    env = make_env(load_config(None, ["env.eval_size=12"]).env)
+    settings = EvalSettings(n=4, ks=(1, 4), sampling=SamplingConfig(max_new_tokens=8), seed=3)
+    scheduled = sum(len(ChatFormat(tokenizer).prompt_ids(env.messages(p))) for p in env.eval_problems()) * settings.n
+    assert scheduled > 10 * SMALL_BUDGET  # every engine step is full and prefills are split
+    engine = small_budget_trainer.engine
+    with Scorer(env.rubric, workers=0) as scorer:
+        first, samples = run_eval(engine, env, tokenizer, scorer, settings)
+        again, samples_again = run_eval(engine, env, tokenizer, scorer, settings)
+    assert first["questions"] == 12 and len(samples) == 48
+    completions = [s.completion for s in samples]
+    assert completions == [s.completion for s in samples_again]  # the same seed, the same samples
+    assert first["avg@n"] == again["avg@n"] and first["pass@4"] == again["pass@4"]
+    # The n samples of a question are distinct draws, not n copies of one.
+    assert any(len(set(completions[i : i + 4])) > 1 for i in range(0, 48, 4))
+
+
+@pytest.mark.slow
+def test_a_training_step_with_prompts_longer_than_the_token_budget(small_budget_trainer):
+    trainer = small_budget_trainer
     metrics = trainer.train_step(0)
     prompts = [trainer.chat.prompt_ids(trainer.env.messages(p)) for p in trainer.env.train_problems(0, 2)]
     assert min(len(p) for p in prompts) > SMALL_BUDGET  # no prompt fits in one engine step
