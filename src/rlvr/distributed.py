@@ -92,6 +92,9 @@ class Ranks:
 
     def leave(self) -> None:
         if self.distributed and dist.is_initialized():
+            # Together: a rank that tears its groups down while another still writes (rank 0 saving what they
+            # computed) can be aborted by gloo in the teardown ("terminate called without an active exception").
+            self.barrier("leaving the process group")
             dist.destroy_process_group()
 
 
