@@ -267,7 +267,7 @@ def test_pinned_cores_give_the_learner_and_each_worker_their_own():
 
 
 def test_workers_and_staleness_without_ray_are_a_config_error():
-    with pytest.raises(ConfigError, match="rollout.max_staleness=1 needs cluster.backend: ray"):
+    with pytest.raises(ConfigError, match="rollout: max_staleness=1 needs cluster.backend: ray"):
         load_config(None, ["rollout.max_staleness=1"])
 
 

@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from rlvr.algo_config import (
     CORRECTION_CONFIGS,
@@ -276,8 +285,8 @@ class RunConfig(_Strict):
     model: ModelConfig = ModelConfig()
     env: EnvConfig = GymEnvConfig()
     sampling: SamplingConfig = SamplingConfig()
-    rollout: RolloutConfig = RolloutConfig()
     cluster: ClusterConfig = ClusterConfig()
+    rollout: RolloutConfig = RolloutConfig()
     scoring: ScoringConfig = ScoringConfig()
     judge: JudgeConfig = JudgeConfig()
     tools: ToolsConfig = ToolsConfig()
@@ -295,18 +304,23 @@ class RunConfig(_Strict):
         [], description="experiment trackers that get every metrics.jsonl row and the config: tensorboard, wandb, trackio, mlflow"
     )
 
-    @model_validator(mode="after")
-    def _length_control_is_paid(self) -> RunConfig:
-        self.length_control.check_paid(self.env.rewards)
-        return self
+    @field_validator("length_control")
+    @classmethod
+    def _length_control_is_paid(cls, length_control: LengthControlConfig, info: ValidationInfo) -> LengthControlConfig:
+        env = info.data.get("env")  # validated first: it comes before `length_control`
+        if env is not None:
+            length_control.check_paid(env.rewards)
+        return length_control
 
-    @model_validator(mode="after")
-    def _workers_need_a_cluster(self) -> RunConfig:
-        if self.cluster.backend == "local":  # one process: no worker to lag behind, nothing generates beside it
-            for key, value, default in (("workers", self.rollout.workers, 1), ("max_staleness", self.rollout.max_staleness, 0)):
+    @field_validator("rollout")
+    @classmethod
+    def _workers_need_a_cluster(cls, rollout: RolloutConfig, info: ValidationInfo) -> RolloutConfig:
+        cluster = info.data.get("cluster")  # validated first: it comes before `rollout`
+        if cluster is not None and cluster.backend == "local":  # one process: nothing generates beside the learner
+            for key, value, default in (("workers", rollout.workers, 1), ("max_staleness", rollout.max_staleness, 0)):
                 if value != default:
-                    raise ValueError(f"rollout.{key}={value} needs cluster.backend: ray (local generates in the learner)")
-        return self
+                    raise ValueError(f"{key}={value} needs cluster.backend: ray (local generates in the learner)")
+        return rollout
 
     @property
     def run_dir(self) -> Path:

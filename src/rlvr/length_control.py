@@ -50,7 +50,7 @@ class LengthControlConfig(BaseModel):
     def check_paid(self, rewards: dict[str, float]) -> None:
         """Stated budgets teach nothing unless the reward pays for keeping to them."""
         if self.enabled and not rewards.get("thinking_length"):
-            raise ValueError("length_control states budgets that a reward must teach: add env.rewards: {thinking_length: 1.0}")
+            raise ValueError("it states budgets that a reward must teach: add env.rewards: {thinking_length: 1.0}")
 
     def draw(self, problem: Problem, seed: int, step: int, index: int) -> Problem:
         """The problem with the effort its prompt states: reasoning off with probability `no_reasoning`, else a
