@@ -122,6 +122,14 @@ def test_staleness_stays_within_max_staleness_and_the_workers_run_ahead(cluster,
         assert math.isclose(sum(shares), 1.0) and 0.0 <= row["async/learner_idle_fraction"] <= 1.0
 
 
+def test_a_worker_faster_than_the_learner_runs_k_steps_ahead(cluster, tiny_model_dir, tmp_path):
+    """The learner makes 20 passes per step (seconds), the worker samples in a tenth of that: a finished worker
+    takes its next step at once (the pool's watcher), on the weights of then, so steps lag by the whole k = 2."""
+    extra = [*_ray("rollout.max_staleness=2"), "rollout.workers=1", "train.epochs=20", "train.steps=5"]
+    rows = _fit(AsyncTrainer(load_config(None, [*_settings(tiny_model_dir, tmp_path, "ahead"), *extra])))
+    assert [row["async/staleness_max"] for row in rows] == [0, 1, 2, 2, 2]
+
+
 def test_a_worker_killed_mid_run_is_replaced_and_every_prompt_is_trained_once(cluster, tiny_model_dir, tmp_path):
     settings = [*_settings(tiny_model_dir, tmp_path, "killed"), *_ray("rollout.max_staleness=1", "train.steps=6")]
     trainer = AsyncTrainer(load_config(None, settings))
@@ -176,7 +184,7 @@ class _Pool:
     """A stand-in for the worker pool that answers each step first with samples of weights too old."""
 
     def __init__(self, episodes):
-        self.episodes, self.sent, self.stats = episodes, [], SimpleNamespace(events=[])
+        self.episodes, self.sent = episodes, []
 
     def submit(self, request):
         self.sent.append(request)
@@ -194,6 +202,9 @@ class _Pool:
 
     def read_metrics(self):
         return {}
+
+    def take_events(self):
+        return []
 
     def publish(self, version, weights):
         self.published = version

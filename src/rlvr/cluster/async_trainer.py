@@ -176,7 +176,7 @@ class AsyncTrainer(Trainer):
             "data/prompts_digest": prompts_digest(self.step_problems),
             **self.pool.read_metrics(),
         }
-        events, self.pool.stats.events = self.pool.stats.events, []
+        events = self.pool.take_events()
         if events:
             metrics["warnings"] = metrics.get("warnings", []) + events
         return metrics

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -109,6 +110,36 @@ class RolloutPool:
         self.spans: list[tuple[float, float]] = []  # the finished calls' (start, end), as the workers measured them
         pending = {self._start(slot): slot for slot in self.slots}  # started together, checked together
         self._await_ready(pending)
+        # A watcher collects each finished call as it finishes and hands the worker its next queued step at once,
+        # while the learner trains; the learner's calls and the watcher share the pool's state under this lock.
+        self._changed = threading.Condition(threading.RLock())
+        self._failure: BaseException | None = None
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="rollout-pool-watcher", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            with self._changed:
+                refs = list(self.running)
+            if not refs:
+                self._stop.wait(0.05)
+                continue
+            ready, _ = self.ray.wait(refs, num_returns=1, timeout=0.2)
+            with self._changed:
+                try:
+                    for ref in ready:
+                        if ref in self.running:  # not already collected, or given up on, by the learner's thread
+                            self._collect(ref)
+                except BaseException as error:  # noqa: BLE001 - handed to the learner's next call, which raises it
+                    self._failure = error
+                    return
+                finally:
+                    self._changed.notify_all()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
     # ---- workers --------------------------------------------------------
     def _start(self, slot: _Slot) -> Any:
@@ -150,33 +181,39 @@ class RolloutPool:
         """Make `version` of the learner's weights the one every request from now on is generated with (and, with
         in_flight: continue, the one running calls switch to at their next chunk)."""
         started = time.perf_counter()
-        self.published = Published(version, self.ray.put(weights))
-        if self.config.rollout.in_flight == "continue":
-            for slot in self.slots:
-                if slot.busy_since is not None:
-                    slot.actor.offer.remote(self.published)  # not awaited: a hung worker is caught by its call's deadline
-        self.stats.weight_sync_seconds += time.perf_counter() - started
+        handle = self.ray.put(weights)
+        with self._changed:
+            self.published = Published(version, handle)
+            if self.config.rollout.in_flight == "continue":
+                for slot in self.slots:
+                    if slot.busy_since is not None:  # not awaited: a hung worker is caught by its call's deadline
+                        slot.actor.offer.remote(self.published)
+            self.stats.weight_sync_seconds += time.perf_counter() - started
         self.stats.published_bytes = sum(t.numel() * t.element_size() for t in weights.values())
 
     # ---- requests -------------------------------------------------------
     def submit(self, request: RolloutRequest) -> None:
-        self.queue.append(request)
-        self._dispatch()
+        with self._changed:
+            self._raise_failure()
+            self.queue.append(request)
+            self._dispatch()
 
     def withdraw(self, steps: set[int]) -> None:
         """Forget the requests of `steps` (a rollback abandoned the weights they were asked for): queued ones are
         dropped, running ones' results are ignored when they come, finished ones are discarded."""
-        self.queue = deque(r for r in self.queue if r.step not in steps)
-        for running in self.running.values():
-            if running.request.step in steps:
-                running.ignored = True
-        for step in steps:
-            self.results.pop(step, None)
+        with self._changed:
+            self.queue = deque(r for r in self.queue if r.step not in steps)
+            for running in self.running.values():
+                if running.request.step in steps:
+                    running.ignored = True
+            for step in steps:
+                self.results.pop(step, None)
 
     def outstanding(self) -> set[int]:
         """Steps submitted and not yet taken."""
-        queued = {r.step for r in self.queue} | set(self.results)
-        return queued | {r.request.step for r in self.running.values() if not r.ignored}
+        with self._changed:
+            queued = {r.step for r in self.queue} | set(self.results)
+            return queued | {r.request.step for r in self.running.values() if not r.ignored}
 
     def _dispatch(self) -> None:
         if self.published is None:
@@ -192,24 +229,23 @@ class RolloutPool:
     def take(self, step: int) -> RolloutResult:
         """The result of `step`'s request, waiting for it (never longer than the deadlines allow)."""
         timeout = self.config.cluster.timeout_seconds
-        while step not in self.results:
-            if step not in self.outstanding():
-                raise RuntimeError(f"RolloutPool.take: step {step + 1} was never submitted")
-            self._dispatch()
-            if not self.running:  # everything asked is queued behind nothing: the dispatch above sent it
-                continue
-            ready, _ = self.ray.wait(list(self.running), num_returns=1, timeout=_POLL_SECONDS)
-            for ref in ready:
-                self._collect(ref)
-            now = time.time()
-            for ref, running in list(self.running.items()):
-                if now - running.sent > timeout:
-                    del self.running[ref]
-                    self._idle(running.slot)
-                    call = f"generate (step {running.request.step + 1})"
-                    self._replace(running.slot, call, f"no answer within cluster.timeout_seconds={timeout:g} s")
-                    self._requeue(running)
-        return self.results.pop(step)
+        with self._changed:
+            while step not in self.results:
+                self._raise_failure()
+                if step not in self.outstanding():
+                    raise RuntimeError(f"RolloutPool.take: step {step + 1} was never submitted")
+                self._dispatch()
+                self._changed.wait(timeout=_POLL_SECONDS)  # the watcher wakes it when a call finishes
+                self._raise_failure()
+                now = time.time()
+                for ref, running in list(self.running.items()):
+                    if now - running.sent > timeout:
+                        del self.running[ref]
+                        self._idle(running.slot)
+                        call = f"generate (step {running.request.step + 1})"
+                        self._replace(running.slot, call, f"no answer within cluster.timeout_seconds={timeout:g} s")
+                        self._requeue(running)
+            return self.results.pop(step)
 
     def _collect(self, ref: Any) -> None:
         running = self.running.pop(ref)
@@ -241,10 +277,11 @@ class RolloutPool:
     # ---- visibility -----------------------------------------------------
     def read_metrics(self) -> dict[str, float]:
         """Since the last read: the workers' idle share, restarts, bytes per published version, results waiting."""
-        if self.running:  # calls finished while the learner trained count as finished then, not when next asked
-            ready, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=0)
-            for ref in ready:
-                self._collect(ref)
+        with self._changed:
+            return self._read_metrics()
+
+    def _read_metrics(self) -> dict[str, float]:
+        self._raise_failure()
         now, since = time.time(), self.last_read
         busy = sum(max(0.0, min(end, now) - max(start, since)) for start, end in self.spans)
         busy += sum(now - max(slot.busy_since, since) for slot in self.slots if slot.busy_since is not None)
@@ -260,10 +297,18 @@ class RolloutPool:
         self.stats.weight_sync_seconds = 0.0
         return metrics
 
+    def take_events(self) -> list[str]:
+        """The restarts' messages since the last call (for the step's warnings)."""
+        with self._changed:
+            events, self.stats.events = self.stats.events, []
+            return events
+
     def worker_pids(self) -> dict[int, int]:
         return {slot.index: slot.pid for slot in self.slots}
 
     def close(self) -> None:
+        self._stop.set()
+        self._watcher.join(timeout=5.0)
         for slot in self.slots:
             try:
                 self.ray.kill(slot.actor, no_restart=True)
