@@ -246,7 +246,7 @@ def test_new_weights_mid_generation_continue_unfinished_completions(tiny_model_d
     versions = iter([0, 1, 1])
     continuing = ContinuingEngine(engine, lambda: next(versions), 3, lambda ids: tokenizer.decode(ids))
     greedy = SamplingParams(max_new_tokens=8, min_new_tokens=8, greedy=True)
-    (episode,) = continuing.generate([[1, 2, 3], [4, 5]][:1], greedy)
+    (episode,) = continuing.generate([[1, 2, 3]], greedy)
     assert episode.num_tokens == 8 and episode.truncated
     assert episode.meta["token_versions"] == [0, 0, 0, 1, 1, 1, 1, 1]  # 3 + 3 + 2 tokens
     (whole,) = engine.generate([[1, 2, 3]], greedy)

@@ -75,7 +75,6 @@ class _Running:
 class PoolStats:
     restarts: int = 0
     weight_sync_seconds: float = 0.0
-    published_bytes: int = 0
     events: list[str] = field(default_factory=list)
 
 
@@ -143,7 +142,7 @@ class RolloutPool:
 
     # ---- workers --------------------------------------------------------
     def _start(self, slot: _Slot) -> Any:
-        slot.actor = self.actor_type.options(name=None).remote(self.config, slot.index, self.cores[slot.index])
+        slot.actor = self.actor_type.remote(self.config, slot.index, self.cores[slot.index])
         slot.busy_since = None
         return slot.actor.ready.remote()
 
@@ -189,7 +188,6 @@ class RolloutPool:
                     if slot.busy_since is not None:  # not awaited: a hung worker is caught by its call's deadline
                         slot.actor.offer.remote(self.published)
             self.stats.weight_sync_seconds += time.perf_counter() - started
-        self.stats.published_bytes = sum(t.numel() * t.element_size() for t in weights.values())
 
     # ---- requests -------------------------------------------------------
     def submit(self, request: RolloutRequest) -> None:
@@ -241,7 +239,7 @@ class RolloutPool:
                 for ref, running in list(self.running.items()):
                     if now - running.sent > timeout:
                         del self.running[ref]
-                        self._idle(running.slot)
+                        running.slot.busy_since = None
                         call = f"generate (step {running.request.step + 1})"
                         self._replace(running.slot, call, f"no answer within cluster.timeout_seconds={timeout:g} s")
                         self._requeue(running)
@@ -249,7 +247,7 @@ class RolloutPool:
 
     def _collect(self, ref: Any) -> None:
         running = self.running.pop(ref)
-        self._idle(running.slot)
+        running.slot.busy_since = None
         try:
             result = self.ray.get(ref)
         except self.ray.exceptions.ActorDiedError as error:
@@ -266,9 +264,6 @@ class RolloutPool:
             self.results[result.step] = result
         self._dispatch()  # the freed worker starts on a queued step at once, not when the learner next asks
 
-    def _idle(self, slot: _Slot) -> None:
-        slot.busy_since = None
-
     def _requeue(self, running: _Running) -> None:
         if not running.ignored:
             running.request.attempt += 1
@@ -276,7 +271,7 @@ class RolloutPool:
 
     # ---- visibility -----------------------------------------------------
     def read_metrics(self) -> dict[str, float]:
-        """Since the last read: the workers' idle share, restarts, bytes per published version, results waiting."""
+        """Since the last read: the workers' idle share, restarts, weight-sync seconds, results waiting."""
         with self._changed:
             return self._read_metrics()
 
