@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rlvr.registry import registered
 
@@ -67,3 +67,16 @@ class ClusterConfig(_Strict):
     pin_cpus: bool = Field(
         False, description="the learner and each worker on cores of their own (this machine's), so none competes for one"
     )
+    learners: int = Field(
+        0, ge=0, description="0: the learner trains in the process that starts the run; N: N learner ranks as Ray actors"
+    )
+    learner_cpus: float = Field(1.0, gt=0.0, description="CPUs Ray reserves for each learner rank; its torch threads follow")
+    learner_gpus: float = Field(0.0, ge=0.0, le=1.0, description="GPUs Ray reserves for each learner rank (one device a rank)")
+
+    @model_validator(mode="after")
+    def _learner_actors_need_ray(self) -> ClusterConfig:
+        if self.learners and self.backend != "ray":
+            raise ValueError(f"learners={self.learners} needs backend: ray (local trains in this process)")
+        if self.learners > 1 and self.pin_cpus:  # the ranks would share the learner's cores, each with all its threads
+            raise ValueError(f"pin_cpus pins one learner process; it cannot with learners={self.learners}")
+        return self

@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -113,13 +114,17 @@ def train(
     started = time.perf_counter()
     check_installed(config.report_to)  # a tracker's missing library fails before anything loads
     resolve_model_path(config.model.path)  # a bad path or a missing device fails before anything is written
-    ranks = Ranks.from_environment(config.train.rank_timeout_seconds)
-    resolve_device(config.train.device, ranks.local_rank)
-    run_dir = prepare_run_dir(config, resume, overwrite) if ranks.main else config.run_dir
     if trainer_type is Trainer and config.cluster.backend == "ray":  # RL with rollout workers beside the learner
         from rlvr.cluster import AsyncTrainer
 
+        if config.cluster.learners:  # this process only controls: the learner ranks are Ray actors, each runs this
+            from rlvr.cluster.learners import train_on_learners
+
+            return train_on_learners(config, resume, overwrite, console, partial(train, trainer_type=AsyncTrainer))
         trainer_type = AsyncTrainer
+    ranks = Ranks.from_environment(config.train.rank_timeout_seconds)
+    resolve_device(config.train.device, ranks.local_rank)
+    run_dir = prepare_run_dir(config, resume, overwrite) if ranks.main else config.run_dir
     trainer = trainer_type(config, ranks)  # RL's, or supervised fine-tuning's (rlvr.sft)
     ranks.barrier("run folder ready")
     precision = trainer.precision()

@@ -14,6 +14,10 @@ local trainer would (the same prompts, the same seed, the same weights when sync
   on exactly once across a kill and a resume, as in an uninterrupted run.
 - **Visibility.** Each step's row has its staleness, the learner's and the workers' idle shares, the weight-sync
   seconds, the results waiting, the dropped episodes and the worker restarts (`async/...`).
+- **Several learner ranks** (torchrun's, or `cluster.learners` Ray actors: `rlvr.cluster.learners`). Rank 0 owns the
+  pool: it sends the steps, takes each result and scores it; the episodes then reach every rank as the local
+  trainer's gathered rollouts do, and each rank trains on its share of the groups. Every rank takes part in
+  gathering the sharded weights whole for each publication.
 """
 
 from __future__ import annotations
@@ -33,12 +37,14 @@ from rlvr.cluster.records import RolloutRequest, RolloutResult
 from rlvr.cluster.worker import POLICY_VERSION
 from rlvr.config import RunConfig
 from rlvr.curriculum import Draw, prompt_key
-from rlvr.distributed import Ranks
+from rlvr.distributed import Ranks, full_tensor
 from rlvr.errors import ConfigError
 from rlvr.eval.suite import suite_due
 from rlvr.metrics import MetricsLog
 from rlvr.models import inference_weights
+from rlvr.rollout import SamplingParams
 from rlvr.rollout.judge import POLICY
+from rlvr.seeds import derive_seed
 from rlvr.trainer import Trainer
 from rlvr.types import STALENESS, Episode, Problem
 
@@ -63,6 +69,8 @@ class AsyncTrainer(Trainer):
     def __init__(self, config: RunConfig, ranks: Ranks | None = None) -> None:
         self.worker_cores: list[list[int]] | None = None
         if config.cluster.pin_cpus:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the ranks would share the learner's cores
+                raise ConfigError("cluster.pin_cpus: pins one learner process; it cannot under several ranks")
             if config.cluster.address:
                 raise ConfigError("cluster.pin_cpus: pins to this machine's cores; it cannot with cluster.address")
             learner, self.worker_cores = plan_cores(
@@ -71,9 +79,8 @@ class AsyncTrainer(Trainer):
             os.sched_setaffinity(0, set(learner))
             torch.set_num_threads(config.train.threads or len(learner))
         super().__init__(config, ranks)
-        if self.ranks.distributed:
-            raise ConfigError("cluster.backend: ray trains in one learner process; it does not run under torchrun ranks")
-        self.pool: RolloutPool | None = None
+        self.pool: RolloutPool | None = None  # rank 0's, while it fits
+        self.fitting = False
         self.version = 0  # weight versions published: one per update (and per load, as a rollback's)
         self.local_version = 0  # the version this process's own engine holds
         self.in_flight: dict[int, InFlight] = {}
@@ -83,11 +90,16 @@ class AsyncTrainer(Trainer):
 
     # ---- the pool -------------------------------------------------------
     def fit(self, log: MetricsLog | None, evaluate: Callable[[int], dict[str, Any]] | None = None) -> None:
-        self.pool = RolloutPool(self.config, self.worker_cores)
+        learners = self.ranks.gather(os.getpid())
+        if self.ranks.main:
+            self.pool = RolloutPool(self.config, self.worker_cores)
+        self.fitting = True
         try:
             if self.ranks.main:
+                ranked = {f"learner rank {rank}": pid for rank, pid in enumerate(learners)}
+                names = {"learner": learners[0]} if len(learners) == 1 else ranked
                 pids = {f"rollout worker {i}": pid for i, pid in self.pool.worker_pids().items()}
-                (self.config.run_dir / WORKERS_FILE).write_text(json.dumps({"learner": os.getpid(), **pids}, indent=2) + "\n")
+                (self.config.run_dir / WORKERS_FILE).write_text(json.dumps({**names, **pids}, indent=2) + "\n")
             self._publish()
 
             def evaluate_fresh(step: int) -> dict[str, Any]:  # the regression suite generates with the learner's engine
@@ -98,29 +110,33 @@ class AsyncTrainer(Trainer):
             super().fit(log, evaluate_fresh if evaluate is not None else None)
             self.refresh_local_engine()  # the evaluation after training, and whatever runs next, see the trained weights
         finally:
-            self.pool.close()
-            self.pool = None
+            self.fitting = False
+            if self.pool is not None:
+                self.pool.close()
+                self.pool = None
 
     def _publish(self) -> None:
-        weights = {name: tensor.detach().to("cpu", copy=True) for name, tensor in inference_weights(self.policy)}
-        self.pool.publish(self.version, weights)
+        """The weights gathered whole (every rank takes part), and published to the workers by rank 0."""
+        weights = {name: full_tensor(tensor).detach().to("cpu", copy=True) for name, tensor in inference_weights(self.policy)}
+        if self.pool is not None:
+            self.pool.publish(self.version, weights)
 
     def sync_weights(self) -> None:
         """The workers get every version; this process's own engine (evaluation, the suite, a policy judge) only
         when it next generates (`refresh_local_engine`): a load per step would cost the learner's time for nothing."""
         self.version += 1
-        if self.pool is not None:  # before `fit` (a resume's load) the pool gets the weights it starts with
+        if self.fitting:  # before `fit` (a resume's load) the pool gets the weights it starts with
             self._publish()
 
     def refresh_local_engine(self) -> None:
+        """Load the newest weights into this process's engine (every rank calls it: sharded weights are gathered)."""
         if self.local_version != self.version:
             super().sync_weights()
             self.local_version = self.version
 
-    def score(self, episodes: list[Episode], problems: list[Problem]) -> None:
-        if self.config.judge.model == POLICY:  # the judge is the policy as it is now, generating in this process
-            self.refresh_local_engine()
-        super().score(episodes, problems)
+    def sampling(self, step: int) -> SamplingParams:
+        """One request a step, sampled by one worker with the step's seed: what one local rank would draw."""
+        return SamplingParams.from_config(self.config.sampling, derive_seed(self.config.seed, step))
 
     # ---- requests -------------------------------------------------------
     def _request(self, step: int, attempt: int = 0) -> RolloutRequest:
@@ -140,6 +156,15 @@ class AsyncTrainer(Trainer):
                 self.pool.submit(self._request(ahead))
 
     def rollout(self, step: int) -> list[Episode]:
+        """Rank 0: the step's result from the pool, scored; every rank: the step's prompts and what the curriculum
+        skipped (the episodes reach the others with the gathered batch)."""
+        if self.config.judge.model == POLICY:  # the judge is the policy as it is now, generating in this process
+            self.refresh_local_engine()
+        episodes = self._take(step) if self.ranks.main else []
+        self.step_problems, self.draw = self.ranks.gather((self.step_problems, self.draw))[0]
+        return episodes
+
+    def _take(self, step: int) -> list[Episode]:
         self._send_ahead(step)
         waited, self.dropped = time.perf_counter(), 0
         limit = self.config.rollout.max_staleness
@@ -162,6 +187,8 @@ class AsyncTrainer(Trainer):
 
     def train_step(self, step: int) -> dict[str, float]:
         metrics = super().train_step(step)
+        if not self.ranks.main:  # rank 0 logs the step
+            return metrics
         staleness = [e.meta[STALENESS] for e in self.last_result.episodes]
         counts = Counter(staleness)
         metrics |= {

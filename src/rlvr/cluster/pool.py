@@ -23,6 +23,7 @@ from rlvr.cluster.records import Published, RolloutRequest, RolloutResult
 from rlvr.cluster.worker import RolloutWorker
 from rlvr.config import RunConfig
 from rlvr.errors import ConfigError, WorkerError
+from rlvr.rollout_config import ClusterConfig
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,20 @@ def import_ray() -> Any:
     except ImportError:
         raise ConfigError("cluster.backend: ray needs Ray: pip install 'rlvr[ray]'") from None
     return ray
+
+
+def connect_ray(cluster: ClusterConfig) -> bool:
+    """Join `cluster.address`, or start a local cluster of `cluster.num_cpus`; True when this call started the
+    connection (its caller shuts it down), False when the process was connected already (a learner actor's pool)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    if cluster.address:
+        ray.init(address=cluster.address, **options)
+    else:
+        ray.init(num_cpus=cluster.num_cpus or os.cpu_count(), **options)
+    return True
 
 
 def plan_cores(workers: int, worker_cpus: float, available: list[int]) -> tuple[list[int], list[list[int]]]:
@@ -82,15 +97,7 @@ class RolloutPool:
     def __init__(self, config: RunConfig, worker_cores: list[list[int]] | None = None) -> None:
         self.ray = import_ray()
         self.config = config
-        cluster = config.cluster
-        self.owns_ray = False
-        if not self.ray.is_initialized():
-            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-            if cluster.address:
-                self.ray.init(address=cluster.address, **options)
-            else:
-                self.ray.init(num_cpus=cluster.num_cpus or os.cpu_count(), **options)
-            self.owns_ray = True
+        self.owns_ray = connect_ray(config.cluster)
         rollout = config.rollout
         self.actor_type = self.ray.remote(
             num_cpus=rollout.worker_cpus,
@@ -154,7 +161,7 @@ class RolloutPool:
             try:
                 slot.pid = self.ray.get(ref)
             except self.ray.exceptions.RayError as error:
-                raise WorkerError(f"rollout worker {slot.index}: failed to start: {_last_line(error)}") from error
+                raise WorkerError(f"rollout worker {slot.index}: failed to start: {last_line(error)}") from error
         if late:
             names = ", ".join(f"rollout worker {pending[ref].index}" for ref in late)
             raise WorkerError(f"{names}: did not start (load its model) within cluster.startup_timeout_seconds={deadline:g} s")
@@ -252,12 +259,12 @@ class RolloutPool:
             result = self.ray.get(ref)
         except self.ray.exceptions.ActorDiedError as error:
             call = f"generate (step {running.request.step + 1})"
-            self._replace(running.slot, call, f"the worker died ({_last_line(error)})")
+            self._replace(running.slot, call, f"the worker died ({last_line(error)})")
             self._requeue(running)
             return
         except self.ray.exceptions.RayTaskError as error:  # the worker raised: its own error, not a lost process
             raise WorkerError(
-                f"rollout worker {running.slot.index}: generate (step {running.request.step + 1}): {_last_line(error)}"
+                f"rollout worker {running.slot.index}: generate (step {running.request.step + 1}): {last_line(error)}"
             ) from error
         self.spans.append((result.started_at, result.finished_at))
         if not running.ignored:
@@ -313,6 +320,6 @@ class RolloutPool:
             self.ray.shutdown()
 
 
-def _last_line(error: BaseException) -> str:
+def last_line(error: BaseException) -> str:
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else type(error).__name__
