@@ -90,10 +90,15 @@ def _expected_digests(trainer):
     return [prompts_digest(trainer.env.train_problems(step * per, per)) for step in range(trainer.config.train.steps)]
 
 
-def test_synchronous_on_ray_gives_the_local_trainers_numbers(cluster, tiny_model_dir, tmp_path):
+SYNCS = ["object_store", "collective"]  # cluster.weight_sync: the object store, or a gloo broadcast group here
+
+
+@pytest.mark.parametrize("sync", SYNCS)
+def test_synchronous_on_ray_gives_the_local_trainers_numbers(cluster, tiny_model_dir, tmp_path, sync):
     local = Trainer(load_config(None, _settings(tiny_model_dir, tmp_path, "local")))
     local_rows = _fit(local)
-    remote = AsyncTrainer(load_config(None, [*_settings(tiny_model_dir, tmp_path, "ray"), *_ray()]))
+    settings = [*_settings(tiny_model_dir, tmp_path, "ray"), *_ray(f"cluster.weight_sync={sync}")]
+    remote = AsyncTrainer(load_config(None, settings))
     remote_rows = _fit(remote)
     assert len(remote_rows) == len(local_rows) == STEPS
     assert any(row["grad_norm"] > 0 for row in local_rows)  # the weights moved: the comparison is not of frozen models
@@ -144,8 +149,10 @@ def test_a_worker_faster_than_the_learner_runs_k_steps_ahead(cluster, tiny_model
     assert lags[0] == 0 and max(lags) <= 2 and lags[3:] == [2, 2]
 
 
-def test_a_worker_killed_mid_run_is_replaced_and_every_prompt_is_trained_once(cluster, tiny_model_dir, tmp_path):
-    settings = [*_settings(tiny_model_dir, tmp_path, "killed"), *_ray("rollout.max_staleness=1", "train.steps=6")]
+@pytest.mark.parametrize("sync", SYNCS)
+def test_a_worker_killed_mid_run_is_replaced_and_every_prompt_is_trained_once(cluster, tiny_model_dir, tmp_path, sync):
+    extra = _ray("rollout.max_staleness=1", "train.steps=6", f"cluster.weight_sync={sync}")
+    settings = [*_settings(tiny_model_dir, tmp_path, "killed"), *extra]
     trainer = AsyncTrainer(load_config(None, settings))
 
     def kill_worker_0(step):
@@ -161,9 +168,10 @@ def test_a_worker_killed_mid_run_is_replaced_and_every_prompt_is_trained_once(cl
     assert [row["data/prompts_digest"] for row in rows] == _expected_digests(trainer)  # each window once, in order
 
 
-def test_a_hung_worker_ends_the_run_within_its_deadline_naming_it(cluster, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("sync", SYNCS)
+def test_a_hung_worker_ends_the_run_within_its_deadline_naming_it(cluster, tiny_model_dir, tmp_path, sync):
     deadline = 4
-    extra = _ray(f"cluster.timeout_seconds={deadline}", "cluster.max_restarts=0", "train.steps=6")
+    extra = _ray(f"cluster.timeout_seconds={deadline}", "cluster.max_restarts=0", "train.steps=6", f"cluster.weight_sync={sync}")
     trainer = AsyncTrainer(load_config(None, [*_settings(tiny_model_dir, tmp_path, "hung"), *extra]))
     stopped: list[int] = []
     started = []
@@ -180,7 +188,8 @@ def test_a_hung_worker_ends_the_run_within_its_deadline_naming_it(cluster, tiny_
     try:
         with pytest.raises(
             WorkerError,
-            match=rf"rollout worker \d \(pid \d+\): generate \(step \d\): no answer within "
+            # hung while generating, or (collective) while it should take its part in a broadcast
+            match=rf"rollout worker \d \(pid \d+\): (generate \(step \d\)|receive weights \(version \d\)): no answer within "
             rf"cluster.timeout_seconds={deadline} s; cluster.max_restarts=0 restarts spent",
         ):
             _fit(trainer, stop_workers)
@@ -230,6 +239,7 @@ def test_samples_older_than_max_staleness_are_dropped_counted_and_generated_agai
     local = Trainer(load_config(None, _settings(tiny_model_dir, tmp_path, "drop-local")))
     trainer.scorer.rubric.score = _parity
     trainer.pool = _Pool(local.rollout(0))
+    trainer.fitting = True  # as inside `fit`, which would start a real pool
     metrics = trainer.train_step(0)
     assert metrics["async/dropped_stale"] == 8  # the whole lagging answer: 2 prompts x 4
     assert [(r.step, r.attempt) for r in trainer.pool.sent] == [(0, 0), (1, 0), (0, 1)]  # step 0 asked again

@@ -67,6 +67,10 @@ class ClusterConfig(_Strict):
     pin_cpus: bool = Field(
         False, description="the learner and each worker on cores of their own (this machine's), so none competes for one"
     )
+    weight_sync: Literal["object_store", "collective"] = Field(
+        "object_store",
+        description="learner -> workers: Ray's object store, or a broadcast group of their own (NCCL on GPUs, else gloo)",
+    )
     learners: int = Field(
         0, ge=0, description="0: the learner trains in the process that starts the run; N: N learner ranks as Ray actors"
     )

@@ -34,6 +34,7 @@ import torch
 
 from rlvr.cluster.pool import RolloutPool, plan_cores
 from rlvr.cluster.records import RolloutRequest, RolloutResult
+from rlvr.cluster.weight_group import broadcast_device
 from rlvr.cluster.worker import POLICY_VERSION
 from rlvr.config import RunConfig
 from rlvr.curriculum import Draw, prompt_key
@@ -116,8 +117,15 @@ class AsyncTrainer(Trainer):
                 self.pool = None
 
     def _publish(self) -> None:
-        """The weights gathered whole (every rank takes part), and published to the workers by rank 0."""
-        weights = {name: full_tensor(tensor).detach().to("cpu", copy=True) for name, tensor in inference_weights(self.policy)}
+        """The weights gathered whole (every rank takes part), and published to the workers by rank 0: copies on the
+        CPU for the object store, on the device the broadcast group uses for a collective."""
+        device = torch.device("cpu")
+        if self.config.cluster.weight_sync == "collective":
+            device = broadcast_device(self.device, self.config.rollout.worker_gpus)
+        weights = {
+            name: full_tensor(tensor).detach().to(device, copy=True).contiguous()
+            for name, tensor in inference_weights(self.policy)
+        }
         if self.pool is not None:
             self.pool.publish(self.version, weights)
 

@@ -7,6 +7,10 @@ start and load its model, `cluster.timeout_seconds` for a step's generation. A w
 killed) or misses a deadline (hung: stopped, deadlocked, stuck in a collective) is killed and replaced, and its
 request is queued again; after `cluster.max_restarts` replacements of one worker the run stops with a `WorkerError`
 that names the worker, the call and the deadline. `take` never waits longer than that.
+
+With `cluster.weight_sync: collective` each version is broadcast to every worker over a group of their own
+(`rlvr.cluster.weight_group`) instead of put in the object store. Each worker's receive has the same deadline; a
+member that dies or misses it is replaced as above, and the group is formed again and the version sent again.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlvr.cluster.records import Published, RolloutRequest, RolloutResult
+from rlvr.cluster.weight_group import GroupAddress, TensorSpec, WeightGroup
 from rlvr.cluster.worker import RolloutWorker
 from rlvr.config import RunConfig
 from rlvr.errors import ConfigError, WorkerError
@@ -103,7 +108,7 @@ class RolloutPool:
             num_cpus=rollout.worker_cpus,
             num_gpus=rollout.worker_gpus,
             max_restarts=0,  # the pool replaces a lost worker itself: it knows which request to queue again
-            max_concurrency=2,  # `offer` reaches a worker while it generates (in_flight: continue)
+            max_concurrency=3,  # `offer` (in_flight: continue) and `receive` (collective) reach it while it generates
         )(RolloutWorker)
         self.cores = worker_cores or [None] * rollout.workers
         self.slots = [_Slot(i) for i in range(rollout.workers)]
@@ -111,6 +116,10 @@ class RolloutPool:
         self.running: dict[Any, _Running] = {}
         self.results: dict[int, RolloutResult] = {}
         self.published: Published | None = None
+        self.collective = config.cluster.weight_sync == "collective"
+        self.group: WeightGroup | None = None  # formed at the first broadcast, and again after a member is lost
+        self.generation = 0
+        self.last: tuple[int, dict] | None = None  # the version broadcast last: sent again to a group formed anew
         self.stats = PoolStats()
         self.last_read = time.time()  # wall clock, as the workers' own spans of work are
         self.spans: list[tuple[float, float]] = []  # the finished calls' (start, end), as the workers measured them
@@ -180,21 +189,94 @@ class RolloutPool:
             self.ray.kill(slot.actor, no_restart=True)
         except Exception:  # noqa: BLE001 - already gone: nothing to kill
             pass
+        for ref, running in list(self.running.items()):  # its other running call is lost with it: queued again now
+            if running.slot is slot:
+                del self.running[ref]
+                self._requeue(running)
         self._await_ready({self._start(slot): slot})
+        self.group = None  # a member is new: the weight group is formed again before the next call (collective)
 
     # ---- weights --------------------------------------------------------
     def publish(self, version: int, weights: dict) -> None:
         """Make `version` of the learner's weights the one every request from now on is generated with (and, with
         in_flight: continue, the one running calls switch to at their next chunk)."""
         started = time.perf_counter()
-        handle = self.ray.put(weights)
         with self._changed:
-            self.published = Published(version, handle)
+            if self.collective:  # every worker holds it once this returns, and offers it to its running call
+                self.last = (version, weights)
+                self._broadcast()
+                self.published = Published(version, None)
+                self.stats.weight_sync_seconds += time.perf_counter() - started
+                return
+            self.published = Published(version, self.ray.put(weights))
             if self.config.rollout.in_flight == "continue":
                 for slot in self.slots:
                     if slot.busy_since is not None:  # not awaited: a hung worker is caught by its call's deadline
                         slot.actor.offer.remote(self.published)
             self.stats.weight_sync_seconds += time.perf_counter() - started
+
+    def _broadcast(self) -> None:
+        """Send the last version to every worker over the weight group (formed first if it is not), until each
+        worker has taken it; a member that dies or misses the deadline is replaced (or the run stops, past
+        `cluster.max_restarts`), and the group is formed again with its replacement."""
+        version, weights = self.last
+        while True:
+            if self.group is None and not self._form_group(weights):
+                continue
+            sent_at = time.monotonic()
+            receiving = {slot.actor.receive.remote(version): slot for slot in self.slots}
+            try:
+                self.group.broadcast(list(weights.values()))
+                sent = None
+            except RuntimeError as error:  # a member never took its part: which one, its receive tells
+                sent = error
+                # Closed now: the members still waiting for the rest of the version fail at once, not at their
+                # own timeout (they are not replaced for it: they only lost their peer).
+                self.group.close()
+                self.group = None
+            call = f"receive weights (version {version})"
+            if self._settle(receiving, call, "cluster.timeout_seconds", self.config.cluster.timeout_seconds, sent_at):
+                if sent is None:
+                    return
+                self.group = None
+                raise WorkerError(f"weight broadcast of version {version}: {last_line(sent)}")
+
+    def _form_group(self, weights: dict) -> bool:
+        """A new weight group of the learner (rank 0) and every worker; False when a member was lost (replaced)."""
+        self.generation += 1
+        address = GroupAddress.here(len(self.slots) + 1, self.generation, self.ray.util.get_node_ip_address())
+        specs = [TensorSpec(name, tuple(t.shape), t.dtype) for name, t in weights.items()]
+        device = next(iter(weights.values())).device
+        sent_at = time.monotonic()
+        joining = {slot.actor.join.remote(address, specs, device.type): slot for slot in self.slots}
+        deadline = self.config.cluster.startup_timeout_seconds
+        try:
+            self.group = WeightGroup(address, 0, device, deadline)
+        except RuntimeError:  # a member did not come: named by its join below
+            self.group = None
+        joined = self._settle(joining, "join the weight group", "cluster.startup_timeout_seconds", deadline, sent_at)
+        if not joined:
+            self.group = None
+        return joined and self.group is not None
+
+    def _settle(self, calls: dict[Any, _Slot], call: str, key: str, deadline: float, since: float) -> bool:
+        """Wait for one call to every worker (a group's), sent at `since`; replace those that died or missed
+        `deadline` (and, when none did, those that failed: a member that fails when another hangs only lost its
+        peer). True if all returned."""
+        remaining = max(0.0, deadline - (time.monotonic() - since))
+        ready, late = self.ray.wait(list(calls), num_returns=len(calls), timeout=remaining)
+        lost = [(calls[ref], f"no answer within {key}={deadline:g} s") for ref in late]
+        failed = []
+        for ref in ready:
+            try:
+                self.ray.get(ref)
+            except self.ray.exceptions.ActorDiedError as error:
+                lost.append((calls[ref], f"the worker died ({last_line(error)})"))
+            except self.ray.exceptions.RayTaskError as error:
+                failed.append((calls[ref], f"failed ({last_line(error)})"))
+        for slot, reason in lost or failed:
+            self._replace(slot, call, reason)
+        return not (lost or failed)
 
     # ---- requests -------------------------------------------------------
     def submit(self, request: RolloutRequest) -> None:
@@ -223,6 +305,8 @@ class RolloutPool:
     def _dispatch(self) -> None:
         if self.published is None:
             raise RuntimeError("RolloutPool: publish the learner's weights before submitting requests")
+        if self.collective and self.group is None:  # a worker was replaced: it gets the weights before any call
+            self._broadcast()
         idle = [slot for slot in self.slots if slot.busy_since is None]
         while idle and self.queue:
             slot, request = idle.pop(0), self.queue.popleft()

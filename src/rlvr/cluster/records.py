@@ -12,7 +12,8 @@ from rlvr.types import Episode, Problem
 @dataclass(frozen=True)
 class Published:
     """One version of the learner's weights, as workers fetch it: `weights` is a handle (a Ray object reference) to
-    the tensors, which a worker fetches only when it holds an older version."""
+    the tensors, which a worker fetches only when it holds an older version; None when the version was broadcast
+    into the workers' buffers (`cluster.weight_sync: collective`)."""
 
     version: int
     weights: Any

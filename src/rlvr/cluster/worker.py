@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from rlvr.cluster.records import Published, RolloutRequest, RolloutResult
+from rlvr.cluster.weight_group import GroupAddress, TensorSpec, WeightGroup, allocate
 from rlvr.config import RunConfig
 from rlvr.envs import make_env
 from rlvr.hardware import resolve_device
@@ -98,7 +99,9 @@ class ContinuingEngine(RolloutEngine):
 class RolloutWorker:
     """One worker: `generate(request, published)` loads `published` if it is newer than what it holds, then samples
     the request's prompts. `offer(published)` (from another thread of the actor) hands over a version to load at the
-    next chunk boundary of a running call (in_flight: continue)."""
+    next chunk boundary of a running call (in_flight: continue). With `cluster.weight_sync: collective`, `join`
+    makes it a member of the learner's weight group and `receive` (another thread) takes each version's broadcast
+    into its buffers, from which the next load point loads."""
 
     def __init__(self, config: RunConfig, index: int, cpus: Sequence[int] | None = None) -> None:
         if cpus:  # pinned: on a small machine the learner and each worker get cores of their own
@@ -110,10 +113,15 @@ class RolloutWorker:
         self.version = -1  # no weights of the learner's yet: the starting model's, loaded from disk
         self._offered: Published | None = None
         self._lock = threading.Lock()
+        self.timeout_seconds = config.cluster.timeout_seconds
+        self.group: WeightGroup | None = None  # cluster.weight_sync: collective
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.staged = -1  # the version in the buffers
+        self._buffers_lock = threading.Lock()  # a broadcast never lands in the buffers while a load reads them
         self.tokenizer = load_tokenizer(config.model.path)
-        device = resolve_device(config.train.device, 0)  # Ray shows a GPU worker only the GPUs it reserved
+        self.device = resolve_device(config.train.device, 0)  # Ray shows a GPU worker only the GPUs it reserved
         # The plain model: every load brings the learner's weights with any LoRA adapters merged in.
-        model = load_policy(config.model.path).to(device)
+        model = load_policy(config.model.path).to(self.device)
         self.engine = make_engine(config.rollout, model, self.tokenizer)
         self.engine.shares_weights = False  # its own copy: loads go through the engine's checked update
         engine: RolloutEngine = self.engine
@@ -127,6 +135,24 @@ class RolloutWorker:
     def ready(self) -> int:
         """The worker's process id, once its model and engine are loaded (the pool's startup check)."""
         return os.getpid()
+
+    def join(self, address: GroupAddress, specs: list[TensorSpec], device_type: str) -> int:
+        """Become rank `index + 1` of the weight group at `address` (a new one replaces any before it), with
+        buffers for `specs` on this worker's GPU when the group is NCCL's, else on the CPU."""
+        device = self.device if device_type == "cuda" else torch.device("cpu")
+        if self.group is not None:  # a receive still waiting in the old group (its peer lost) fails now, freeing the buffers
+            self.group.close()
+        with self._buffers_lock:
+            self.group, self.buffers, self.staged = None, allocate(specs, device), -1
+        self.group = WeightGroup(address, self.index + 1, device, self.timeout_seconds)
+        return os.getpid()
+
+    def receive(self, version: int) -> None:
+        """Take part in the broadcast of `version` (the learner sends it now), then offer it to the next load point."""
+        with self._buffers_lock:
+            self.group.broadcast(list(self.buffers.values()))
+            self.staged = version
+        self.offer(Published(version, None))
 
     def offer(self, published: Published) -> None:
         with self._lock:
@@ -144,12 +170,19 @@ class RolloutWorker:
     def load(self, published: Published) -> None:
         started = time.perf_counter()
         weights = published.weights
-        if not isinstance(weights, dict):  # a Ray object reference: fetched here, only when newer
-            import ray
+        if weights is None:  # broadcast into the buffers (cluster.weight_sync: collective)
+            with self._buffers_lock:
+                if self.staged < published.version:
+                    raise RuntimeError(f"rollout worker {self.index}: holds version {self.staged}, not {published.version}")
+                self.engine.update_weights(self.buffers.items())  # raises if the engine does not serve what it was sent
+                self.version = self.staged  # a newer broadcast may have landed since: the buffers' version is loaded
+        else:
+            if not isinstance(weights, dict):  # a Ray object reference: fetched here, only when newer
+                import ray
 
-            weights = ray.get(weights)
-        self.engine.update_weights(weights.items())  # raises if the engine does not serve what it was sent
-        self.version = published.version
+                weights = ray.get(weights)
+            self.engine.update_weights(weights.items())  # raises if the engine does not serve what it was sent
+            self.version = published.version
         self.load_seconds += time.perf_counter() - started
         self.loads += 1
 
