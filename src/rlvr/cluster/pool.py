@@ -250,14 +250,17 @@ class RolloutPool:
         sent_at = time.monotonic()
         joining = {slot.actor.join.remote(address, specs, device.type): slot for slot in self.slots}
         deadline = self.config.cluster.startup_timeout_seconds
+        failure = None
         try:
             self.group = WeightGroup(address, 0, device, deadline)
-        except RuntimeError:  # a member did not come: named by its join below
-            self.group = None
+        except RuntimeError as error:  # a member did not come: named by its join below
+            self.group, failure = None, error
         joined = self._settle(joining, "join the weight group", "cluster.startup_timeout_seconds", deadline, sent_at)
+        if joined and failure is not None:  # every worker joined, yet the learner's side failed: no one to replace
+            raise WorkerError(f"weight group {self.generation} at {address.host}:{address.port}: {last_line(failure)}")
         if not joined:
             self.group = None
-        return joined and self.group is not None
+        return joined
 
     def _settle(self, calls: dict[Any, _Slot], call: str, key: str, deadline: float, since: float) -> bool:
         """Wait for one call to every worker (a group's), sent at `since`; replace those that died or missed
