@@ -77,12 +77,15 @@ class WeightGroup:
             torch.cuda.synchronize(self.device)
 
     def close(self) -> None:
-        """Abort the group: a member blocked in a broadcast of it (waiting for a peer that is gone) returns at once
-        with an error instead of at its timeout."""
-        try:
-            self.group.abort()
-        except RuntimeError:  # already aborted, or a backend without abort: its timeout still bounds the wait
-            pass
+        """Leave the group. The learner does so when a broadcast failed: a worker still blocked in it, waiting for
+        the rest of the version, then fails at once ("connection closed") instead of at the group's timeout. Gloo's
+        sockets close with the group's last reference; NCCL's communicators are aborted."""
+        group, self.group = self.group, None
+        if group is not None and self.device.type == "cuda":
+            try:
+                group.abort()
+            except RuntimeError:  # already aborted
+                pass
 
 
 def allocate(specs: Sequence[TensorSpec], device: torch.device) -> dict[str, torch.Tensor]:

@@ -140,7 +140,7 @@ class RolloutWorker:
         """Become rank `index + 1` of the weight group at `address` (a new one replaces any before it), with
         buffers for `specs` on this worker's GPU when the group is NCCL's, else on the CPU."""
         device = self.device if device_type == "cuda" else torch.device("cpu")
-        if self.group is not None:  # a receive still waiting in the old group (its peer lost) fails now, freeing the buffers
+        if self.group is not None:  # the old group's sockets (NCCL: communicators) go now, not with the process
             self.group.close()
         with self._buffers_lock:
             self.group, self.buffers, self.staged = None, allocate(specs, device), -1
