@@ -151,7 +151,8 @@ def test_a_worker_faster_than_the_learner_runs_k_steps_ahead(cluster, tiny_model
 
 @pytest.mark.parametrize("sync", SYNCS)
 def test_a_worker_killed_mid_run_is_replaced_and_every_prompt_is_trained_once(cluster, tiny_model_dir, tmp_path, sync):
-    extra = _ray("rollout.max_staleness=1", "train.steps=6", f"cluster.weight_sync={sync}")
+    # A deadline far above a tiny step's seconds, and far below the default 300 s a lost wait would cost the suite
+    extra = _ray("rollout.max_staleness=1", "train.steps=6", f"cluster.weight_sync={sync}", "cluster.timeout_seconds=60")
     settings = [*_settings(tiny_model_dir, tmp_path, "killed"), *extra]
     trainer = AsyncTrainer(load_config(None, settings))
 
