@@ -10,12 +10,12 @@ import time
 import pytest
 import torch
 
-from rlvr.cluster.weight_group import GroupAddress, TensorSpec, WeightGroup, allocate, broadcast_device
+from rlvr.cluster.weight_group import GroupAddress, TensorSpec, WeightGroup, allocate, broadcast_device, free_port
 
 
 def _members(size: int, devices: list[torch.device], timeout: float) -> list[WeightGroup]:
     """`size` members formed at once (each constructor waits for the others), on `devices`."""
-    address = GroupAddress.here(size, 1, "127.0.0.1")
+    address = GroupAddress("127.0.0.1", free_port(), size)
     members: list[WeightGroup | None] = [None] * size
     errors: list[BaseException] = []
 

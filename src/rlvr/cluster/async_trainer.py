@@ -70,7 +70,7 @@ class AsyncTrainer(Trainer):
     def __init__(self, config: RunConfig, ranks: Ranks | None = None) -> None:
         self.worker_cores: list[list[int]] | None = None
         if config.cluster.pin_cpus:
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the ranks would share the learner's cores
+            if (ranks or Ranks.from_environment()).distributed:  # the ranks would share the learner's cores
                 raise ConfigError("cluster.pin_cpus: pins one learner process; it cannot under several ranks")
             if config.cluster.address:
                 raise ConfigError("cluster.pin_cpus: pins to this machine's cores; it cannot with cluster.address")

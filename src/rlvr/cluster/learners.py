@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 from rich.console import Console
 
 from rlvr.cluster.pool import connect_ray, import_ray, last_line
+from rlvr.cluster.weight_group import free_port
 from rlvr.config import RunConfig
 from rlvr.errors import RankError
 
@@ -72,10 +72,7 @@ class LearnerRank:
 
     def address(self) -> tuple[str, int, int]:
         """This rank's node, a port free on it (rank 0's is the group's meeting address), and its process id."""
-        with socket.socket() as probe:
-            probe.bind(("", 0))
-            port = probe.getsockname()[1]
-        return import_ray().util.get_node_ip_address(), port, os.getpid()
+        return import_ray().util.get_node_ip_address(), free_port(), os.getpid()
 
     def train(
         self,

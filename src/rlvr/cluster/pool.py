@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlvr.cluster.records import Published, RolloutRequest, RolloutResult
-from rlvr.cluster.weight_group import GroupAddress, TensorSpec, WeightGroup
+from rlvr.cluster.weight_group import GroupAddress, TensorSpec, WeightGroup, free_port
 from rlvr.cluster.worker import RolloutWorker
 from rlvr.config import RunConfig
 from rlvr.errors import ConfigError, WorkerError
@@ -202,17 +202,16 @@ class RolloutPool:
         in_flight: continue, the one running calls switch to at their next chunk)."""
         started = time.perf_counter()
         with self._changed:
-            if self.collective:  # every worker holds it once this returns, and offers it to its running call
+            if self.collective:  # every worker holds it once this returns, and offers it to its running call itself
                 self.last = (version, weights)
                 self._broadcast()
                 self.published = Published(version, None)
-                self.stats.weight_sync_seconds += time.perf_counter() - started
-                return
-            self.published = Published(version, self.ray.put(weights))
-            if self.config.rollout.in_flight == "continue":
-                for slot in self.slots:
-                    if slot.busy_since is not None:  # not awaited: a hung worker is caught by its call's deadline
-                        slot.actor.offer.remote(self.published)
+            else:
+                self.published = Published(version, self.ray.put(weights))
+                if self.config.rollout.in_flight == "continue":
+                    for slot in self.slots:
+                        if slot.busy_since is not None:  # not awaited: a hung worker is caught by its call's deadline
+                            slot.actor.offer.remote(self.published)
             self.stats.weight_sync_seconds += time.perf_counter() - started
 
     def _broadcast(self) -> None:
@@ -238,13 +237,12 @@ class RolloutPool:
             if self._settle(receiving, call, "cluster.timeout_seconds", self.config.cluster.timeout_seconds, sent_at):
                 if sent is None:
                     return
-                self.group = None
                 raise WorkerError(f"weight broadcast of version {version}: {last_line(sent)}")
 
     def _form_group(self, weights: dict) -> bool:
         """A new weight group of the learner (rank 0) and every worker; False when a member was lost (replaced)."""
         self.generation += 1
-        address = GroupAddress.here(len(self.slots) + 1, self.generation, self.ray.util.get_node_ip_address())
+        address = GroupAddress(self.ray.util.get_node_ip_address(), free_port(), len(self.slots) + 1)
         specs = [TensorSpec(name, tuple(t.shape), t.dtype) for name, t in weights.items()]
         device = next(iter(weights.values())).device
         sent_at = time.monotonic()

@@ -32,21 +32,21 @@ class TensorSpec:
     dtype: torch.dtype
 
 
+def free_port() -> int:
+    """A TCP port free on this node now (for a store or a process group to listen on)."""
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
 @dataclass(frozen=True)
 class GroupAddress:
     """Where a group meets: the learner's node and a port free on it, and the group's size (the learner and the
-    workers). `generation` counts the groups formed in a run; each is new, with a store of its own."""
+    workers). Each group formed is new, with a store of its own."""
 
     host: str
     port: int
     size: int
-    generation: int
-
-    @classmethod
-    def here(cls, size: int, generation: int, host: str) -> GroupAddress:
-        with socket.socket() as probe:
-            probe.bind(("", 0))
-            return cls(host, probe.getsockname()[1], size, generation)
 
 
 def broadcast_device(learner_device: torch.device, worker_gpus: float) -> torch.device:
@@ -61,7 +61,7 @@ class WeightGroup:
     def __init__(self, address: GroupAddress, rank: int, device: torch.device, timeout_seconds: float) -> None:
         timeout = timedelta(seconds=timeout_seconds)
         store = dist.TCPStore(address.host, address.port, address.size, is_master=rank == 0, timeout=timeout)
-        self.rank, self.device, self.timeout = rank, device, timeout
+        self.device, self.timeout = device, timeout
         if device.type == "cuda":
             options = dist.ProcessGroupNCCL.Options()
             options._timeout = timeout
